@@ -1,0 +1,55 @@
+//! What a store instance guarantees, as plain data.
+
+/// Guarantees of one store instance. The conformance suite reads these and
+/// expects `Unsupported` — not silence — from operations whose capability is off.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Capabilities {
+    /// Data survives a server restart.
+    pub durable: bool,
+    /// All events of one `append` are stored or none are.
+    pub atomic_batch: bool,
+    /// Positions are consecutive (1, 2, 3, …) — stronger than the gap-safe
+    /// order every event store must provide.
+    pub gap_free_order: bool,
+    /// `EventStore::subscribe` is offered.
+    pub live_tail: bool,
+    /// `EventStore::count_by` is offered.
+    pub analytics: bool,
+    /// The server expires keys/documents itself (reads still hide expired data at once).
+    pub native_ttl: bool,
+    /// Document writes are checked against the collection's JSON schema.
+    pub schema_validation: bool,
+    /// Sessions are kept within a bounded capacity, evicting least recently used.
+    pub bounded_capacity: bool,
+}
+
+impl Capabilities {
+    /// Every capability on: what the memory backend offers (except durability).
+    pub const fn all() -> Self {
+        Capabilities {
+            durable: true,
+            atomic_batch: true,
+            gap_free_order: true,
+            live_tail: true,
+            analytics: true,
+            native_ttl: true,
+            schema_validation: true,
+            bounded_capacity: true,
+        }
+    }
+
+    /// Every capability off.
+    pub const fn none() -> Self {
+        Capabilities {
+            durable: false,
+            atomic_batch: false,
+            gap_free_order: false,
+            live_tail: false,
+            analytics: false,
+            native_ttl: false,
+            schema_validation: false,
+            bounded_capacity: false,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! # palisade-core
+//!
+//! The contract every Palisade backend implements: four object-safe async
+//! traits ([`EventStore`], [`SessionCache`], [`DocumentStore`],
+//! [`ReputationRepo`]), their models, one [`Error`] type, [`Capabilities`] as
+//! data, [`Namespace`]s, and — behind the `conformance` feature — the suite that
+//! holds every backend to the same behaviour.
+//!
+//! Services hold `Arc<dyn EventStore>` (etc.) and use the `…Ext` traits for
+//! typed convenience methods. With the `mock` feature, `MockEventStore` and
+//! friends (mockall) are available for unit tests.
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod capabilities;
+pub mod documents;
+pub mod error;
+pub mod events;
+pub mod namespace;
+pub mod reputation;
+pub mod sessions;
+pub mod time;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use capabilities::Capabilities;
+pub use documents::{DocumentStore, DocumentStoreExt};
+pub use error::{Error, ErrorDetail, ErrorKind, Result};
+pub use events::{EventStore, EventStoreExt};
+pub use namespace::Namespace;
+pub use reputation::{ReputationRepo, ReputationRepoExt};
+pub use sessions::{SessionCache, SessionCacheExt};
+
+#[cfg(feature = "mock")]
+pub use documents::MockDocumentStore;
+#[cfg(feature = "mock")]
+pub use events::MockEventStore;
+#[cfg(feature = "mock")]
+pub use reputation::MockReputationRepo;
+#[cfg(feature = "mock")]
+pub use sessions::MockSessionCache;

@@ -1,0 +1,169 @@
+//! Short-lived session state and the [`SessionCache`] trait.
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest `max_len` of a history list and largest `range` limit.
+pub const MAX_HISTORY: usize = 10_000;
+
+/// Checks a key: 1..=1024 bytes of UTF-8 (any characters, spaces and newlines included).
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid(format!("key must be 1..={MAX_KEY_LEN} bytes")));
+    }
+    Ok(())
+}
+
+/// Checks a history length / range limit: 1..=[`MAX_HISTORY`].
+pub fn check_history_len(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_HISTORY {
+        return Err(Error::invalid(format!("history length must be 1..={MAX_HISTORY}")));
+    }
+    Ok(())
+}
+
+/// When `set` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SetMode {
+    /// Always (Redis `SET`).
+    #[default]
+    Always,
+    /// Only if the key is absent or expired (Redis `SET NX`).
+    IfAbsent,
+    /// Only if the key is present and not expired (Redis `SET XX`).
+    IfPresent,
+}
+
+/// The remaining lifetime of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyTtl {
+    /// No such key (or it has expired).
+    Missing,
+    /// The key never expires.
+    Persistent,
+    /// The key expires after this long (millisecond precision, > 0).
+    ExpiresIn(TimeDelta),
+}
+
+/// The answer of a rate-limit [`SessionCache::hit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Whether this hit is within the limit.
+    pub allowed: bool,
+    /// Hits still allowed in the current window.
+    pub remaining: u32,
+    /// Hits counted in the current window, this one included.
+    pub count: u64,
+    /// When denied: how long until the window ends.
+    pub retry_after: Option<TimeDelta>,
+    /// How long until the current window ends.
+    pub reset_after: TimeDelta,
+}
+
+impl Decision {
+    /// The decision for the `count`-th hit of a window with `limit` that ends in `reset_after`.
+    pub fn from_count(count: u64, limit: u32, reset_after: TimeDelta) -> Self {
+        let allowed = count <= u64::from(limit);
+        let remaining = u64::from(limit).saturating_sub(count) as u32;
+        let reset_after = reset_after.max(TimeDelta::milliseconds(1));
+        Decision { allowed, remaining, count, retry_after: (!allowed).then_some(reset_after), reset_after }
+    }
+}
+
+/// Short-lived, TTL'd session state: values, history lists, counters and rate limits.
+///
+/// # Contract
+/// - **Keys** are 1..=1024 bytes of any UTF-8; nothing a key contains reaches
+///   outside the store's namespace. Values, lists and counters share one keyspace:
+///   using a key as another type than it holds is `Conflict` (like Redis `WRONGTYPE`).
+/// - **TTLs** are whole milliseconds; zero, negative or sub-millisecond TTLs are
+///   `InvalidInput`. Expiry is an absolute instant: a key is expired when
+///   `now >= expires_at`, and an expired key is invisible at once on every
+///   backend, whatever the backend's own sweep does later.
+/// - **`set`** replaces the value *and* the TTL (`None` = never expires), like
+///   Redis `SET` without `KEEPTTL`. It returns whether it wrote.
+/// - **History** (`push`/`range`) keeps the newest `max_len` entries; `range`
+///   returns newest first. `push` with a TTL (re)sets the list's expiry; without
+///   one it leaves the expiry as it was.
+/// - **Counters** (`incr`) are atomic under concurrency; `ttl_on_create` applies
+///   only when this call creates the key. A counter is an ordinary value (a JSON
+///   integer) that `get` reads. Overflow is `Conflict`.
+/// - **Rate limits** (`hit`) use a **fixed window** that starts at the first hit
+///   and lasts `window`; every hit in the window is counted (denied ones too), and
+///   the counter lives under `key` as a JSON integer that expires with the window.
+///   Atomic under concurrency: with `limit = n`, exactly `n` concurrent hits are
+///   allowed.
+///
+/// # Errors
+/// Bad keys, TTLs or limits are `InvalidInput` and change nothing. A backend
+/// failure is `Unavailable`/`Timeout`, never `Ok(None)` or `Ok(false)`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait SessionCache: Send + Sync {
+    /// Backend id, e.g. `memory`.
+    fn backend(&self) -> &'static str;
+    /// What this instance guarantees.
+    fn capabilities(&self) -> Capabilities;
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+    /// Writes `value` under `key` per `mode`; returns whether it wrote.
+    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool>;
+    /// The value under `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Value>>;
+    /// Deletes `key` (of any type); returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+    /// Sets `key` to expire after `ttl`; returns false if the key is missing.
+    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool>;
+    /// The remaining lifetime of `key`.
+    async fn ttl(&self, key: &str) -> Result<KeyTtl>;
+    /// Prepends `entry` to the history list at `key`, trims it to the newest
+    /// `max_len` entries, and returns the new length.
+    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize>;
+    /// Up to `limit` newest entries of the history list at `key`, newest first.
+    async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>>;
+    /// Adds `by` to the counter at `key` (created at 0) and returns the new value.
+    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64>;
+    /// Counts one hit against a fixed-window rate limit of `limit` per `window`.
+    async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision>;
+}
+
+/// Typed (serde) convenience methods for every [`SessionCache`].
+#[async_trait]
+pub trait SessionCacheExt: SessionCache {
+    /// `set` (mode `Always`) of a serde value.
+    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Option<TimeDelta>) -> Result<()> {
+        self.set(key, serde_json::to_value(value)?, ttl, SetMode::Always).await.map(|_| ())
+    }
+
+    /// `get` decoded into `T`; a stored value of another shape is `Serialization`.
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key).await? {
+            Some(v) => Ok(Some(serde_json::from_value(v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `push` of a serde value.
+    async fn push_json<T: Serialize + Sync>(&self, key: &str, entry: &T, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+        self.push(key, serde_json::to_value(entry)?, max_len, ttl).await
+    }
+
+    /// `range` decoded into `T`s.
+    async fn range_json<T: DeserializeOwned>(&self, key: &str, limit: usize) -> Result<Vec<T>> {
+        self.range(key, limit)
+            .await?
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(Error::from))
+            .collect()
+    }
+}
+
+impl<T: SessionCache + ?Sized> SessionCacheExt for T {}

@@ -1,0 +1,104 @@
+//! Time conventions: UTC, millisecond precision, absolute expiry instants.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::error::{Error, Result};
+
+/// Truncates an instant to whole milliseconds, the precision every backend stores
+/// and compares.
+pub fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// The current instant, truncated to milliseconds.
+pub fn now_ms() -> DateTime<Utc> {
+    truncate_ms(Utc::now())
+}
+
+/// Checks a TTL: whole milliseconds, strictly positive, at most ~100 years.
+/// Returns it as milliseconds.
+pub fn ttl_millis(ttl: TimeDelta) -> Result<i64> {
+    let ms = ttl.num_milliseconds();
+    if ms <= 0 {
+        return Err(Error::invalid("ttl must be at least 1 millisecond"));
+    }
+    if ms > MAX_TTL_MS {
+        return Err(Error::invalid("ttl must be at most 100 years"));
+    }
+    Ok(ms)
+}
+
+/// The longest TTL accepted (100 years, in milliseconds).
+pub const MAX_TTL_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+
+/// `now + ttl`, as the absolute expiry instant. Expired means `now >= expires_at`.
+pub fn expiry_after(now: DateTime<Utc>, ttl_ms: i64) -> DateTime<Utc> {
+    now + TimeDelta::milliseconds(ttl_ms)
+}
+
+/// A half-open UTC interval `[from, to)`; either end may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TimeRange {
+    /// Inclusive lower bound.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    /// The unbounded range.
+    pub fn all() -> Self {
+        TimeRange::default()
+    }
+
+    /// `[from, to)`.
+    pub fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        TimeRange { from: Some(from), to: Some(to) }
+    }
+
+    /// `[from, ∞)`.
+    pub fn since(from: DateTime<Utc>) -> Self {
+        TimeRange { from: Some(from), to: None }
+    }
+
+    /// `(-∞, to)`.
+    pub fn until(to: DateTime<Utc>) -> Self {
+        TimeRange { from: None, to: Some(to) }
+    }
+
+    /// Whether `t` lies in the range (compared at millisecond precision).
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        let t = truncate_ms(t);
+        self.from.is_none_or(|f| t >= truncate_ms(f)) && self.to.is_none_or(|to| t < truncate_ms(to))
+    }
+
+    /// `InvalidInput` when `from > to`.
+    pub fn validate(&self) -> Result<()> {
+        match (self.from, self.to) {
+            (Some(f), Some(t)) if f > t => Err(Error::invalid("time range has from after to")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_and_negative_ttls_are_invalid() {
+        assert!(ttl_millis(TimeDelta::zero()).is_err());
+        assert!(ttl_millis(TimeDelta::milliseconds(-5)).is_err());
+        assert!(ttl_millis(TimeDelta::microseconds(999)).is_err());
+        assert_eq!(ttl_millis(TimeDelta::milliseconds(1)).ok(), Some(1));
+    }
+
+    #[test]
+    fn time_range_is_half_open() {
+        let a = DateTime::from_timestamp_millis(1_000).unwrap();
+        let b = DateTime::from_timestamp_millis(2_000).unwrap();
+        let r = TimeRange::between(a, b);
+        assert!(r.contains(a));
+        assert!(!r.contains(b));
+    }
+}
