@@ -1,0 +1,286 @@
+//! `SessionCache` on a bounded moka cache with exact expiry on read.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use moka::ops::compute::Op;
+use moka::policy::{EvictionPolicy, Expiry};
+use moka::sync::Cache;
+use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
+use palisade_core::time::{expiry_after, now_ms, ttl_millis};
+use palisade_core::{Capabilities, Error, Namespace, Result, SessionCache};
+use serde_json::Value;
+
+use crate::error::{tagged, Fault};
+use crate::{capabilities, MemoryConfig};
+
+#[derive(Clone)]
+enum Data {
+    Value(Arc<Value>),
+    List(Arc<VecDeque<Value>>),
+}
+
+#[derive(Clone)]
+struct Slot {
+    data: Data,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl Slot {
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// Lets moka reclaim entries at their absolute expiry instant.
+struct SlotExpiry;
+
+fn until(at: Option<DateTime<Utc>>) -> Option<Duration> {
+    at.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}
+
+impl Expiry<String, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &String, v: &Slot, _: Instant) -> Option<Duration> {
+        until(v.expires_at)
+    }
+    fn expire_after_update(&self, _: &String, v: &Slot, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        until(v.expires_at)
+    }
+}
+
+/// In-memory [`SessionCache`]: bounded (LRU eviction beyond
+/// [`MemoryConfig::session_capacity`]), atomic per key, expired keys invisible at once.
+pub struct MemorySessionCache {
+    namespace: Namespace,
+    cache: Cache<String, Slot>,
+}
+
+impl MemorySessionCache {
+    /// An empty cache for `namespace`.
+    pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(config.session_capacity)
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(SlotExpiry)
+            .build();
+        MemorySessionCache { namespace, cache }
+    }
+
+    /// Reclaims expired entries now (moka also does so as it goes).
+    pub fn sweep(&self) {
+        self.cache.run_pending_tasks();
+    }
+
+    fn live(&self, key: &str, now: DateTime<Utc>) -> Option<Slot> {
+        self.cache.get(key).filter(|s| s.live(now))
+    }
+
+    /// Runs `f` atomically on the live slot of `key` (expired = absent); `f`
+    /// returns the new slot (or `None` to delete) and a result, or an error
+    /// that leaves the key unchanged.
+    fn compute<T>(&self, key: &str, f: impl FnOnce(Option<&Slot>) -> Result<(Change, T)>) -> Result<T> {
+        let now = now_ms();
+        let mut out = None;
+        self.cache.entry_by_ref(key).and_compute_with(|cur| {
+            let live = cur.as_ref().map(|e| e.value()).filter(|s| s.live(now));
+            match f(live) {
+                Ok((change, value)) => {
+                    out = Some(Ok(value));
+                    match change {
+                        Change::Put(slot) => Op::Put(slot),
+                        Change::Delete if cur.is_some() => Op::Remove,
+                        Change::Delete | Change::Keep => Op::Nop,
+                    }
+                }
+                Err(e) => {
+                    out = Some(Err(e));
+                    Op::Nop
+                }
+            }
+        });
+        out.unwrap_or_else(|| Err(Error::new(palisade_core::ErrorKind::Unexpected, "compute closure did not run")))
+    }
+}
+
+enum Change {
+    Put(Slot),
+    Delete,
+    Keep,
+}
+
+fn ttl_opt(ttl: Option<TimeDelta>) -> Result<Option<i64>> {
+    ttl.map(ttl_millis).transpose()
+}
+
+fn integer(slot: &Slot) -> Result<i64> {
+    match &slot.data {
+        Data::Value(v) => v.as_i64().ok_or_else(|| Fault::WrongType("an integer counter").into()),
+        Data::List(_) => Err(Fault::WrongType("an integer counter").into()),
+    }
+}
+
+#[async_trait]
+impl SessionCache for MemorySessionCache {
+    fn backend(&self) -> &'static str {
+        crate::BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
+        let run = || {
+            check_key(key)?;
+            let ttl = ttl_opt(ttl)?;
+            let now = now_ms();
+            let slot = Slot { data: Data::Value(Arc::new(value)), expires_at: ttl.map(|ms| expiry_after(now, ms)) };
+            self.compute(key, |live| {
+                let write = match mode {
+                    SetMode::Always => true,
+                    SetMode::IfAbsent => live.is_none(),
+                    SetMode::IfPresent => live.is_some(),
+                };
+                Ok(if write { (Change::Put(slot), true) } else { (Change::Keep, false) })
+            })
+        };
+        run().map_err(tagged("set"))
+    }
+
+    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        let run = || {
+            check_key(key)?;
+            match self.live(key, now_ms()) {
+                None => Ok(None),
+                Some(Slot { data: Data::Value(v), .. }) => Ok(Some(Value::clone(&v))),
+                Some(Slot { data: Data::List(_), .. }) => Err(Fault::WrongType("a value").into()),
+            }
+        };
+        run().map_err(tagged("get"))
+    }
+
+    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let run = || {
+            check_key(key)?;
+            self.compute(key, |live| Ok((Change::Delete, live.is_some())))
+        };
+        run().map_err(tagged("delete"))
+    }
+
+    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
+        let run = || {
+            check_key(key)?;
+            let ms = ttl_millis(ttl)?;
+            let at = expiry_after(now_ms(), ms);
+            self.compute(key, |live| match live {
+                Some(slot) => Ok((Change::Put(Slot { data: slot.data.clone(), expires_at: Some(at) }), true)),
+                None => Ok((Change::Keep, false)),
+            })
+        };
+        run().map_err(tagged("expire"))
+    }
+
+    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        let run = || {
+            check_key(key)?;
+            let now = now_ms();
+            Ok(match self.live(key, now) {
+                None => KeyTtl::Missing,
+                Some(Slot { expires_at: None, .. }) => KeyTtl::Persistent,
+                Some(Slot { expires_at: Some(at), .. }) => KeyTtl::ExpiresIn((at - now).max(TimeDelta::milliseconds(1))),
+            })
+        };
+        run().map_err(tagged("ttl"))
+    }
+
+    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+        let run = || {
+            check_key(key)?;
+            check_history_len(max_len)?;
+            let ttl = ttl_opt(ttl)?;
+            let now = now_ms();
+            self.compute(key, |live| {
+                let (mut list, expires_at) = match live {
+                    None => (VecDeque::with_capacity(1), None),
+                    Some(Slot { data: Data::List(l), expires_at }) => (VecDeque::clone(l), *expires_at),
+                    Some(Slot { data: Data::Value(_), .. }) => return Err(Fault::WrongType("a history list").into()),
+                };
+                list.push_front(entry);
+                list.truncate(max_len);
+                let len = list.len();
+                let expires_at = ttl.map(|ms| expiry_after(now, ms)).or(expires_at);
+                Ok((Change::Put(Slot { data: Data::List(Arc::new(list)), expires_at }), len))
+            })
+        };
+        run().map_err(tagged("push"))
+    }
+
+    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
+        let run = || {
+            check_key(key)?;
+            check_history_len(limit)?;
+            match self.live(key, now_ms()) {
+                None => Ok(Vec::new()),
+                Some(Slot { data: Data::List(l), .. }) => Ok(l.iter().take(limit).cloned().collect()),
+                Some(Slot { data: Data::Value(_), .. }) => Err(Fault::WrongType("a history list").into()),
+            }
+        };
+        run().map_err(tagged("range"))
+    }
+
+    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
+        let run = || {
+            check_key(key)?;
+            let ttl = ttl_opt(ttl_on_create)?;
+            let now = now_ms();
+            self.compute(key, |live| {
+                let (next, expires_at) = match live {
+                    None => (by, ttl.map(|ms| expiry_after(now, ms))),
+                    Some(slot) => (integer(slot)?.checked_add(by).ok_or(Fault::Overflow)?, slot.expires_at),
+                };
+                Ok((Change::Put(Slot { data: Data::Value(Arc::new(Value::from(next))), expires_at }), next))
+            })
+        };
+        run().map_err(tagged("incr"))
+    }
+
+    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
+    async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
+        let run = || {
+            check_key(key)?;
+            if limit == 0 {
+                return Err(Error::invalid("rate limit must be at least 1"));
+            }
+            let window_ms = ttl_millis(window)?;
+            let now = now_ms();
+            self.compute(key, |live| {
+                let (count, expires_at) = match live {
+                    None => (1, expiry_after(now, window_ms)),
+                    Some(slot) => {
+                        let count = integer(slot)?.checked_add(1).ok_or(Fault::Overflow)?;
+                        (count, slot.expires_at.unwrap_or_else(|| expiry_after(now, window_ms)))
+                    }
+                };
+                let decision = Decision::from_count(u64::try_from(count).unwrap_or(0), limit, expires_at - now);
+                let slot = Slot { data: Data::Value(Arc::new(Value::from(count))), expires_at: Some(expires_at) };
+                Ok((Change::Put(slot), decision))
+            })
+        };
+        run().map_err(tagged("hit"))
+    }
+}

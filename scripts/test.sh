@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the servers, runs every workspace test with all
+# features, builds the docs warning-free, and prints the conformance summary.
+# This is what the README tells newcomers to run and what CI (.ci/run) runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/start-services.sh
+
+export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+# A missing or unreachable server fails its backend's cases instead of skipping them.
+export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis}
+export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory}
+export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
+mkdir -p target
+rm -f "$PALISADE_CONFORMANCE_LOG"
+
+status=0
+cargo test --workspace --all-features --all-targets --locked || status=$?
+cargo test --workspace --all-features --doc --locked || status=$?
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet || status=$?
+
+bash scripts/conformance-summary.sh "$PALISADE_CONFORMANCE_LOG" || status=1
+exit $status
