@@ -27,11 +27,30 @@ pub struct DemoArgs {
     /// Seed for a reproducible run.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Stop handling requests after this many seconds, even if fewer were sent.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Namespace to run in (default: a fresh `demo_<random>` one, so runs against a
+    /// server never mix).
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 impl Default for DemoArgs {
     fn default() -> Self {
-        DemoArgs { requests: 3000, sessions: 300, seed: 7 }
+        DemoArgs { requests: 3000, sessions: 300, seed: 7, duration_secs: None, namespace: None }
+    }
+}
+
+/// The namespace a demo run uses: `--namespace`, else a fresh random one for
+/// server backends, else the configured one.
+pub fn namespace(args: &DemoArgs, config: &crate::Config) -> Result<palisade_core::Namespace> {
+    match &args.namespace {
+        Some(ns) => palisade_core::Namespace::new(ns.clone()),
+        None if crate::StoreKind::ALL.iter().all(|k| config.store(*k).url.scheme() == "memory") => {
+            Ok(config.namespace.clone())
+        }
+        None => palisade_core::Namespace::random("demo"),
     }
 }
 
@@ -76,15 +95,31 @@ pub async fn run(stores: &Stores, args: &DemoArgs) -> Result<String> {
         )
         .await?;
 
+    let progress = indicatif::ProgressBar::new(args.requests as u64).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} requests ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.set_message("gatekeeper");
+    let started = std::time::Instant::now();
+    let deadline = args.duration_secs.map(std::time::Duration::from_secs);
     let mut batch = Vec::new();
     let mut limited = std::collections::BTreeSet::new();
     for n in 0..args.requests {
+        if deadline.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        progress.inc(1);
         // A few hot sessions (scrapers, brute-forcers) send a fifth of all traffic.
         let hot = clients.len().min(8);
-        let c = if rng.gen_bool(0.2) { &clients[rng.gen_range(0..hot)] } else { &clients[rng.gen_range(0..clients.len())] };
+        let c =
+            if rng.gen_bool(0.2) { &clients[rng.gen_range(0..hot)] } else { &clients[rng.gen_range(0..clients.len())] };
         let decision = stores.sessions.hit(&format!("rl:{}", c.session), RATE_LIMIT, TimeDelta::seconds(10)).await?;
         stores.sessions.incr(&format!("requests:{}", c.session), 1, Some(TimeDelta::minutes(30))).await?;
-        stores.sessions.push(&format!("history:{}", c.session), json!({"n": n}), 20, Some(TimeDelta::minutes(30))).await?;
+        stores
+            .sessions
+            .push(&format!("history:{}", c.session), json!({"n": n}), 20, Some(TimeDelta::minutes(30)))
+            .await?;
         let attack = c.malicious && rng.gen_bool(0.6);
         let mut event = NewEvent::new("gatekeeper", "allowed").with_session(&c.session).with_client_ip(c.ip);
         if !decision.allowed {
@@ -102,6 +137,7 @@ pub async fn run(stores: &Stores, args: &DemoArgs) -> Result<String> {
     if !batch.is_empty() {
         analyse(stores, batch, &mut rng).await?;
     }
+    progress.finish_and_clear();
     report(stores, limited.len()).await
 }
 
@@ -147,7 +183,8 @@ async fn report(stores: &Stores, rate_limited_sessions: usize) -> Result<String>
         let _ = writeln!(out, "  {:<16} {:>6}", g.key, g.count);
     }
     let _ = writeln!(out, "  rate-limited sessions: {rate_limited_sessions}");
-    let malicious_verdicts = stores.documents.count("analyses", Filter::parse(&json!({"verdict": "malicious"}))?).await?;
+    let malicious_verdicts =
+        stores.documents.count("analyses", Filter::parse(&json!({"verdict": "malicious"}))?).await?;
     let all_verdicts = stores.documents.count("analyses", Filter::all()).await?;
     let _ = writeln!(out, "\nAnalyses stored: {all_verdicts} ({malicious_verdicts} malicious verdicts)");
     let _ = writeln!(out, "\nEngine leaderboard (all time)");
@@ -179,17 +216,19 @@ mod tests {
     #[tokio::test]
     async fn demo_report_lists_attackers_rules_and_leaderboard() {
         let stores = Stores::memory(palisade_core::Namespace::new("demo_test").unwrap());
-        let report = run(&stores, &DemoArgs { requests: 400, sessions: 40, seed: 1 }).await.unwrap();
+        let report =
+            run(&stores, &DemoArgs { requests: 400, sessions: 40, seed: 1, ..DemoArgs::default() }).await.unwrap();
         for heading in ["Top attacking IPs", "Rule effectiveness", "Engine leaderboard", "Store health"] {
             assert!(report.contains(heading), "missing {heading}:\n{report}");
         }
-        let total: u64 = stores.events.count_by(EventFilter::all(), GroupBy::Kind, 10).await.unwrap().iter().map(|g| g.count).sum();
+        let total: u64 =
+            stores.events.count_by(EventFilter::all(), GroupBy::Kind, 10).await.unwrap().iter().map(|g| g.count).sum();
         assert_eq!(total, 400, "every simulated request is one event");
     }
 
     #[tokio::test]
     async fn same_seed_gives_same_report() {
-        let args = DemoArgs { requests: 300, sessions: 30, seed: 42 };
+        let args = DemoArgs { requests: 300, sessions: 30, seed: 42, ..DemoArgs::default() };
         let a = run(&Stores::memory(palisade_core::Namespace::new("a").unwrap()), &args).await.unwrap();
         let b = run(&Stores::memory(palisade_core::Namespace::new("b").unwrap()), &args).await.unwrap();
         assert_eq!(a, b);

@@ -15,9 +15,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod check;
+pub mod config;
 pub mod demo;
+pub mod registry;
+mod stores;
 
-use std::sync::Arc;
+pub use config::{Config, Fallback, StoreConfig, StoreKind, StoreUrl};
+pub use stores::{probe, StoreStatus, Stores};
 
 pub use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps};
 pub use palisade_core::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest};
@@ -28,24 +33,3 @@ pub use palisade_core::{
     ReputationRepo, ReputationRepoExt, Result, SessionCache, SessionCacheExt,
 };
 pub use palisade_memory as memory;
-
-/// The four stores a service uses, as trait objects.
-#[derive(Clone)]
-pub struct Stores {
-    /// Security events.
-    pub events: Arc<dyn EventStore>,
-    /// Session state.
-    pub sessions: Arc<dyn SessionCache>,
-    /// JSON documents.
-    pub documents: Arc<dyn DocumentStore>,
-    /// Reputation.
-    pub reputation: Arc<dyn ReputationRepo>,
-}
-
-impl Stores {
-    /// All four stores in memory, in `namespace`.
-    pub fn memory(namespace: Namespace) -> Self {
-        let m = palisade_memory::MemoryStores::new(namespace, &palisade_memory::MemoryConfig::default());
-        Stores { events: m.events, sessions: m.sessions, documents: m.documents, reputation: m.reputation }
-    }
-}

@@ -1,32 +1,81 @@
-//! The `palisade` command line.
+//! The `palisade` command line: `demo`, `health`, `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use palisade::{Config, Stores};
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Persistence adapters for security platforms")]
 struct Cli {
+    /// TOML configuration file (default: $PALISADE_CONFIG; environment variables override it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate a gatekeeper and a threat-intel platform on the stores and print what they saw.
+    /// Simulate a gatekeeper and a threat-intel platform on the configured stores and print what they saw.
     Demo(palisade::demo::DemoArgs),
+    /// Connect to the configured stores and print each one's status; exits non-zero if any is down.
+    Health {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the conformance suite against the configured stores in a throwaway namespace.
+    Check(palisade::check::CheckArgs),
+    // `migrate` arrives with the Postgres backends.
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Demo(args) => {
-            let stores = palisade::Stores::memory(palisade::Namespace::new("demo")?);
-            let report = palisade::demo::run(&stores, &args).await?;
-            print!("{report}");
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            ExitCode::from(2)
         }
     }
-    Ok(())
+}
+
+async fn run(cli: Cli) -> palisade::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Demo(args) => {
+            let ns = palisade::demo::namespace(&args, &config)?;
+            let stores = Stores::connect_in(&config, &ns).await?;
+            let report = palisade::demo::run(&stores, &args).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { json } => {
+            let statuses = palisade::probe(&config).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses).map_err(palisade::Error::from)?);
+            } else {
+                println!("{:<11} {:<10} {:<9} {}", "store", "backend", "status", "url / detail");
+                for s in &statuses {
+                    println!("{:<11} {:<10} {:<9} {}", s.store.as_str(), s.backend, s.status, s.url);
+                    if let Some(detail) = &s.detail {
+                        println!("{:<32}{detail}", "");
+                    }
+                }
+            }
+            Ok(if statuses.iter().all(|s| s.is_up()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Check(args) => {
+            let report = palisade::check::run(&config, &args).await?;
+            print!("{}", report.render(args.json)?);
+            Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
 }

@@ -13,6 +13,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod capabilities;
+pub mod degradable;
 pub mod documents;
 pub mod error;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod time;
 pub mod conformance;
 
 pub use capabilities::Capabilities;
+pub use degradable::{Degradable, DegradeConfig, Health};
 pub use documents::{DocumentStore, DocumentStoreExt};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use events::{EventStore, EventStoreExt};

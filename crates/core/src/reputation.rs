@@ -174,7 +174,8 @@ impl Period {
 
     /// The four periods an event at `at` counts in.
     pub fn all_containing(at: DateTime<Utc>) -> [Period; 4] {
-        [PeriodKind::AllTime, PeriodKind::Day, PeriodKind::IsoWeek, PeriodKind::Month].map(|k| Period::containing(k, at))
+        [PeriodKind::AllTime, PeriodKind::Day, PeriodKind::IsoWeek, PeriodKind::Month]
+            .map(|k| Period::containing(k, at))
     }
 
     /// The kind of this period.

@@ -152,17 +152,19 @@ pub trait SessionCacheExt: SessionCache {
     }
 
     /// `push` of a serde value.
-    async fn push_json<T: Serialize + Sync>(&self, key: &str, entry: &T, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+    async fn push_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        entry: &T,
+        max_len: usize,
+        ttl: Option<TimeDelta>,
+    ) -> Result<usize> {
         self.push(key, serde_json::to_value(entry)?, max_len, ttl).await
     }
 
     /// `range` decoded into `T`s.
     async fn range_json<T: DeserializeOwned>(&self, key: &str, limit: usize) -> Result<Vec<T>> {
-        self.range(key, limit)
-            .await?
-            .into_iter()
-            .map(|v| serde_json::from_value(v).map_err(Error::from))
-            .collect()
+        self.range(key, limit).await?.into_iter().map(|v| serde_json::from_value(v).map_err(Error::from)).collect()
     }
 }
 

@@ -28,11 +28,15 @@ async fn event_store_mock_sees_the_block_event() {
     let mut events = MockEventStore::new();
     events
         .expect_append()
-        .withf(|batch| batch.events.len() == 1 && batch.events[0].kind == "blocked" && batch.events[0].tags == ["rule:sqli"])
+        .withf(|batch| {
+            batch.events.len() == 1 && batch.events[0].kind == "blocked" && batch.events[0].tags == ["rule:sqli"]
+        })
         .times(1)
         .returning(|batch| {
             let id = batch.events[0].id;
-            Ok(AppendOutcome { events: vec![Appended { id, position: Position::new(7, 0), version: None, duplicate: false }] })
+            Ok(AppendOutcome {
+                events: vec![Appended { id, position: Position::new(7, 0), version: None, duplicate: false }],
+            })
         });
     let pos = record_block(&events, "10.0.0.1".parse().unwrap(), "sqli").await.unwrap();
     assert_eq!(pos, Position::new(7, 0));
@@ -69,7 +73,9 @@ async fn session_cache_mock_checks_set_if_absent() {
     let mut sessions = MockSessionCache::new();
     sessions
         .expect_set()
-        .withf(|key, value, ttl, mode| key == "lock:job" && value == &json!("me") && ttl.is_some() && *mode == SetMode::IfAbsent)
+        .withf(|key, value, ttl, mode| {
+            key == "lock:job" && value == &json!("me") && ttl.is_some() && *mode == SetMode::IfAbsent
+        })
         .returning(|_, _, _, _| Ok(false));
     let took = sessions.set("lock:job", json!("me"), Some(TimeDelta::seconds(5)), SetMode::IfAbsent).await.unwrap();
     assert!(!took, "another worker holds the lock");
@@ -84,13 +90,13 @@ async fn save_report(docs: &dyn DocumentStore, verdict: &str) -> palisade_core::
 #[tokio::test]
 async fn document_store_mock_returns_stored_id() {
     let mut docs = MockDocumentStore::new();
-    docs.expect_insert()
-        .withf(|coll, doc| coll == "reports" && doc["verdict"] == "malicious")
-        .returning(|_, mut doc: Value| {
+    docs.expect_insert().withf(|coll, doc| coll == "reports" && doc["verdict"] == "malicious").returning(
+        |_, mut doc: Value| {
             doc["_id"] = json!("r-1");
             doc["_version"] = json!(1);
             Ok(doc)
-        });
+        },
+    );
     assert_eq!(save_report(&docs, "malicious").await.unwrap(), "r-1");
 }
 

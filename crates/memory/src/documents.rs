@@ -110,7 +110,10 @@ impl Collection {
             .iter()
             .flat_map(|s| {
                 let by_id = fresh.then(|| s.id.clone());
-                let by_key = self.unique.iter().filter_map(|idx| idx.spec.key_of(&s.doc).and_then(|k| idx.owners.get(&k).cloned()));
+                let by_key = self
+                    .unique
+                    .iter()
+                    .filter_map(|idx| idx.spec.key_of(&s.doc).and_then(|k| idx.owners.get(&k).cloned()));
                 by_id.into_iter().chain(by_key).collect::<Vec<_>>()
             })
             .filter(|id| self.docs.get(id).is_some_and(|d| !d.live(now)))
@@ -156,7 +159,11 @@ impl Collection {
         out
     }
 
-    fn live_matching<'a>(&'a self, filter: &'a Filter, now: DateTime<Utc>) -> impl Iterator<Item = (&'a String, &'a StoredDoc)> + 'a {
+    fn live_matching<'a>(
+        &'a self,
+        filter: &'a Filter,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = (&'a String, &'a StoredDoc)> + 'a {
         self.docs.iter().filter(move |(_, d)| d.live(now) && matches(filter, &d.doc))
     }
 }
@@ -174,7 +181,12 @@ pub struct MemoryDocumentStore {
 impl MemoryDocumentStore {
     /// An empty store for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
-        MemoryDocumentStore { namespace, collections: DashMap::new(), ddl: Mutex::new(()), sweep_every: config.sweep_interval }
+        MemoryDocumentStore {
+            namespace,
+            collections: DashMap::new(),
+            ddl: Mutex::new(()),
+            sweep_every: config.sweep_interval,
+        }
     }
 
     fn collection(&self, name: &str) -> Result<Arc<RwLock<Collection>>> {
@@ -239,7 +251,9 @@ impl DocumentStore for MemoryDocumentStore {
     #[tracing::instrument(name = "palisade.insert", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn insert(&self, collection: &str, doc: Value) -> Result<Value> {
         let mut stored = self.insert_many(collection, vec![doc]).await.map_err(|e| e.with_op("insert"))?;
-        stored.pop().ok_or_else(|| palisade_core::Error::new(palisade_core::ErrorKind::Unexpected, "insert stored nothing"))
+        stored
+            .pop()
+            .ok_or_else(|| palisade_core::Error::new(palisade_core::ErrorKind::Unexpected, "insert stored nothing"))
     }
 
     #[tracing::instrument(name = "palisade.insert_many", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace, docs = docs.len()))]

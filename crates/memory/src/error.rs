@@ -34,8 +34,10 @@ impl From<Fault> for Error {
             Fault::NoCollection => Error::new(ErrorKind::NotFound, "no such collection; call ensure_collection first"),
             Fault::SpecMismatch => Error::new(ErrorKind::Conflict, "collection exists with a different spec"),
             Fault::NoDocument => Error::new(ErrorKind::NotFound, "no document with that id"),
-            Fault::Unique(index) => Error::new(ErrorKind::Conflict, format!("duplicate value for unique index `{index}`"))
-                .with_detail(ErrorDetail::UniqueViolation { index }),
+            Fault::Unique(index) => {
+                Error::new(ErrorKind::Conflict, format!("duplicate value for unique index `{index}`"))
+                    .with_detail(ErrorDetail::UniqueViolation { index })
+            }
             Fault::DocVersion { expected, actual } => Error::new(ErrorKind::Conflict, "document `_version` changed")
                 .with_detail(ErrorDetail::DocumentVersionConflict { expected, actual }),
             Fault::ScoreRange => Error::invalid("score would leave ±(2^53 - 1)"),

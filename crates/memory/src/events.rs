@@ -83,7 +83,11 @@ impl MemoryEventStore {
             let actual = log.streams.get(stream).copied().unwrap_or(0);
             if !expected.holds(actual) {
                 return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
-                    .with_detail(ErrorDetail::VersionConflict { stream: stream.clone(), expected: *expected, actual }));
+                    .with_detail(ErrorDetail::VersionConflict {
+                        stream: stream.clone(),
+                        expected: *expected,
+                        actual,
+                    }));
             }
         }
         let mut outcomes = Vec::with_capacity(batch.events.len());
@@ -118,8 +122,12 @@ impl MemoryEventStore {
         let log = self.shared.log.read();
         let matching = |e: &&Arc<Event>| page.admits(e.position) && filter.matches(e);
         let mut items: Vec<Event> = match page.order {
-            Order::OldestFirst => log.events.values().filter(matching).take(page.limit + 1).map(|e| Event::clone(e)).collect(),
-            Order::NewestFirst => log.events.values().rev().filter(matching).take(page.limit + 1).map(|e| Event::clone(e)).collect(),
+            Order::OldestFirst => {
+                log.events.values().filter(matching).take(page.limit + 1).map(|e| Event::clone(e)).collect()
+            }
+            Order::NewestFirst => {
+                log.events.values().rev().filter(matching).take(page.limit + 1).map(|e| Event::clone(e)).collect()
+            }
         };
         let more = items.len() > page.limit;
         items.truncate(page.limit);

@@ -73,10 +73,7 @@ struct State {
 
 impl State {
     fn all_time(&self, subject: &Subject) -> i64 {
-        self.boards
-            .get(&(subject.kind, Period::AllTime))
-            .and_then(|b| b.scores.get(&subject.id).copied())
-            .unwrap_or(0)
+        self.boards.get(&(subject.kind, Period::AllTime)).and_then(|b| b.scores.get(&subject.id).copied()).unwrap_or(0)
     }
 }
 

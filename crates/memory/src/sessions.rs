@@ -199,7 +199,9 @@ impl SessionCache for MemorySessionCache {
             Ok(match self.live(key, now) {
                 None => KeyTtl::Missing,
                 Some(Slot { expires_at: None, .. }) => KeyTtl::Persistent,
-                Some(Slot { expires_at: Some(at), .. }) => KeyTtl::ExpiresIn((at - now).max(TimeDelta::milliseconds(1))),
+                Some(Slot { expires_at: Some(at), .. }) => {
+                    KeyTtl::ExpiresIn((at - now).max(TimeDelta::milliseconds(1)))
+                }
             })
         };
         run().map_err(tagged("ttl"))

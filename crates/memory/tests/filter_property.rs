@@ -167,7 +167,13 @@ fn path() -> impl Strategy<Value = String> {
 }
 
 fn condition() -> impl Strategy<Value = Value> {
-    let cmp_operand = prop_oneof![(-3i64..4).prop_map(Value::from), Just(json!(0.5)), Just(json!("a")), Just(json!("B")), any::<bool>().prop_map(Value::from)];
+    let cmp_operand = prop_oneof![
+        (-3i64..4).prop_map(Value::from),
+        Just(json!(0.5)),
+        Just(json!("a")),
+        Just(json!("B")),
+        any::<bool>().prop_map(Value::from)
+    ];
     let op = prop_oneof![
         scalar().prop_map(|x| json!({ "$eq": x })),
         scalar().prop_map(|x| json!({ "$ne": x })),

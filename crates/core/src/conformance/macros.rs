@@ -16,16 +16,18 @@ macro_rules! conformance_tests {
         #[allow(unused_imports)]
         mod $backend {
             use super::*;
-            $( $crate::__conformance_trait!($trait_id, $backend, $harness); )+
+            $( $crate::__with_cases!($trait_id, $crate::__conformance_cases, $backend, $harness,); )+
         }
     };
 }
 
+/// Calls `$cb!($($args)* <trait_id>, <open fn>, <trait type>, single: [...], pair: [...])`
+/// with the case list of one trait — the one place each list is written.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __conformance_trait {
-    (event_store, $backend:ident, $harness:expr) => {
-        $crate::__conformance_cases!($backend, $harness, event_store, open_event_store,
+macro_rules! __with_cases {
+    (event_store, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* event_store, open_event_store, dyn $crate::EventStore,
             single: [
                 append_stores_events_with_positions_and_recorded_at,
                 append_is_atomic,
@@ -86,8 +88,8 @@ macro_rules! __conformance_trait {
             ],
             pair: [namespaces_are_isolated]);
     };
-    (session_cache, $backend:ident, $harness:expr) => {
-        $crate::__conformance_cases!($backend, $harness, session_cache, open_session_cache,
+    (session_cache, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* session_cache, open_session_cache, dyn $crate::SessionCache,
             single: [
                 set_then_get_returns_value,
                 get_missing_is_none,
@@ -131,8 +133,8 @@ macro_rules! __conformance_trait {
             ],
             pair: [namespaces_are_isolated, hostile_keys_cannot_reach_another_namespace]);
     };
-    (document_store, $backend:ident, $harness:expr) => {
-        $crate::__conformance_cases!($backend, $harness, document_store, open_document_store,
+    (document_store, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* document_store, open_document_store, dyn $crate::DocumentStore,
             single: [
                 ensure_collection_is_idempotent,
                 ensure_collection_with_different_spec_is_conflict,
@@ -200,8 +202,8 @@ macro_rules! __conformance_trait {
             ],
             pair: [namespaces_are_isolated]);
     };
-    (reputation_repo, $backend:ident, $harness:expr) => {
-        $crate::__conformance_cases!($backend, $harness, reputation_repo, open_reputation_repo,
+    (reputation_repo, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* reputation_repo, open_reputation_repo, dyn $crate::ReputationRepo,
             single: [
                 record_returns_new_score,
                 record_is_idempotent_by_id,
@@ -240,7 +242,7 @@ macro_rules! __conformance_trait {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($backend:ident, $harness:expr, $trait_id:ident, $open:ident,
+    ($backend:ident, $harness:expr, $trait_id:ident, $open:ident, $trait_ty:ty,
      single: [$($case:ident),* $(,)?], pair: [$($pcase:ident),* $(,)?]) => {
         #[allow(unused_imports)]
         mod $trait_id {
@@ -250,8 +252,8 @@ macro_rules! __conformance_cases {
                 async fn $case() {
                     $crate::conformance::run(
                         stringify!($backend), stringify!($trait_id), stringify!($case),
-                        $harness, false, $crate::conformance::$open,
-                        |s, _| async move { $crate::conformance::$trait_id::$case(&*s).await },
+                        $harness, $crate::conformance::$open,
+                        $crate::conformance::CaseBody::<$trait_ty>::Single(|s| Box::pin($crate::conformance::$trait_id::$case(s))),
                     ).await;
                 }
             )*
@@ -260,14 +262,33 @@ macro_rules! __conformance_cases {
                 async fn $pcase() {
                     $crate::conformance::run(
                         stringify!($backend), stringify!($trait_id), stringify!($pcase),
-                        $harness, true, $crate::conformance::$open,
-                        |a, b| async move {
-                            let b = b.expect("pair cases get a second store");
-                            $crate::conformance::$trait_id::$pcase(&*a, &*b).await
-                        },
+                        $harness, $crate::conformance::$open,
+                        $crate::conformance::CaseBody::<$trait_ty>::Pair(|a, b| Box::pin($crate::conformance::$trait_id::$pcase(a, b))),
                     ).await;
                 }
             )*
+        }
+    };
+}
+
+/// Builds the runtime list of one trait's cases (used by `palisade check`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_registry {
+    ($trait_id:ident, $open:ident, $trait_ty:ty,
+     single: [$($case:ident),* $(,)?], pair: [$($pcase:ident),* $(,)?]) => {
+        /// Every case of this trait, in suite order.
+        pub fn $trait_id() -> Vec<$crate::conformance::Case<$trait_ty>> {
+            vec![
+                $( $crate::conformance::Case {
+                    name: stringify!($case),
+                    body: $crate::conformance::CaseBody::Single(|s| Box::pin($crate::conformance::$trait_id::$case(s))),
+                }, )*
+                $( $crate::conformance::Case {
+                    name: stringify!($pcase),
+                    body: $crate::conformance::CaseBody::Pair(|a, b| Box::pin($crate::conformance::$trait_id::$pcase(a, b))),
+                }, )*
+            ]
         }
     };
 }

@@ -23,9 +23,10 @@
 
 pub mod document_store;
 pub mod event_store;
+pub mod flaky;
+mod macros;
 pub mod reputation_repo;
 pub mod session_cache;
-mod macros;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -37,6 +38,8 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::error::{ErrorKind, Result};
+pub use flaky::{Flaky, FlakyMode};
+
 use crate::{DocumentStore, EventStore, Namespace, ReputationRepo, SessionCache};
 
 /// How long one case may run before it fails.
@@ -72,7 +75,10 @@ pub fn open_document_store<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFutu
     h.document_store(ns)
 }
 /// Opens a reputation repo (for the macro).
-pub fn open_reputation_repo<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFuture<'a, Result<Arc<dyn ReputationRepo>>> {
+pub fn open_reputation_repo<'a>(
+    h: &'a dyn Harness,
+    ns: &'a Namespace,
+) -> BoxFuture<'a, Result<Arc<dyn ReputationRepo>>> {
     h.reputation_repo(ns)
 }
 
@@ -113,60 +119,133 @@ fn log(outcome: &str, backend: &str, trait_id: &str, case: &str) {
     }
 }
 
-/// Runs one case: gets the harness, opens a store in a fresh namespace (and,
-/// for `pair` cases, a second one in another namespace), runs `body` (with
-/// [`CASE_TIMEOUT`]), drops the namespaces, and re-raises a failure.
-pub async fn run<S, H, B, BF>(
-    backend: &'static str,
-    trait_id: &'static str,
-    case: &'static str,
-    harness: H,
-    pair: bool,
+/// The body of one case, as the runtime registry ([`cases`]) holds it.
+pub enum CaseBody<S: ?Sized> {
+    /// A case over one store.
+    Single(for<'a> fn(&'a S) -> BoxFuture<'a, ()>),
+    /// A case over two stores in different namespaces.
+    Pair(for<'a> fn(&'a S, &'a S) -> BoxFuture<'a, ()>),
+}
+
+/// One named case.
+pub struct Case<S: ?Sized> {
+    /// The case name, e.g. `append_is_atomic`.
+    pub name: &'static str,
+    /// What it runs.
+    pub body: CaseBody<S>,
+}
+
+/// The runtime list of every case, per trait (the same lists the test macro expands).
+pub mod cases {
+    crate::__with_cases!(event_store, crate::__case_registry,);
+    crate::__with_cases!(session_cache, crate::__case_registry,);
+    crate::__with_cases!(document_store, crate::__case_registry,);
+    crate::__with_cases!(reputation_repo, crate::__case_registry,);
+}
+
+/// Why a case did not pass.
+pub enum Failure {
+    /// The store could not be opened.
+    Open(crate::Error),
+    /// The case panicked (an assertion failed); the payload.
+    Panic(Box<dyn std::any::Any + Send>),
+    /// The case ran longer than [`CASE_TIMEOUT`].
+    Timeout,
+}
+
+impl Failure {
+    /// A one-line description.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Open(e) => format!("opening the store failed: {e}"),
+            Failure::Panic(p) => p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "case panicked".to_owned()),
+            Failure::Timeout => format!("timed out after {CASE_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Runs one case on `h`: opens the store in a fresh namespace (a second one for
+/// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and drops
+/// the namespaces afterwards, whatever happened.
+pub async fn execute<S>(
+    h: &dyn Harness,
     open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a, Result<Arc<S>>>,
-    body: B,
-) where
+    body: CaseBody<S>,
+) -> std::result::Result<(), Failure>
+where
     S: ?Sized + Send + Sync + 'static,
-    H: Future<Output = Option<Arc<dyn Harness>>>,
-    B: FnOnce(Arc<S>, Option<Arc<S>>) -> BF,
-    BF: Future<Output = ()> + Send + 'static,
 {
-    let Some(h) = harness.await else {
-        log("skip", backend, trait_id, case);
-        return;
-    };
-    let fresh = |tag: &str| Namespace::random(tag).unwrap_or_else(|e| panic!("namespace: {e}"));
-    let (ns_a, ns_b) = (fresh("conf"), fresh("conf"));
+    let fresh = |tag: &str| Namespace::random(tag).map_err(Failure::Open);
+    let (ns_a, ns_b) = (fresh("conf")?, fresh("conf")?);
+    let pair = matches!(body, CaseBody::Pair(_));
     let opened = async {
-        let a = open(h.as_ref(), &ns_a).await?;
-        let b = if pair { Some(open(h.as_ref(), &ns_b).await?) } else { None };
+        let a = open(h, &ns_a).await?;
+        let b = if pair { Some(open(h, &ns_b).await?) } else { None };
         Ok::<_, crate::Error>((a, b))
     }
     .await;
-    let (a, b) = match opened {
-        Ok(pair) => pair,
-        Err(e) => {
-            log("fail", backend, trait_id, case);
-            panic!("{backend}: opening the store failed: {e}");
+    let outcome = match opened {
+        Err(e) => Err(Failure::Open(e)),
+        Ok((a, b)) => {
+            let task = tokio::spawn(async move {
+                match (body, b) {
+                    (CaseBody::Single(f), _) => f(&*a).await,
+                    (CaseBody::Pair(f), Some(b)) => f(&*a, &*b).await,
+                    (CaseBody::Pair(_), None) => unreachable!("pair cases open two stores"),
+                }
+            });
+            match tokio::time::timeout(CASE_TIMEOUT, task).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(join)) => Err(join.try_into_panic().map_or_else(
+                    |e| {
+                        Failure::Open(
+                            crate::Error::new(ErrorKind::Unexpected, "case task was cancelled").with_source(e),
+                        )
+                    },
+                    Failure::Panic,
+                )),
+                Err(_) => Err(Failure::Timeout),
+            }
         }
     };
-    let outcome = tokio::time::timeout(CASE_TIMEOUT, tokio::spawn(body(a, b))).await;
     for ns in [&ns_a, &ns_b] {
         if let Err(e) = h.drop_namespace(ns).await {
             eprintln!("warning: dropping namespace {ns} failed: {e}");
         }
     }
-    match outcome {
-        Ok(Ok(())) => log("pass", backend, trait_id, case),
-        Ok(Err(join)) => {
+    outcome
+}
+
+/// Runs one case as a test (what [`conformance_tests!`](crate::conformance_tests)
+/// expands to): a missing harness is a logged skip; a failure is re-raised as
+/// the case's own panic so the test output shows the failed assertion.
+pub async fn run<S, H>(
+    backend: &'static str,
+    trait_id: &'static str,
+    case: &'static str,
+    harness: H,
+    open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a, Result<Arc<S>>>,
+    body: CaseBody<S>,
+) where
+    S: ?Sized + Send + Sync + 'static,
+    H: Future<Output = Option<Arc<dyn Harness>>>,
+{
+    let Some(h) = harness.await else {
+        log("skip", backend, trait_id, case);
+        return;
+    };
+    match execute(h.as_ref(), open, body).await {
+        Ok(()) => log("pass", backend, trait_id, case),
+        Err(failure) => {
             log("fail", backend, trait_id, case);
-            match join.try_into_panic() {
-                Ok(payload) => std::panic::resume_unwind(payload),
-                Err(e) => panic!("case task failed: {e}"),
+            match failure {
+                Failure::Panic(payload) => std::panic::resume_unwind(payload),
+                other => panic!("{backend}: {}", other.message()),
             }
-        }
-        Err(_) => {
-            log("fail", backend, trait_id, case);
-            panic!("case timed out after {CASE_TIMEOUT:?}");
         }
     }
 }

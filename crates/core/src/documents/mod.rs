@@ -348,7 +348,9 @@ pub fn prepare_replace(id: &str, doc: Value, expected: Option<u64>) -> Result<(M
         Some(v) => Some(v.as_u64().ok_or_else(|| Error::invalid("`_version` must be a positive integer"))?),
     };
     let expected = match (expected, in_body) {
-        (Some(a), Some(b)) if a != b => return Err(Error::invalid("`_version` in the body disagrees with the expected version")),
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::invalid("`_version` in the body disagrees with the expected version"))
+        }
         (a, b) => a.or(b),
     };
     match m.get("_id") {

@@ -89,7 +89,8 @@ fn check_subset(schema: &Value, at: &str) -> Result<()> {
         }
         match k.as_str() {
             "properties" => {
-                let props = v.as_object().ok_or_else(|| Error::invalid(format!("`properties` at {at} must be an object")))?;
+                let props =
+                    v.as_object().ok_or_else(|| Error::invalid(format!("`properties` at {at} must be an object")))?;
                 for (name, sub) in props {
                     check_subset(sub, &format!("{at}/properties/{name}"))?;
                 }

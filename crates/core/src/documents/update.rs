@@ -243,7 +243,10 @@ mod tests {
         assert_eq!(run(json!({"$push": {"l": 2}}), json!({"l": [1]})).unwrap(), json!({"l": [1, 2]}));
         assert_eq!(run(json!({"$push": {"l": 1}}), json!({})).unwrap(), json!({"l": [1]}));
         assert!(run(json!({"$push": {"l": 1}}), json!({"l": 3})).is_err());
-        assert_eq!(run(json!({"$unset": {"a.b": ""}}), json!({"a": {"b": 1, "c": 2}})).unwrap(), json!({"a": {"c": 2}}));
+        assert_eq!(
+            run(json!({"$unset": {"a.b": ""}}), json!({"a": {"b": 1, "c": 2}})).unwrap(),
+            json!({"a": {"c": 2}})
+        );
         assert_eq!(run(json!({"$unset": {"x.y": ""}}), json!({"a": 1})).unwrap(), json!({"a": 1}));
     }
 

@@ -1,0 +1,330 @@
+//! Degraded mode: [`Degradable`] serves a trait from a primary store and fails
+//! over to a secondary (the memory backend) while the primary is down.
+//!
+//! # Contract
+//! - **Failover.** A call that fails on the primary with `Unavailable` or
+//!   `Timeout` switches the wrapper to *degraded* and is served again by the
+//!   secondary. [`Degradable::health`] then reports
+//!   [`Health::Degraded`] with the time, the reason and the number of buffered
+//!   writes. Other errors (bad input, conflicts) are returned as they are.
+//! - **Reads while degraded** are served by the secondary, which holds only
+//!   what was written while degraded.
+//! - **Nothing acknowledged is lost.** Writes accepted while degraded — event
+//!   batches, reputation events, document writes, and (only when
+//!   [`DegradeConfig::replay_sessions`] is set) session writes — are kept in a
+//!   bounded buffer and replayed to the primary **in order** and idempotently
+//!   (events and reputation events by id; document inserts with the `_id` the
+//!   secondary assigned) before the wrapper switches back. A replay
+//!   interrupted by another failure resumes at the first entry not confirmed.
+//! - **Bounded.** When the buffer holds [`DegradeConfig::buffer_capacity`]
+//!   writes, further writes fail with `Unavailable` and change nothing; they
+//!   are never dropped silently.
+//! - **Writes that cannot be honoured later are refused while degraded** with
+//!   `Unavailable`: appends with an expected version other than `Any` and
+//!   document replaces with an expected `_version` (their checks would run
+//!   against the secondary, not the primary's data).
+//! - **Replay rejections.** If the primary rejects a replayed write for a
+//!   non-temporary reason (e.g. a unique index conflict with data the secondary
+//!   never saw), the write is moved to [`Degradable::rejected`], logged at
+//!   `error` level and counted in health — visible, never silent.
+//! - **Sessions are ephemeral**: by default session writes made while degraded
+//!   stay in the secondary and are not replayed; rate-limit hits never are.
+//! - A background probe (exponential backoff between
+//!   [`DegradeConfig::probe_initial`] and [`DegradeConfig::probe_max`]) pings the
+//!   primary, replays, and switches back. Failover and recovery emit `tracing`
+//!   events (`warn` and `info`).
+
+mod documents;
+mod events;
+mod reputation;
+mod sessions;
+
+pub use documents::DocumentOp;
+pub use events::EventOp;
+pub use sessions::SessionOp;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Tuning of degraded mode.
+#[derive(Debug, Clone)]
+pub struct DegradeConfig {
+    /// Most writes buffered for replay; beyond it writes fail with `Unavailable`.
+    pub buffer_capacity: usize,
+    /// First delay between probes of a failed primary.
+    pub probe_initial: Duration,
+    /// Longest delay between probes.
+    pub probe_max: Duration,
+    /// Replay session writes too (off by default: sessions are ephemeral).
+    pub replay_sessions: bool,
+}
+
+impl Default for DegradeConfig {
+    fn default() -> Self {
+        DegradeConfig {
+            buffer_capacity: 100_000,
+            probe_initial: Duration::from_millis(200),
+            probe_max: Duration::from_secs(10),
+            replay_sessions: false,
+        }
+    }
+}
+
+/// The state of a store as `palisade health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Health {
+    /// Served by the primary.
+    Healthy,
+    /// Served by the secondary since `since`.
+    Degraded {
+        /// When the failover happened.
+        since: DateTime<Utc>,
+        /// The primary's error, as text (no credentials: errors never hold any).
+        reason: String,
+        /// Writes waiting for replay.
+        buffered: usize,
+        /// Replayed writes the primary rejected so far.
+        rejected: usize,
+    },
+}
+
+/// A replayed write the primary refused for good.
+#[derive(Debug)]
+pub struct Rejected {
+    /// What was replayed, as text (no stored values).
+    pub what: String,
+    /// Why the primary refused it.
+    pub error: Error,
+}
+
+/// How a trait's writes are buffered and replayed. Implemented for the four
+/// trait objects (`dyn EventStore`, …).
+#[async_trait]
+pub trait Replay: Send + Sync {
+    /// One buffered write.
+    type Op: Send + Sync + fmt::Debug + 'static;
+    /// Applies `op` to this (primary) store. `Ok` also when the write turns out
+    /// to be there already.
+    async fn replay(&self, op: &Self::Op) -> Result<()>;
+    /// Checks that this (primary) store answers.
+    async fn probe(&self) -> Result<()>;
+    /// A short description of `op` without stored values, for logs.
+    fn describe(op: &Self::Op) -> String;
+}
+
+struct Degraded<Op> {
+    since: DateTime<Utc>,
+    reason: String,
+    buffer: VecDeque<Op>,
+}
+
+struct Shared<Op> {
+    /// Fast path: false while healthy.
+    degraded: AtomicBool,
+    /// Degraded writes hold this across the secondary call and the buffer push,
+    /// so the buffer order is the order the secondary applied them.
+    state: tokio::sync::Mutex<Option<Degraded<Op>>>,
+    rejected: parking_lot::Mutex<Vec<Rejected>>,
+    probing: AtomicBool,
+}
+
+/// A store that fails over to a secondary; see the [module docs](self).
+pub struct Degradable<T: ?Sized + Replay> {
+    primary: Arc<T>,
+    secondary: Arc<T>,
+    shared: Arc<Shared<T::Op>>,
+    config: DegradeConfig,
+    label: &'static str,
+}
+
+impl<T: ?Sized + Replay + 'static> Degradable<T> {
+    /// Wraps `primary` with `secondary` as the fallback.
+    pub fn new(primary: Arc<T>, secondary: Arc<T>, config: DegradeConfig) -> Self {
+        let shared = Shared {
+            degraded: AtomicBool::new(false),
+            state: tokio::sync::Mutex::new(None),
+            rejected: parking_lot::Mutex::new(Vec::new()),
+            probing: AtomicBool::new(false),
+        };
+        Degradable { primary, secondary, shared: Arc::new(shared), config, label: std::any::type_name::<T>() }
+    }
+
+    /// Healthy, or degraded with details.
+    pub fn health(&self) -> Health {
+        if !self.shared.degraded.load(Ordering::Acquire) {
+            return Health::Healthy;
+        }
+        let rejected = self.shared.rejected.lock().len();
+        match self.shared.state.try_lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(d) => {
+                    Health::Degraded { since: d.since, reason: d.reason.clone(), buffered: d.buffer.len(), rejected }
+                }
+                None => Health::Healthy,
+            },
+            // A degraded write or the replay holds the state right now.
+            Err(_) => Health::Degraded { since: Utc::now(), reason: "busy".into(), buffered: 0, rejected },
+        }
+    }
+
+    /// Replayed writes the primary refused (drains the list).
+    pub fn take_rejected(&self) -> Vec<Rejected> {
+        std::mem::take(&mut *self.shared.rejected.lock())
+    }
+
+    /// Whether calls currently go to the secondary.
+    pub fn is_degraded(&self) -> bool {
+        self.shared.degraded.load(Ordering::Acquire)
+    }
+
+    /// Runs a read: primary while healthy; secondary after a failover.
+    pub(crate) async fn read<'a, R>(
+        &'a self,
+        op: &'static str,
+        call: impl Fn(&'a T) -> BoxFuture<'a, Result<R>>,
+    ) -> Result<R> {
+        if !self.is_degraded() {
+            match call(&self.primary).await {
+                Err(e) if e.is_backend_failure() => self.fail_over(op, &e).await,
+                other => return other,
+            }
+        }
+        call(&self.secondary).await
+    }
+
+    /// Runs a write: primary while healthy; otherwise the secondary, buffering
+    /// what `to_op` makes of the secondary's answer for replay.
+    pub(crate) async fn write<'a, R>(
+        &'a self,
+        op: &'static str,
+        call: impl Fn(&'a T) -> BoxFuture<'a, Result<R>>,
+        to_op: impl FnOnce(&R) -> Option<T::Op>,
+    ) -> Result<R> {
+        if !self.is_degraded() {
+            match call(&self.primary).await {
+                Err(e) if e.is_backend_failure() => self.fail_over(op, &e).await,
+                other => return other,
+            }
+        }
+        let mut state = self.shared.state.lock().await;
+        let Some(degraded) = state.as_mut() else {
+            // Recovered while we waited for the lock.
+            drop(state);
+            return call(&self.primary).await;
+        };
+        if degraded.buffer.len() >= self.config.buffer_capacity {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "primary is down and the degraded-mode write buffer is full",
+            )
+            .with_op(op));
+        }
+        let r = call(&self.secondary).await?;
+        if let Some(entry) = to_op(&r) {
+            degraded.buffer.push_back(entry);
+        }
+        Ok(r)
+    }
+
+    /// Refuses a write that cannot be honoured while degraded.
+    pub(crate) fn refuse_while_degraded(&self, op: &'static str, why: &'static str) -> Result<()> {
+        if self.is_degraded() {
+            return Err(Error::new(ErrorKind::Unavailable, why).with_op(op));
+        }
+        Ok(())
+    }
+
+    async fn fail_over(&self, op: &'static str, cause: &Error) {
+        let mut state = self.shared.state.lock().await;
+        if state.is_none() {
+            tracing::warn!(store = self.label, op, error = %cause, "palisade: primary failed; serving from the memory fallback");
+            *state = Some(Degraded { since: Utc::now(), reason: cause.to_string(), buffer: VecDeque::new() });
+            self.shared.degraded.store(true, Ordering::Release);
+        }
+        drop(state);
+        self.spawn_probe();
+    }
+
+    fn spawn_probe(&self) {
+        if self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Shared<T::Op>> = Arc::downgrade(&self.shared);
+        let primary = Arc::clone(&self.primary);
+        let config = self.config.clone();
+        let label = self.label;
+        tokio::spawn(async move {
+            let mut delay = config.probe_initial;
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(shared) = weak.upgrade() else { return };
+                match recover(&shared, primary.as_ref(), label).await {
+                    Ok(()) => {
+                        shared.probing.store(false, Ordering::Release);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(store = label, error = %e, "palisade: primary still down");
+                        delay = (delay * 2).min(config.probe_max);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Probes and replays now, without waiting for the background probe;
+    /// returns `Ok` once healthy again. Useful for tests and graceful shutdown.
+    pub async fn try_recover(&self) -> Result<()> {
+        recover(&self.shared, self.primary.as_ref(), self.label).await
+    }
+}
+
+/// Pings the primary, replays the buffer in order, and switches back once the
+/// buffer is empty. Entries leave the buffer only after the primary confirmed
+/// them, so an interrupted replay resumes where it stopped.
+async fn recover<T: ?Sized + Replay>(shared: &Shared<T::Op>, primary: &T, label: &'static str) -> Result<()> {
+    if !shared.degraded.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    primary.probe().await?;
+    let mut state = shared.state.lock().await;
+    let Some(degraded) = state.as_mut() else { return Ok(()) };
+    let total = degraded.buffer.len();
+    while let Some(op) = degraded.buffer.front() {
+        match primary.replay(op).await {
+            Ok(()) => {}
+            Err(e) if e.is_backend_failure() => {
+                degraded.reason = e.to_string();
+                return Err(e);
+            }
+            Err(e) => {
+                let what = T::describe(op);
+                tracing::error!(store = label, write = %what, error = %e, "palisade: primary rejected a replayed write");
+                shared.rejected.lock().push(Rejected { what, error: e });
+            }
+        }
+        degraded.buffer.pop_front();
+    }
+    let since = degraded.since;
+    *state = None;
+    shared.degraded.store(false, Ordering::Release);
+    tracing::info!(store = label, replayed = total, degraded_since = %since, "palisade: primary recovered; switched back");
+    Ok(())
+}
+
+impl<T: ?Sized + Replay + 'static> fmt::Debug for Degradable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Degradable").field("store", &self.label).field("health", &self.health()).finish()
+    }
+}

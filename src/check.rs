@@ -1,0 +1,219 @@
+//! `palisade check`: the conformance suite against the configured stores, in
+//! throwaway namespaces, so an operator can verify a live deployment.
+//!
+//! Also home of [`ConfigHarness`], the conformance [`Harness`] that opens
+//! stores through the facade exactly as a service does; the test suite's
+//! per-backend runners (`tests/<backend>.rs`) use it too.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use palisade_core::conformance::{self, cases, execute, Case, Harness};
+use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
+use serde::Serialize;
+
+use crate::config::{Config, Fallback, StoreKind};
+use crate::registry::resolve;
+
+/// Opens stores from a [`Config`] in any namespace (fallbacks off: the suite
+/// checks the backend itself).
+pub struct ConfigHarness {
+    config: Config,
+}
+
+impl ConfigHarness {
+    /// A harness over `config`'s URLs.
+    pub fn new(mut config: Config) -> Self {
+        for kind in StoreKind::ALL {
+            config.store_mut_for_check(kind).fallback = Fallback::None;
+        }
+        ConfigHarness { config }
+    }
+
+    fn connector(&self, kind: StoreKind) -> Result<&'static dyn crate::registry::Connector> {
+        Ok(resolve(&self.config.store(kind).url, kind)?.1)
+    }
+}
+
+#[async_trait]
+impl Harness for ConfigHarness {
+    fn backend(&self) -> &'static str {
+        resolve(&self.config.events.url, StoreKind::Events).map_or("unknown", |(info, _)| info.id)
+    }
+    async fn event_store(&self, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        self.connector(StoreKind::Events)?.events(&self.config.events.url, &self.config, ns).await
+    }
+    async fn session_cache(&self, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
+        self.connector(StoreKind::Sessions)?.sessions(&self.config.sessions.url, &self.config, ns).await
+    }
+    async fn document_store(&self, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        self.connector(StoreKind::Documents)?.documents(&self.config.documents.url, &self.config, ns).await
+    }
+    async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        self.connector(StoreKind::Reputation)?.reputation(&self.config.reputation.url, &self.config, ns).await
+    }
+    async fn drop_namespace(&self, ns: &Namespace) -> Result<()> {
+        let mut seen: Vec<&str> = Vec::new();
+        for kind in StoreKind::ALL {
+            let url = &self.config.store(kind).url;
+            if seen.contains(&url.expose()) {
+                continue;
+            }
+            seen.push(url.expose());
+            if let Ok((_, connector)) = resolve(url, kind) {
+                connector.drop_namespace(url, &self.config, ns).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Options of `palisade check`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only run cases whose `trait::case` name contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// One case's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Which store.
+    pub store: StoreKind,
+    /// Backend id.
+    pub backend: &'static str,
+    /// Case name.
+    pub case: &'static str,
+    /// Passed?
+    pub passed: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds taken.
+    pub millis: u128,
+}
+
+/// All results of a check run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Per case.
+    pub cases: Vec<CaseResult>,
+}
+
+impl CheckReport {
+    /// How many cases failed.
+    pub fn failed(&self) -> usize {
+        self.cases.iter().filter(|c| !c.passed).count()
+    }
+
+    /// A table (or JSON): per store the pass/fail counts, then each failure.
+    pub fn render(&self, json: bool) -> Result<String> {
+        if json {
+            return Ok(serde_json::to_string_pretty(self)? + "\n");
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6}", "store", "backend", "passed", "failed");
+        for kind in StoreKind::ALL {
+            let of: Vec<&CaseResult> = self.cases.iter().filter(|c| c.store == kind).collect();
+            let Some(first) = of.first() else { continue };
+            let failed = of.iter().filter(|c| !c.passed).count();
+            let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6}", kind.as_str(), first.backend, of.len() - failed, failed);
+        }
+        for c in self.cases.iter().filter(|c| !c.passed) {
+            let _ = writeln!(out, "FAIL {}::{}: {}", c.store, c.case, c.error.as_deref().unwrap_or(""));
+        }
+        let _ = writeln!(out, "{} passed, {} failed", self.cases.len() - self.failed(), self.failed());
+        Ok(out)
+    }
+}
+
+async fn run_cases<S>(
+    harness: &ConfigHarness,
+    kind: StoreKind,
+    trait_id: &str,
+    open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> futures::future::BoxFuture<'a, Result<Arc<S>>>,
+    list: Vec<Case<S>>,
+    filter: Option<&str>,
+    out: &mut Vec<CaseResult>,
+) where
+    S: ?Sized + Send + Sync + 'static,
+{
+    let backend = resolve(&harness.config.store(kind).url, kind).map_or("unknown", |(info, _)| info.id);
+    for case in list {
+        if filter.is_some_and(|f| !format!("{trait_id}::{}", case.name).contains(f)) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = execute(harness, open, case.body).await;
+        out.push(CaseResult {
+            store: kind,
+            backend,
+            case: case.name,
+            passed: outcome.is_ok(),
+            error: outcome.err().map(|f| f.message()),
+            millis: started.elapsed().as_millis(),
+        });
+    }
+}
+
+/// Runs every case against the stores `config` names. Stores whose backend
+/// does not offer the trait (Redis documents) are skipped.
+pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
+    let harness = ConfigHarness::new(config.clone());
+    for kind in StoreKind::ALL {
+        resolve(&config.store(kind).url, kind).map_err(|e| e.with_op("check"))?;
+    }
+    // Failed assertions are reported in the table, not as panic noise.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let filter = args.filter.as_deref();
+    let mut out = Vec::new();
+    run_cases(
+        &harness,
+        StoreKind::Events,
+        "event_store",
+        conformance::open_event_store,
+        cases::event_store(),
+        filter,
+        &mut out,
+    )
+    .await;
+    run_cases(
+        &harness,
+        StoreKind::Sessions,
+        "session_cache",
+        conformance::open_session_cache,
+        cases::session_cache(),
+        filter,
+        &mut out,
+    )
+    .await;
+    run_cases(
+        &harness,
+        StoreKind::Documents,
+        "document_store",
+        conformance::open_document_store,
+        cases::document_store(),
+        filter,
+        &mut out,
+    )
+    .await;
+    run_cases(
+        &harness,
+        StoreKind::Reputation,
+        "reputation_repo",
+        conformance::open_reputation_repo,
+        cases::reputation_repo(),
+        filter,
+        &mut out,
+    )
+    .await;
+    std::panic::set_hook(hook);
+    Ok(CheckReport { cases: out })
+}

@@ -1,0 +1,396 @@
+//! Configuration: one URL per store, from the environment or a TOML file.
+//!
+//! | setting | environment | TOML | default |
+//! |---|---|---|---|
+//! | events URL | `PALISADE_EVENTS_URL` | `[events] url` | `memory://` |
+//! | sessions URL | `PALISADE_SESSIONS_URL` | `[sessions] url` | `memory://` |
+//! | documents URL | `PALISADE_DOCUMENTS_URL` | `[documents] url` | `memory://` |
+//! | reputation URL | `PALISADE_REPUTATION_URL` | `[reputation] url` | `memory://` |
+//! | fallback while a server is down | `PALISADE_<STORE>_FALLBACK` or `PALISADE_FALLBACK` (`memory`/`none`) | `[<store>] fallback` | none |
+//! | namespace | `PALISADE_NAMESPACE` | `namespace` | `palisade` |
+//! | pool size | `PALISADE_POOL_SIZE` | `pool_size` | 10 |
+//! | connect timeout (ms) | `PALISADE_CONNECT_TIMEOUT_MS` | `connect_timeout_ms` | 5000 |
+//! | operation timeout (ms) | `PALISADE_OP_TIMEOUT_MS` | `op_timeout_ms` | 10000 |
+//! | TLS | `PALISADE_TLS` (`true`/`false`) | `tls` | false |
+//!
+//! Precedence: defaults, then the TOML file (`--config FILE` or
+//! `PALISADE_CONFIG`), then environment variables. URLs are kept as
+//! [`StoreUrl`], whose `Debug` and `Display` never show a password.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use palisade_core::{Error, ErrorKind, Namespace, Result};
+use serde::Deserialize;
+
+/// A store URL. Its password never appears in `Debug`, `Display` or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(url::Url);
+
+impl StoreUrl {
+    /// Parses `raw`; a malformed URL is `Config` naming what is wrong, without
+    /// echoing the URL (it may hold a password).
+    pub fn parse(raw: &str) -> Result<Self> {
+        url::Url::parse(raw.trim())
+            .map(StoreUrl)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("malformed store URL: {e}")).with_op("config"))
+    }
+
+    /// The scheme, e.g. `postgres` or `redis+fred`.
+    pub fn scheme(&self) -> &str {
+        self.0.scheme()
+    }
+
+    /// The full URL, password included, for handing to a driver. Never log it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let mut u = self.0.clone();
+        if u.password().is_some() {
+            let _ = u.set_password(Some("***"));
+        }
+        u.to_string()
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({})", self.redacted())
+    }
+}
+
+/// What to serve from while a store's server is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Fail calls with `Unavailable`.
+    #[default]
+    None,
+    /// Serve from memory and replay writes on recovery (`Degradable`).
+    Memory,
+}
+
+impl std::str::FromStr for Fallback {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Fallback::None),
+            "memory" => Ok(Fallback::Memory),
+            _ => Err(Error::new(ErrorKind::Config, "fallback must be `memory` or `none`")),
+        }
+    }
+}
+
+/// One store's settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where the store lives.
+    pub url: StoreUrl,
+    /// Degraded-mode fallback.
+    pub fallback: Fallback,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: StoreUrl(url::Url::parse("memory://").expect("static URL parses")),
+            fallback: Fallback::None,
+        }
+    }
+}
+
+/// Which of the four stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// `EventStore`.
+    Events,
+    /// `SessionCache`.
+    Sessions,
+    /// `DocumentStore`.
+    Documents,
+    /// `ReputationRepo`.
+    Reputation,
+}
+
+impl StoreKind {
+    /// All four, in display order.
+    pub const ALL: [StoreKind; 4] =
+        [StoreKind::Events, StoreKind::Sessions, StoreKind::Documents, StoreKind::Reputation];
+
+    /// `events`, `sessions`, `documents`, `reputation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Events => "events",
+            StoreKind::Sessions => "sessions",
+            StoreKind::Documents => "documents",
+            StoreKind::Reputation => "reputation",
+        }
+    }
+
+    fn env_prefix(self) -> &'static str {
+        match self {
+            StoreKind::Events => "PALISADE_EVENTS",
+            StoreKind::Sessions => "PALISADE_SESSIONS",
+            StoreKind::Documents => "PALISADE_DOCUMENTS",
+            StoreKind::Reputation => "PALISADE_REPUTATION",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything `Stores::connect` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Events store.
+    pub events: StoreConfig,
+    /// Session cache.
+    pub sessions: StoreConfig,
+    /// Document store.
+    pub documents: StoreConfig,
+    /// Reputation repo.
+    pub reputation: StoreConfig,
+    /// Namespace every store is confined to.
+    pub namespace: Namespace,
+    /// Connections per pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// How long one operation may take.
+    pub op_timeout: Duration,
+    /// Use TLS to servers (where the URL scheme does not already say so).
+    pub tls: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            events: StoreConfig::default(),
+            sessions: StoreConfig::default(),
+            documents: StoreConfig::default(),
+            reputation: StoreConfig::default(),
+            namespace: Namespace::default(),
+            pool_size: 10,
+            connect_timeout: Duration::from_millis(5000),
+            op_timeout: Duration::from_millis(10_000),
+            tls: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    url: Option<String>,
+    fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    namespace: Option<String>,
+    pool_size: Option<u32>,
+    connect_timeout_ms: Option<u64>,
+    op_timeout_ms: Option<u64>,
+    tls: Option<bool>,
+    events: Option<FileStore>,
+    sessions: Option<FileStore>,
+    documents: Option<FileStore>,
+    reputation: Option<FileStore>,
+}
+
+fn config_error(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Config, msg).with_op("config")
+}
+
+impl Config {
+    /// Defaults, then `file` (if given, else `PALISADE_CONFIG` if set), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let env_file = std::env::var_os("PALISADE_CONFIG");
+        let path = file.map(Path::to_path_buf).or_else(|| env_file.map(Into::into));
+        let mut config = Config::default();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| config_error(format!("cannot read config file {}", path.display())).with_source(e))?;
+            config.apply_toml(&text)?;
+        }
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Applies a TOML document on top of this config.
+    pub fn apply_toml(&mut self, text: &str) -> Result<()> {
+        let file: File = toml::from_str(text).map_err(|e| config_error(format!("bad config file: {}", e.message())))?;
+        if let Some(ns) = file.namespace {
+            self.namespace = Namespace::new(ns).map_err(|e| config_error(e.message().to_owned()))?;
+        }
+        if let Some(n) = file.pool_size {
+            self.pool_size = check_pool(n)?;
+        }
+        if let Some(ms) = file.connect_timeout_ms {
+            self.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.op_timeout_ms {
+            self.op_timeout = Duration::from_millis(ms);
+        }
+        if let Some(tls) = file.tls {
+            self.tls = tls;
+        }
+        for (kind, store) in [
+            (StoreKind::Events, file.events),
+            (StoreKind::Sessions, file.sessions),
+            (StoreKind::Documents, file.documents),
+            (StoreKind::Reputation, file.reputation),
+        ] {
+            let Some(store) = store else { continue };
+            let target = self.store_mut(kind);
+            if let Some(url) = store.url {
+                target.url = StoreUrl::parse(&url).map_err(|e| e.with_op("config"))?;
+            }
+            if let Some(fb) = store.fallback {
+                target.fallback = fb;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies environment variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(ns) = get("PALISADE_NAMESPACE") {
+            self.namespace = Namespace::new(ns).map_err(|e| config_error(e.message().to_owned()))?;
+        }
+        if let Some(n) = get("PALISADE_POOL_SIZE") {
+            self.pool_size = check_pool(n.parse().map_err(|_| config_error("PALISADE_POOL_SIZE must be a number"))?)?;
+        }
+        if let Some(ms) = get("PALISADE_CONNECT_TIMEOUT_MS") {
+            self.connect_timeout = Duration::from_millis(
+                ms.parse().map_err(|_| config_error("PALISADE_CONNECT_TIMEOUT_MS must be a number"))?,
+            );
+        }
+        if let Some(ms) = get("PALISADE_OP_TIMEOUT_MS") {
+            self.op_timeout =
+                Duration::from_millis(ms.parse().map_err(|_| config_error("PALISADE_OP_TIMEOUT_MS must be a number"))?);
+        }
+        if let Some(tls) = get("PALISADE_TLS") {
+            self.tls = tls.parse().map_err(|_| config_error("PALISADE_TLS must be true or false"))?;
+        }
+        let all_fallback = get("PALISADE_FALLBACK").map(|f| f.parse::<Fallback>()).transpose()?;
+        for kind in StoreKind::ALL {
+            let prefix = kind.env_prefix();
+            let url = get(&format!("{prefix}_URL"));
+            let fallback = get(&format!("{prefix}_FALLBACK")).map(|f| f.parse::<Fallback>()).transpose()?;
+            let target = self.store_mut(kind);
+            if let Some(url) = url {
+                target.url = StoreUrl::parse(&url)?;
+            }
+            if let Some(fb) = fallback.or(all_fallback) {
+                target.fallback = fb;
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of one store.
+    pub fn store(&self, kind: StoreKind) -> &StoreConfig {
+        match kind {
+            StoreKind::Events => &self.events,
+            StoreKind::Sessions => &self.sessions,
+            StoreKind::Documents => &self.documents,
+            StoreKind::Reputation => &self.reputation,
+        }
+    }
+
+    pub(crate) fn store_mut_for_check(&mut self, kind: StoreKind) -> &mut StoreConfig {
+        self.store_mut(kind)
+    }
+
+    fn store_mut(&mut self, kind: StoreKind) -> &mut StoreConfig {
+        match kind {
+            StoreKind::Events => &mut self.events,
+            StoreKind::Sessions => &mut self.sessions,
+            StoreKind::Documents => &mut self.documents,
+            StoreKind::Reputation => &mut self.reputation,
+        }
+    }
+}
+
+fn check_pool(n: u32) -> Result<u32> {
+    if n == 0 || n > 1000 {
+        return Err(config_error("pool size must be 1..=1000"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_memory_everywhere() {
+        let c = Config::default();
+        for kind in StoreKind::ALL {
+            assert_eq!(c.store(kind).url.scheme(), "memory");
+            assert_eq!(c.store(kind).fallback, Fallback::None);
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_display_or_errors() {
+        let u = StoreUrl::parse("postgres://app:hunter2@db:5432/sec").unwrap();
+        assert!(!format!("{u:?} {u}").contains("hunter2"));
+        assert!(u.expose().contains("hunter2"), "drivers still get it");
+        let err = StoreUrl::parse("postgres://app:hunter2@db:notaport/sec").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("port"), "names what is wrong: {err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c = Config::default();
+        c.apply_toml("namespace = \"fromfile\"\npool_size = 4\n[events]\nurl = \"memory://\"\nfallback = \"memory\"\n[sessions]\nurl = \"redis://cache:6379\"\n").unwrap();
+        assert_eq!(c.namespace.as_str(), "fromfile");
+        assert_eq!(c.events.fallback, Fallback::Memory);
+        c.apply_env(|k| match k {
+            "PALISADE_NAMESPACE" => Some("fromenv".into()),
+            "PALISADE_SESSIONS_URL" => Some("redis+fred://other:6379".into()),
+            "PALISADE_FALLBACK" => Some("none".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.namespace.as_str(), "fromenv");
+        assert_eq!(c.pool_size, 4);
+        assert_eq!(c.sessions.url.scheme(), "redis+fred");
+        assert_eq!(c.events.fallback, Fallback::None);
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        let mut c = Config::default();
+        assert_eq!(c.apply_toml("colour = 1").unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(c.apply_toml("pool_size = 0").unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(
+            c.apply_env(|k| (k == "PALISADE_NAMESPACE").then(|| "Bad-NS".into())).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            c.apply_env(|k| (k == "PALISADE_FALLBACK").then(|| "disk".into())).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The backend registry: which URL scheme means which backend, which Cargo
+//! feature compiles it, which stores it offers, and how to open them. The rest
+//! of the facade asks the registry instead of matching on schemes itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use palisade_core::{DocumentStore, Error, ErrorKind, EventStore, Namespace, ReputationRepo, Result, SessionCache};
+
+use crate::config::{Config, StoreKind, StoreUrl};
+
+/// A backend Palisade knows about, compiled in or not.
+#[derive(Debug)]
+pub struct BackendInfo {
+    /// Backend id (`memory`, `pg_sqlx`, …).
+    pub id: &'static str,
+    /// URL schemes that select it.
+    pub schemes: &'static [&'static str],
+    /// The facade feature that compiles it.
+    pub feature: &'static str,
+    /// The stores it offers.
+    pub offers: &'static [StoreKind],
+}
+
+const ALL: &[StoreKind] = &StoreKind::ALL;
+const NO_DOCUMENTS: &[StoreKind] = &[StoreKind::Events, StoreKind::Sessions, StoreKind::Reputation];
+
+/// Every backend, in the order `palisade health` lists them.
+pub const BACKENDS: &[BackendInfo] = &[
+    BackendInfo { id: "memory", schemes: &["memory"], feature: "memory", offers: ALL },
+    BackendInfo { id: "pg_sqlx", schemes: &["postgres", "postgresql"], feature: "pg-sqlx", offers: ALL },
+    BackendInfo {
+        id: "pg_diesel",
+        schemes: &["postgres+diesel", "postgresql+diesel"],
+        feature: "pg-diesel",
+        offers: ALL,
+    },
+    BackendInfo { id: "redis_rs", schemes: &["redis", "rediss"], feature: "redis-rs", offers: NO_DOCUMENTS },
+    BackendInfo { id: "fred", schemes: &["redis+fred", "rediss+fred"], feature: "fred", offers: NO_DOCUMENTS },
+    BackendInfo { id: "mongo", schemes: &["mongodb", "mongodb+srv"], feature: "mongo", offers: ALL },
+];
+
+/// Opens the stores of one compiled-in backend.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// An event store at `url` in `config.namespace`.
+    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>>;
+    /// A session cache.
+    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>>;
+    /// A document store.
+    async fn documents(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>>;
+    /// A reputation repo.
+    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>>;
+    /// Deletes everything stored under `ns` at `url` (throwaway namespaces of
+    /// `palisade check` and the test suite).
+    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()>;
+}
+
+/// The memory backend's connector. Every call opens a fresh, empty store.
+pub struct MemoryConnector;
+
+fn memory_config() -> palisade_memory::MemoryConfig {
+    palisade_memory::MemoryConfig::default()
+}
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    async fn events(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), &memory_config())))
+    }
+    async fn sessions(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), &memory_config())))
+    }
+    async fn documents(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), &memory_config())))
+    }
+    async fn reputation(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(palisade_memory::MemoryReputationRepo::new(ns.clone())))
+    }
+    /// Memory stores vanish with their last handle; nothing to drop.
+    async fn drop_namespace(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The connector of a compiled-in backend.
+fn connector(id: &str) -> Option<&'static dyn Connector> {
+    match id {
+        "memory" => Some(&MemoryConnector),
+        _ => None,
+    }
+}
+
+/// Finds the backend for `url` and checks it is compiled in and offers `kind`.
+/// Errors name the scheme and, when missing, the feature to enable — never
+/// the URL itself.
+pub fn resolve(url: &StoreUrl, kind: StoreKind) -> Result<(&'static BackendInfo, &'static dyn Connector)> {
+    let scheme = url.scheme();
+    let info = BACKENDS.iter().find(|b| b.schemes.contains(&scheme)).ok_or_else(|| {
+        let known: Vec<&str> = BACKENDS.iter().flat_map(|b| b.schemes.iter().copied()).collect();
+        Error::new(
+            ErrorKind::Config,
+            format!("unknown URL scheme `{scheme}` for {kind}; known schemes: {}", known.join(", ")),
+        )
+    })?;
+    if !info.offers.contains(&kind) {
+        let offering: Vec<&str> = BACKENDS.iter().filter(|b| b.offers.contains(&kind)).map(|b| b.id).collect();
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("backend `{}` does not offer the {kind} store; backends that do: {}", info.id, offering.join(", ")),
+        ));
+    }
+    let connector = connector(info.id).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "URL scheme `{scheme}` needs the `{feature}` feature of palisade, which this build lacks \
+                 (cargo add palisade --features {feature})",
+                feature = info.feature
+            ),
+        )
+    })?;
+    Ok((info, connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> StoreUrl {
+        StoreUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn memory_resolves_for_every_store() {
+        for kind in StoreKind::ALL {
+            assert_eq!(resolve(&url("memory://"), kind).unwrap().0.id, "memory");
+        }
+    }
+
+    #[test]
+    fn missing_feature_is_named_without_the_password() {
+        let err = resolve(&url("mongodb://admin:s3cret@localhost"), StoreKind::Events).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let text = err.to_string();
+        assert!(text.contains("`mongo` feature"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn redis_does_not_offer_documents() {
+        let err = resolve(&url("redis://localhost"), StoreKind::Documents).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("memory, pg_sqlx, pg_diesel, mongo"), "{err}");
+    }
+
+    #[test]
+    fn unknown_scheme_lists_the_known_ones() {
+        let err = resolve(&url("cassandra://x"), StoreKind::Events).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("postgres+diesel"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The whole conformance suite against the memory backend, opened through the
+//! facade (`memory://` URLs) exactly as a service opens it.
+
+use std::sync::Arc;
+
+use palisade::check::ConfigHarness;
+use palisade::Config;
+use palisade_core::conformance::Harness;
+
+async fn harness() -> Option<Arc<dyn Harness>> {
+    Some(Arc::new(ConfigHarness::new(Config::default())))
+}
+
+palisade_core::conformance_tests!(memory, harness(), [event_store, session_cache, document_store, reputation_repo]);
