@@ -23,5 +23,6 @@ awk -F'\t' -v required="${PALISADE_REQUIRE_BACKENDS:-}" '
       for (r = 1; r <= nreq; r++) if (parts[1] == req[r] && n[k, "skip"] > 0) { bad = 1; printf "  ^ %s is required but cases were skipped\n", parts[1] }
     }
     printf "%-34s %6d %6d %7d\n", "total", total["pass"] + total["fail"], total["fail"], total["skip"]
+    printf "conformance: %d passed, %d failed, %d skipped\n", total["pass"], total["fail"], total["skip"]
     exit bad
   }' "$log"

@@ -19,6 +19,7 @@ rm -f "$PALISADE_CONFORMANCE_LOG"
 status=0
 cargo test --workspace --all-features --all-targets --locked || status=$?
 cargo test --workspace --all-features --doc --locked || status=$?
+cargo clippy --workspace --all-features --all-targets --locked --quiet -- -D warnings || status=$?
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet || status=$?
 
 bash scripts/conformance-summary.sh "$PALISADE_CONFORMANCE_LOG" || status=1

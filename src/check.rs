@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use palisade_core::conformance::{self, cases, execute, Case, Harness};
+use palisade_core::conformance::{self, cases, execute, Case, Harness, Opener};
 use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
 use serde::Serialize;
 
@@ -137,7 +137,7 @@ async fn run_cases<S>(
     harness: &ConfigHarness,
     kind: StoreKind,
     trait_id: &str,
-    open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> futures::future::BoxFuture<'a, Result<Arc<S>>>,
+    open: Opener<S>,
     list: Vec<Case<S>>,
     filter: Option<&str>,
     out: &mut Vec<CaseResult>,

@@ -260,7 +260,8 @@ impl Config {
             let Some(store) = store else { continue };
             let target = self.store_mut(kind);
             if let Some(url) = store.url {
-                target.url = StoreUrl::parse(&url).map_err(|e| e.with_op("config"))?;
+                target.url =
+                    StoreUrl::parse(&url).map_err(|e| config_error(format!("[{kind}] url: {}", e.message())))?;
             }
             if let Some(fb) = store.fallback {
                 target.fallback = fb;
@@ -296,7 +297,8 @@ impl Config {
             let fallback = get(&format!("{prefix}_FALLBACK")).map(|f| f.parse::<Fallback>()).transpose()?;
             let target = self.store_mut(kind);
             if let Some(url) = url {
-                target.url = StoreUrl::parse(&url)?;
+                target.url =
+                    StoreUrl::parse(&url).map_err(|e| config_error(format!("{prefix}_URL: {}", e.message())))?;
             }
             if let Some(fb) = fallback.or(all_fallback) {
                 target.fallback = fb;

@@ -62,7 +62,7 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&statuses).map_err(palisade::Error::from)?);
             } else {
-                println!("{:<11} {:<10} {:<9} {}", "store", "backend", "status", "url / detail");
+                println!("{:<11} {:<10} {:<9} url / detail", "store", "backend", "status");
                 for s in &statuses {
                     println!("{:<11} {:<10} {:<9} {}", s.store.as_str(), s.backend, s.status, s.url);
                     if let Some(detail) = &s.detail {

@@ -95,8 +95,13 @@ pub enum ErrorDetail {
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-/// A Palisade error. See the module docs.
+/// A Palisade error. See the module docs. One pointer wide: the details live
+/// behind a `Box`, so `Result<T>` stays small on the happy path.
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     kind: ErrorKind,
     backend: &'static str,
     op: &'static str,
@@ -115,13 +120,15 @@ impl Error {
     /// temporary.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         Error {
-            kind,
-            backend: "",
-            op: "",
-            temporary: matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout),
-            message: message.into(),
-            detail: None,
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                backend: "",
+                op: "",
+                temporary: matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout),
+                message: message.into(),
+                detail: None,
+                source: None,
+            }),
         }
     }
 
@@ -137,88 +144,88 @@ impl Error {
 
     /// Sets the backend id (`memory`, `pg_sqlx`, …).
     pub fn with_backend(mut self, backend: &'static str) -> Self {
-        self.backend = backend;
+        self.inner.backend = backend;
         self
     }
 
     /// Sets the operation name (`append`, `set`, …) if none is set yet.
     pub fn with_op(mut self, op: &'static str) -> Self {
-        if self.op.is_empty() {
-            self.op = op;
+        if self.inner.op.is_empty() {
+            self.inner.op = op;
         }
         self
     }
 
     /// Attaches the underlying driver error.
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
-        self.source = Some(source.into());
+        self.inner.source = Some(source.into());
         self
     }
 
     /// Attaches structured detail.
     pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
-        self.detail = Some(detail);
+        self.inner.detail = Some(detail);
         self
     }
 
     /// Marks whether retrying the same call may succeed.
     pub fn set_temporary(mut self, temporary: bool) -> Self {
-        self.temporary = temporary;
+        self.inner.temporary = temporary;
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The backend id that produced the error (empty when raised by core validation).
     pub fn backend(&self) -> &'static str {
-        self.backend
+        self.inner.backend
     }
 
     /// The operation that failed.
     pub fn op(&self) -> &'static str {
-        self.op
+        self.inner.op
     }
 
     /// Whether retrying the same call may succeed.
     pub fn is_temporary(&self) -> bool {
-        self.temporary
+        self.inner.temporary
     }
 
     /// The human-readable message, without backend/op decoration.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// Structured detail, when the kind has any.
     pub fn detail(&self) -> Option<&ErrorDetail> {
-        self.detail.as_ref()
+        self.inner.detail.as_ref()
     }
 
     /// True when this is a failure of the backend itself (`Unavailable` or
     /// `Timeout`) rather than of the request: the kinds `Degradable` fails over on.
     pub fn is_backend_failure(&self) -> bool {
-        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+        matches!(self.inner.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind);
-        if !self.backend.is_empty() {
-            d.field("backend", &self.backend);
+        d.field("kind", &self.inner.kind);
+        if !self.inner.backend.is_empty() {
+            d.field("backend", &self.inner.backend);
         }
-        if !self.op.is_empty() {
-            d.field("op", &self.op);
+        if !self.inner.op.is_empty() {
+            d.field("op", &self.inner.op);
         }
-        d.field("temporary", &self.temporary).field("message", &self.message);
-        if let Some(detail) = &self.detail {
+        d.field("temporary", &self.inner.temporary).field("message", &self.inner.message);
+        if let Some(detail) = &self.inner.detail {
             d.field("detail", detail);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
         d.finish()
@@ -227,18 +234,18 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        match (self.backend.is_empty(), self.op.is_empty()) {
-            (false, false) => write!(f, " ({} {})", self.backend, self.op)?,
-            (false, true) => write!(f, " ({})", self.backend)?,
-            (true, false) => write!(f, " ({})", self.op)?,
+        write!(f, "{}", self.inner.kind)?;
+        match (self.inner.backend.is_empty(), self.inner.op.is_empty()) {
+            (false, false) => write!(f, " ({} {})", self.inner.backend, self.inner.op)?,
+            (false, true) => write!(f, " ({})", self.inner.backend)?,
+            (true, false) => write!(f, " ({})", self.inner.op)?,
             (true, true) => {}
         }
-        write!(f, ": {}", self.message)?;
-        if let Some(ErrorDetail::SupportedBy { backends }) = &self.detail {
+        write!(f, ": {}", self.inner.message)?;
+        if let Some(ErrorDetail::SupportedBy { backends }) = &self.inner.detail {
             write!(f, " (supported by: {})", backends.join(", "))?;
         }
-        if self.temporary {
+        if self.inner.temporary {
             f.write_str(" [temporary]")?;
         }
         Ok(())
@@ -247,7 +254,7 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|s| s.as_ref() as &(dyn StdError + 'static))
+        self.inner.source.as_ref().map(|s| s.as_ref() as &(dyn StdError + 'static))
     }
 }
 

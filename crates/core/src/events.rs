@@ -421,8 +421,8 @@ impl EventFilter {
     /// The reference semantics of the filter, used by the memory backend and by
     /// tests of the others.
     pub fn matches(&self, e: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| *k == e.kind))
-            && (self.sources.is_empty() || self.sources.iter().any(|s| *s == e.source))
+        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && (self.sources.is_empty() || self.sources.contains(&e.source))
             && self.stream.as_ref().is_none_or(|s| e.stream.as_ref() == Some(s))
             && self.session_id.as_ref().is_none_or(|s| e.session_id.as_ref() == Some(s))
             && self.client_ip.is_none_or(|net| e.client_ip.is_some_and(|ip| net.contains(&canonical_ip(ip))))

@@ -110,7 +110,7 @@ fn op_holds(doc: &Value, path: &str, op: &str, x: &Value) -> bool {
         "$lte" => compare(doc, path, x, |o| o != Ordering::Greater),
         "$in" => x.as_array().is_some_and(|xs| xs.iter().any(|x| equals(doc, path, x))),
         "$nin" => !x.as_array().is_some_and(|xs| xs.iter().any(|x| equals(doc, path, x))),
-        "$exists" => !reached(doc, path).0.is_empty() == x.as_bool().unwrap_or(false),
+        "$exists" => reached(doc, path).0.is_empty() != x.as_bool().unwrap_or(false),
         "$not" => !x.as_object().is_some_and(|m| m.iter().all(|(o, y)| op_holds(doc, path, o, y))),
         other => panic!("reference: unknown operator {other}"),
     }

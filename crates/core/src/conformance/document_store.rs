@@ -3,7 +3,7 @@
 //! Every case starts in a fresh, empty namespace. Filter cases insert documents
 //! of different shapes (missing field, null, string, int, float, array, nested)
 //! and assert the exact set of matching `_id`s; MongoDB's semantics, as
-//! implemented by [`matches`], are the reference.
+//! implemented by [`matches()`], are the reference.
 
 use std::fmt::Debug;
 

@@ -3,7 +3,7 @@
 //! Every case gets a store in a fresh, empty namespace. No case assumes where
 //! positions start; only [`Capabilities::gap_free_order`](crate::Capabilities)
 //! stores must number them consecutively. Time-range cases use fixed instants
-//! around [`base`], so their answers do not depend on the clock.
+//! around `base()`, so their answers do not depend on the clock.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -5,7 +5,7 @@
 //! [`Namespace`] and drop it afterwards) and expands the cases into one
 //! `#[tokio::test]` each with [`conformance_tests!`](crate::conformance_tests):
 //!
-//! ```ignore
+//! ```text
 //! palisade_core::conformance_tests!(memory, my_harness(), [event_store, session_cache]);
 //! ```
 //!
@@ -61,6 +61,9 @@ pub trait Harness: Send + Sync + 'static {
     /// Deletes everything stored under `ns`.
     async fn drop_namespace(&self, ns: &Namespace) -> Result<()>;
 }
+
+/// How a case opens its store from a harness in a namespace.
+pub type Opener<S> = for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a, Result<Arc<S>>>;
 
 /// Opens an event store (for the macro).
 pub fn open_event_store<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFuture<'a, Result<Arc<dyn EventStore>>> {
@@ -171,11 +174,7 @@ impl Failure {
 /// Runs one case on `h`: opens the store in a fresh namespace (a second one for
 /// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and drops
 /// the namespaces afterwards, whatever happened.
-pub async fn execute<S>(
-    h: &dyn Harness,
-    open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a, Result<Arc<S>>>,
-    body: CaseBody<S>,
-) -> std::result::Result<(), Failure>
+pub async fn execute<S>(h: &dyn Harness, open: Opener<S>, body: CaseBody<S>) -> std::result::Result<(), Failure>
 where
     S: ?Sized + Send + Sync + 'static,
 {
@@ -228,7 +227,7 @@ pub async fn run<S, H>(
     trait_id: &'static str,
     case: &'static str,
     harness: H,
-    open: for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a, Result<Arc<S>>>,
+    open: Opener<S>,
     body: CaseBody<S>,
 ) where
     S: ?Sized + Send + Sync + 'static,

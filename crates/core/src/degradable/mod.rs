@@ -25,7 +25,7 @@
 //!   against the secondary, not the primary's data).
 //! - **Replay rejections.** If the primary rejects a replayed write for a
 //!   non-temporary reason (e.g. a unique index conflict with data the secondary
-//!   never saw), the write is moved to [`Degradable::rejected`], logged at
+//!   never saw), the write is moved to [`Degradable::take_rejected`], logged at
 //!   `error` level and counted in health — visible, never silent.
 //! - **Sessions are ephemeral**: by default session writes made while degraded
 //!   stay in the secondary and are not replayed; rate-limit hits never are.

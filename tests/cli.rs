@@ -1,0 +1,84 @@
+//! The `palisade` binary as an operator uses it.
+
+use std::process::{Command, Output};
+
+fn palisade(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.args(args);
+    for var in [
+        "PALISADE_EVENTS_URL",
+        "PALISADE_SESSIONS_URL",
+        "PALISADE_DOCUMENTS_URL",
+        "PALISADE_REPUTATION_URL",
+        "PALISADE_CONFIG",
+        "PALISADE_FALLBACK",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("the palisade binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn demo_prints_the_tables() {
+    let out = palisade(&["demo", "--requests", "600", "--sessions", "50"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for heading in
+        ["Top attacking IPs", "Rule effectiveness", "rate-limited sessions", "Engine leaderboard", "Store health"]
+    {
+        assert!(stdout.contains(heading), "missing {heading}:\n{stdout}");
+    }
+}
+
+#[test]
+fn health_on_memory_is_healthy_and_exits_zero() {
+    let out = palisade(&["health", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statuses.as_array().map(Vec::len), Some(4));
+    assert!(statuses.as_array().unwrap().iter().all(|s| s["status"] == "healthy"));
+}
+
+#[test]
+fn health_names_the_missing_feature_and_never_the_password() {
+    let out = palisade(&["health"], &[("PALISADE_EVENTS_URL", "mongodb://admin:s3cret@localhost")]);
+    assert!(!out.status.success());
+    let all = text(&out);
+    assert!(all.contains("`mongo` feature"), "{all}");
+    assert!(!all.contains("s3cret"), "{all}");
+}
+
+#[test]
+fn malformed_url_names_the_setting_and_not_the_password() {
+    let out = palisade(&["health"], &[("PALISADE_SESSIONS_URL", "postgres://u:hunter2@h:notaport/db")]);
+    assert!(!out.status.success());
+    let all = text(&out);
+    assert!(all.contains("PALISADE_SESSIONS_URL") && all.contains("invalid port"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn check_passes_on_memory() {
+    let out = palisade(&["check"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn config_file_selects_stores_and_env_overrides_it() {
+    let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("palisade.toml");
+    std::fs::write(&file, "namespace = \"ops\"\n[documents]\nurl = \"redis://localhost:6379\"\n").unwrap();
+    let out = palisade(&["--config", file.to_str().unwrap(), "health"], &[]);
+    assert!(!out.status.success(), "redis offers no documents");
+    assert!(text(&out).contains("does not offer the documents store"), "{}", text(&out));
+    let out = palisade(&["--config", file.to_str().unwrap(), "health"], &[("PALISADE_DOCUMENTS_URL", "memory://")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
