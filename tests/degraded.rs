@@ -367,3 +367,106 @@ async fn reputation_events_replay_idempotently() {
     store.try_recover().await.unwrap();
     assert_eq!(store.score(&Subject::engine("yara")).await.unwrap(), 15, "5 + 7 + 3, the retried event once");
 }
+
+/// Toggles `flaky` down and up a few times while writers run, then lets it recover.
+async fn outages<T: ?Sized>(flaky: &Flaky<T>) {
+    for round in 0..6 {
+        flaky.set_mode(if round % 2 == 0 { FlakyMode::Down } else { FlakyMode::Up });
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    flaky.set_mode(FlakyMode::Up);
+}
+
+fn quick_probe() -> DegradeConfig {
+    DegradeConfig {
+        probe_initial: Duration::from_millis(5),
+        probe_max: Duration::from_millis(20),
+        ..DegradeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_reputation_event_is_lost_across_outages() {
+    let flaky = Arc::new(Flaky::new(stores().reputation as Arc<dyn ReputationRepo>));
+    let store = Arc::new(Degradable::new(
+        flaky.clone() as Arc<dyn ReputationRepo>,
+        stores().reputation as Arc<dyn ReputationRepo>,
+        quick_probe(),
+    ));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut acked = 0i64;
+                for _ in 0..50 {
+                    if store.record(ReputationEvent::new(Subject::user(format!("u{w}")), 1, "hit")).await.is_ok() {
+                        acked += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (w, acked)
+            })
+        })
+        .collect();
+    outages(&flaky).await;
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.push(w.await.unwrap());
+    }
+    for _ in 0..500 {
+        if store.try_recover().await.is_ok() && store.health() == Health::Healthy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (w, n) in acked {
+        assert_eq!(n, 50, "memory never refuses");
+        assert_eq!(
+            flaky.inner().score(&Subject::user(format!("u{w}"))).await.unwrap(),
+            n,
+            "writer {w}: every acknowledged point, once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_document_is_lost_across_outages() {
+    let flaky = Arc::new(Flaky::new(stores().documents as Arc<dyn DocumentStore>));
+    let store = Arc::new(Degradable::new(
+        flaky.clone() as Arc<dyn DocumentStore>,
+        stores().documents as Arc<dyn DocumentStore>,
+        quick_probe(),
+    ));
+    store.ensure_collection(CollectionSpec::new("reports")).await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..40 {
+                    if let Ok(doc) = store.insert("reports", json!({"writer": w, "n": n})).await {
+                        acked.push(doc["_id"].as_str().unwrap().to_owned());
+                    }
+                    tokio::task::yield_now().await;
+                }
+                acked
+            })
+        })
+        .collect();
+    outages(&flaky).await;
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    for _ in 0..500 {
+        if store.try_recover().await.is_ok() && store.health() == Health::Healthy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(acked.len(), 8 * 40);
+    for id in &acked {
+        assert!(flaky.inner().get("reports", id).await.unwrap().is_some(), "acknowledged document {id} lost");
+    }
+    assert_eq!(flaky.inner().count("reports", Filter::all()).await.unwrap(), acked.len() as u64, "none twice");
+}
