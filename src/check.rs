@@ -32,6 +32,15 @@ impl ConfigHarness {
         ConfigHarness { config }
     }
 
+    /// Checks that every configured server answers.
+    pub async fn ping(&self) -> Result<()> {
+        for kind in StoreKind::ALL {
+            let url = &self.config.store(kind).url;
+            resolve(url, kind)?.1.ping(url, &self.config).await?;
+        }
+        Ok(())
+    }
+
     fn connector(&self, kind: StoreKind) -> Result<&'static dyn crate::registry::Connector> {
         Ok(resolve(&self.config.store(kind).url, kind)?.1)
     }

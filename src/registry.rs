@@ -54,6 +54,8 @@ pub trait Connector: Send + Sync {
     /// Deletes everything stored under `ns` at `url` (throwaway namespaces of
     /// `palisade check` and the test suite).
     async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()>;
+    /// Checks that the server at `url` answers (without touching any namespace).
+    async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()>;
 }
 
 /// The memory backend's connector. Every call opens a fresh, empty store.
@@ -81,12 +83,63 @@ impl Connector for MemoryConnector {
     async fn drop_namespace(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<()> {
         Ok(())
     }
+    async fn ping(&self, _: &StoreUrl, _: &Config) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Postgres via sqlx. Each store opens its own pool (`pool_size` connections)
+/// in the configured namespace and applies pending migrations first.
+#[cfg(feature = "pg-sqlx")]
+pub struct PgSqlxConnector;
+
+#[cfg(feature = "pg-sqlx")]
+impl PgSqlxConnector {
+    /// Connection settings for `url` in `ns` from the facade config.
+    pub fn pg_config(url: &StoreUrl, config: &Config, ns: &Namespace) -> palisade_pg_sqlx::PgConfig {
+        let mut pg = palisade_pg_sqlx::PgConfig::new(url.expose(), ns.clone());
+        pg.pool_size = config.pool_size;
+        pg.connect_timeout = config.connect_timeout;
+        pg.statement_timeout = config.op_timeout;
+        pg
+    }
+
+    async fn backend(url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<palisade_pg_sqlx::PgBackend> {
+        palisade_pg_sqlx::PgBackend::connect(&Self::pg_config(url, config, ns)).await
+    }
+}
+
+#[cfg(feature = "pg-sqlx")]
+#[async_trait]
+impl Connector for PgSqlxConnector {
+    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(Self::backend(url, config, ns).await?.events()))
+    }
+    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(Self::backend(url, config, ns).await?.sessions()))
+    }
+    async fn documents(&self, _url: &StoreUrl, _config: &Config, _ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        Err(Error::unsupported("the pg-sqlx document store is not built yet", &["memory"]))
+    }
+    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(Self::backend(url, config, ns).await?.reputation()))
+    }
+    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
+        let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&Self::pg_config(url, config, ns)).await?;
+        backend.drop_namespace().await
+    }
+    async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
+        let pg = Self::pg_config(url, config, &config.namespace);
+        palisade_pg_sqlx::PgBackend::connect_without_migrating(&pg).await?.ping().await
+    }
 }
 
 /// The connector of a compiled-in backend.
 fn connector(id: &str) -> Option<&'static dyn Connector> {
     match id {
         "memory" => Some(&MemoryConnector),
+        #[cfg(feature = "pg-sqlx")]
+        "pg_sqlx" => Some(&PgSqlxConnector),
         _ => None,
     }
 }

@@ -1,0 +1,221 @@
+//! # palisade-pg-sqlx
+//!
+//! Palisade on PostgreSQL through sqlx. Every store lives in one Postgres
+//! schema — its [`Namespace`] — set as the connections' `search_path`, so SQL
+//! never concatenates identifiers or values.
+//!
+//! - **Migrations**: the workspace's `migrations/` folder, embedded with
+//!   `sqlx::migrate!`, applied into the namespace at connect time (idempotent)
+//!   and tracked in `<namespace>.palisade_migrations` — never the application's
+//!   `_sqlx_migrations`. sqlx holds a database-wide advisory lock while
+//!   migrating, so concurrent service starts are safe.
+//! - **Events**: appends lock the namespace's `event_head` row before assigning
+//!   positions and hold it until commit, so positions are gap-free and a reader
+//!   never sees a position before a lower one is committed (appends to one
+//!   namespace serialize; batches amortize that). Batches are one
+//!   `INSERT … SELECT FROM UNNEST(…)` per chunk inside one transaction, so any
+//!   size is atomic. Live tails catch up by pages and then wait for
+//!   `LISTEN/NOTIFY`, polling as a fallback, and re-listen after a dropped
+//!   connection.
+//! - **Sessions** live in an UNLOGGED table: fast, but emptied if Postgres
+//!   crashes — acceptable for ephemeral state. Expired rows are filtered on read
+//!   and swept by [`PgBackend::sweep`] / writes.
+//! - **Reputation**: the event log plus per-period score rows kept in step in
+//!   the same transaction; ranks come from `rank()` window functions.
+
+mod error;
+mod events;
+mod reputation;
+mod sessions;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use palisade_core::{Capabilities, Error, ErrorKind, Namespace, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Executor;
+
+pub use events::PgEventStore;
+pub use reputation::PgReputationRepo;
+pub use sessions::PgSessionCache;
+
+/// The backend id used in errors, spans and test names.
+pub const BACKEND: &str = "pg_sqlx";
+
+/// The migrations every Postgres backend applies.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Connection settings. `Debug` never shows the URL's password.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// The schema every store is confined to.
+    pub namespace: Namespace,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection (connect and pool acquire).
+    pub connect_timeout: Duration,
+    /// Server-side `statement_timeout`.
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    /// Defaults for `url` in `namespace`: 10 connections, 5 s connect, 30 s statements.
+    pub fn new(url: impl Into<String>, namespace: Namespace) -> Self {
+        PgConfig {
+            url: url.into(),
+            namespace,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn connect_options(&self) -> Result<PgConnectOptions> {
+        let opts = PgConnectOptions::from_str(&self.url).map_err(|e| error::map("connect", e))?;
+        let timeout_ms = self.statement_timeout.as_millis().to_string();
+        Ok(opts
+            .application_name("palisade")
+            .options([("search_path", self.namespace.as_str()), ("statement_timeout", timeout_ms.as_str())]))
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &"<redacted>")
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// What every pg-sqlx store guarantees.
+pub fn capabilities() -> Capabilities {
+    let mut caps = Capabilities::all();
+    caps.bounded_capacity = false;
+    caps.native_ttl = false;
+    caps
+}
+
+/// A migration's state in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Version (file prefix).
+    pub version: i64,
+    /// Description (file name).
+    pub description: String,
+    /// Whether it is applied.
+    pub applied: bool,
+}
+
+/// A connection pool confined to one namespace, migrated on connect.
+#[derive(Clone)]
+pub struct PgBackend {
+    pool: PgPool,
+    namespace: Namespace,
+}
+
+impl PgBackend {
+    /// Connects (eagerly, so bad configuration fails here) and applies pending migrations.
+    pub async fn connect(config: &PgConfig) -> Result<Self> {
+        let backend = PgBackend::connect_without_migrating(config).await?;
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    /// Connects without touching the schema (for `palisade migrate --dry-run`).
+    pub async fn connect_without_migrating(config: &PgConfig) -> Result<Self> {
+        let options = config.connect_options()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(config.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| error::map("connect", e))?;
+        Ok(PgBackend { pool, namespace: config.namespace.clone() })
+    }
+
+    /// The namespace (schema).
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The pool, for callers who need raw access (benchmarks, admin).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        let mut m = sqlx::migrate::Migrator::with_migrations(MIGRATIONS.iter().cloned().collect());
+        m.dangerous_set_table_name(format!("{}.palisade_migrations", self.namespace));
+        m.create_schema(self.namespace.as_str().to_owned());
+        m
+    }
+
+    /// Applies pending migrations into the namespace; a no-op when up to date.
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.pool).await.map_err(error::map_migrate)
+    }
+
+    /// Which migrations are applied in the namespace (nothing is changed).
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        let table_exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'palisade_migrations')",
+        )
+        .bind(self.namespace.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| error::map("migration_status", e))?;
+        let applied: Vec<i64> = if table_exists {
+            sqlx::query_scalar("SELECT version FROM palisade_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| error::map("migration_status", e))?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATIONS
+            .iter()
+            .map(|m| MigrationStatus {
+                version: m.version,
+                description: m.description.to_string(),
+                applied: applied.contains(&m.version),
+            })
+            .collect())
+    }
+
+    /// Drops the namespace's schema and everything in it.
+    pub async fn drop_namespace(&self) -> Result<()> {
+        // The namespace is validated `[a-z][a-z0-9_]*`, so quoting it is enough.
+        let sql = sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.namespace));
+        self.pool.execute(sql).await.map_err(|e| error::map("drop_namespace", e))?;
+        Ok(())
+    }
+
+    /// Checks that Postgres answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.pool.execute("SELECT 1").await.map(|_| ()).map_err(|e| error::map("ping", e))
+    }
+
+    /// The event store of this namespace.
+    pub fn events(&self) -> PgEventStore {
+        PgEventStore::new(self.clone())
+    }
+
+    /// The session cache of this namespace.
+    pub fn sessions(&self) -> PgSessionCache {
+        PgSessionCache::new(self.clone())
+    }
+
+    /// The reputation repo of this namespace.
+    pub fn reputation(&self) -> PgReputationRepo {
+        PgReputationRepo::new(self.clone())
+    }
+}
+
+fn invalid_state(msg: &'static str) -> Error {
+    Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
+}

@@ -1,0 +1,29 @@
+//! The conformance suite against Postgres via sqlx, opened through the facade
+//! (`postgres://` URLs). The server comes from `PALISADE_TEST_POSTGRES_URL`;
+//! without it the cases are skipped with a notice — unless `PALISADE_REQUIRE`
+//! names `postgres`, in which case they fail.
+#![cfg(feature = "pg-sqlx")]
+
+use std::sync::Arc;
+
+use palisade::check::ConfigHarness;
+use palisade::{Config, StoreUrl};
+use palisade_core::conformance::{harness_from_env, Harness};
+
+async fn harness() -> Option<Arc<dyn Harness>> {
+    harness_from_env("postgres", "PALISADE_TEST_POSTGRES_URL", |url| async move {
+        let mut config = Config::default();
+        let url = StoreUrl::parse(&url)?;
+        for store in [&mut config.events, &mut config.sessions, &mut config.documents, &mut config.reputation] {
+            store.url = url.clone();
+        }
+        config.pool_size = 4;
+        let harness = ConfigHarness::new(config);
+        // Fail (or skip) here, once, if the server is unreachable.
+        harness.ping().await?;
+        Ok(Arc::new(harness) as Arc<dyn Harness>)
+    })
+    .await
+}
+
+palisade_core::conformance_tests!(pg_sqlx, harness(), [event_store, session_cache, reputation_repo]);
