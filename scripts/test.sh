@@ -11,7 +11,7 @@ export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postg
 export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 # A missing or unreachable server fails its backend's cases instead of skipping them.
 export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis}
-export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory}
+export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx}
 export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"

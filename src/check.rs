@@ -171,15 +171,24 @@ async fn run_cases<S>(
     }
 }
 
-/// Runs every case against the stores `config` names. Stores whose backend
-/// does not offer the trait (Redis documents) are skipped.
+/// Runs every case against the stores `config` names. A store whose backend
+/// does not offer its trait (e.g. Redis documents) is a configuration error.
 pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
     let harness = ConfigHarness::new(config.clone());
     for kind in StoreKind::ALL {
         resolve(&config.store(kind).url, kind).map_err(|e| e.with_op("check"))?;
     }
-    // Failed assertions are reported in the table, not as panic noise.
-    let hook = std::panic::take_hook();
+    // Failed assertions are reported in the table, not as panic noise; the
+    // guard restores the previous hook however this function ends.
+    struct QuietPanics(Option<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>>);
+    impl Drop for QuietPanics {
+        fn drop(&mut self) {
+            if let Some(hook) = self.0.take() {
+                std::panic::set_hook(hook);
+            }
+        }
+    }
+    let _quiet = QuietPanics(Some(std::panic::take_hook()));
     std::panic::set_hook(Box::new(|_| {}));
     let filter = args.filter.as_deref();
     let mut out = Vec::new();
@@ -223,6 +232,5 @@ pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
         &mut out,
     )
     .await;
-    std::panic::set_hook(hook);
     Ok(CheckReport { cases: out })
 }

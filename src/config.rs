@@ -47,11 +47,28 @@ impl StoreUrl {
         self.0.as_str()
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password — in the user info or in a query parameter
+    /// such as `?password=` — replaced by `***`.
     pub fn redacted(&self) -> String {
         let mut u = self.0.clone();
         if u.password().is_some() {
             let _ = u.set_password(Some("***"));
+        }
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["password", "pass", "pwd", "secret", "token", "sslpassword"]
+                .iter()
+                .any(|s| k == *s || k.ends_with(&format!("_{s}")))
+        };
+        if u.query_pairs().any(|(k, _)| secret(&k)) {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if secret(&k) { "***".to_owned() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
         }
         u.to_string()
     }
@@ -356,6 +373,10 @@ mod tests {
         let u = StoreUrl::parse("postgres://app:hunter2@db:5432/sec").unwrap();
         assert!(!format!("{u:?} {u}").contains("hunter2"));
         assert!(u.expose().contains("hunter2"), "drivers still get it");
+        let q = StoreUrl::parse("postgres://db/sec?sslmode=require&password=hunter2&auth_token=t0k3n").unwrap();
+        let shown = format!("{q} {q:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("t0k3n"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
         let err = StoreUrl::parse("postgres://app:hunter2@db:notaport/sec").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(!err.to_string().contains("hunter2"), "{err}");

@@ -182,7 +182,11 @@ async fn report(stores: &Stores, rate_limited_sessions: usize) -> Result<String>
     for g in stores.events.count_by(EventFilter::all(), GroupBy::Kind, 10).await? {
         let _ = writeln!(out, "  {:<16} {:>6}", g.key, g.count);
     }
-    let _ = writeln!(out, "  rate-limited sessions: {rate_limited_sessions}");
+    let _ = writeln!(out, "\nRate-limited sessions ({rate_limited_sessions} hit the limit of {RATE_LIMIT} per 10 s)");
+    let _ = writeln!(out, "  {:<10} {:>8}", "session", "refused");
+    for g in stores.events.count_by(EventFilter::all().kind("rate_limited"), GroupBy::Session, 5).await? {
+        let _ = writeln!(out, "  {:<10} {:>8}", g.key, g.count);
+    }
     let malicious_verdicts =
         stores.documents.count("analyses", Filter::parse(&json!({"verdict": "malicious"}))?).await?;
     let all_verdicts = stores.documents.count("analyses", Filter::all()).await?;
@@ -193,18 +197,9 @@ async fn report(stores: &Stores, rate_limited_sessions: usize) -> Result<String>
         let _ = writeln!(out, "  {:>4}  {:<10} {:>7}", r.rank, r.subject.id, r.score);
     }
     let _ = writeln!(out, "\nStore health");
-    let checks = [
-        ("events", stores.events.backend(), stores.events.ping().await),
-        ("sessions", stores.sessions.backend(), stores.sessions.ping().await),
-        ("documents", stores.documents.backend(), stores.documents.ping().await),
-        ("reputation", stores.reputation.backend(), stores.reputation.ping().await),
-    ];
-    for (name, backend, status) in checks {
-        let status = match status {
-            Ok(()) => "healthy".to_owned(),
-            Err(e) => format!("down: {e}"),
-        };
-        let _ = writeln!(out, "  {name:<11} {backend:<8} {status}");
+    for s in stores.health().await {
+        let detail = s.detail.map(|d| format!(" ({d})")).unwrap_or_default();
+        let _ = writeln!(out, "  {:<11} {:<9} {}{detail}", s.store.as_str(), s.backend, s.status);
     }
     Ok(out)
 }

@@ -18,6 +18,7 @@
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod migrate;
 pub mod registry;
 mod stores;
 

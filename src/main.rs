@@ -1,4 +1,4 @@
-//! The `palisade` command line: `demo`, `health`, `check`.
+//! The `palisade` command line: `demo`, `health`, `check`, `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +28,8 @@ enum Command {
     },
     /// Run the conformance suite against the configured stores in a throwaway namespace.
     Check(palisade::check::CheckArgs),
-    // `migrate` arrives with the Postgres backends.
+    /// Apply the SQL migrations to every configured Postgres store (`--dry-run`: only show their state).
+    Migrate(palisade::migrate::MigrateArgs),
 }
 
 #[tokio::main]
@@ -71,6 +72,10 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
                 }
             }
             Ok(if statuses.iter().all(|s| s.is_up()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Migrate(args) => {
+            print!("{}", palisade::migrate::run(&config, &args).await?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
             let report = palisade::check::run(&config, &args).await?;

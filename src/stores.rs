@@ -33,6 +33,9 @@ pub struct StoreStatus {
     /// Writes waiting for replay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffered: Option<usize>,
+    /// Replayed writes the primary rejected (see `Degradable::take_rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<usize>,
 }
 
 impl StoreStatus {
@@ -65,12 +68,14 @@ impl Probe {
             detail: None,
             since: None,
             buffered: None,
+            rejected: None,
         };
-        if let Some(Health::Degraded { since, reason, buffered, .. }) = self.degradable.as_ref().map(|h| h()) {
+        if let Some(Health::Degraded { since, reason, buffered, rejected }) = self.degradable.as_ref().map(|h| h()) {
             status.status = "degraded";
             status.detail = Some(reason);
             status.since = Some(since);
             status.buffered = Some(buffered);
+            status.rejected = Some(rejected);
         }
         if let Err(e) = ping {
             status.status = "down";
@@ -254,6 +259,7 @@ pub async fn probe(config: &Config) -> Vec<StoreStatus> {
                     detail: Some(e.to_string()),
                     since: None,
                     buffered: None,
+                    rejected: None,
                 }
             }
         });

@@ -29,7 +29,7 @@ fn demo_prints_the_tables() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for heading in
-        ["Top attacking IPs", "Rule effectiveness", "rate-limited sessions", "Engine leaderboard", "Store health"]
+        ["Top attacking IPs", "Rule effectiveness", "Rate-limited sessions", "Engine leaderboard", "Store health"]
     {
         assert!(stdout.contains(heading), "missing {heading}:\n{stdout}");
     }

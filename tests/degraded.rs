@@ -319,6 +319,43 @@ async fn timed_out_but_applied_insert_is_not_duplicated_by_replay() {
 }
 
 #[tokio::test]
+async fn timed_out_insert_without_id_is_replayed_under_the_same_id() {
+    let (flaky, store) = documents(manual());
+    store.ensure_collection(CollectionSpec::new("reports")).await.unwrap();
+    flaky.set_mode(FlakyMode::ApplyThenTimeout);
+    let stored = store.insert("reports", json!({"n": 1})).await.unwrap();
+    flaky.set_mode(FlakyMode::Up);
+    store.try_recover().await.unwrap();
+    assert_eq!(flaky.inner().count("reports", Filter::all()).await.unwrap(), 1, "not stored twice under two ids");
+    assert!(flaky.inner().get("reports", stored["_id"].as_str().unwrap()).await.unwrap().is_some());
+    assert!(store.take_rejected().is_empty());
+}
+
+#[tokio::test]
+async fn timed_out_non_idempotent_update_is_returned_not_applied_twice() {
+    let (flaky, store) = documents(manual());
+    store.ensure_collection(CollectionSpec::new("reports")).await.unwrap();
+    store.insert("reports", json!({"_id": "a", "n": 1})).await.unwrap();
+    flaky.set_mode(FlakyMode::ApplyThenTimeout);
+    let inc = UpdateOps::parse(&json!({"$inc": {"n": 1}})).unwrap();
+    let err = store.update("reports", Filter::eq("_id", json!("a")).unwrap(), inc).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "the caller learns the outcome is unknown");
+    flaky.set_mode(FlakyMode::Up);
+    store.try_recover().await.unwrap();
+    assert_eq!(flaky.inner().get("reports", "a").await.unwrap().unwrap()["n"], 2, "applied once, by the primary");
+}
+
+#[tokio::test]
+async fn versioned_append_that_triggers_the_failover_is_refused() {
+    let e = events(manual());
+    e.flaky.set_mode(FlakyMode::Down);
+    let batch = AppendBatch::new(vec![ev(1).with_stream("s")]).expect("s", ExpectedVersion::NoStream);
+    assert_eq!(e.store.append(batch).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert!(matches!(e.store.health(), Health::Degraded { buffered: 0, .. }), "nothing buffered");
+    assert!(e.store.read(Cursor::Start, 10).await.unwrap().is_empty(), "nothing served by the secondary");
+}
+
+#[tokio::test]
 async fn replace_with_expected_version_is_refused_while_degraded() {
     let (flaky, store) = documents(manual());
     store.ensure_collection(CollectionSpec::new("reports")).await.unwrap();
@@ -340,9 +377,11 @@ async fn replay_rejected_by_the_primary_is_reported_not_dropped_silently() {
     flaky.set_mode(FlakyMode::Up);
     store.try_recover().await.unwrap();
     let rejected = store.take_rejected();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert_eq!(rejected[0].error.kind(), ErrorKind::InvalidInput);
-    assert!(rejected[0].what.contains("update"), "{}", rejected[0].what);
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0].error.kind(), ErrorKind::Conflict, "a different document holds the replayed insert's `_id`");
+    assert!(rejected[0].what.contains("insert"), "{}", rejected[0].what);
+    assert_eq!(rejected[1].error.kind(), ErrorKind::InvalidInput, "`$inc` on the primary's text field");
+    assert!(rejected[1].what.contains("update"), "{}", rejected[1].what);
     assert_eq!(store.health(), Health::Healthy);
 }
 

@@ -22,6 +22,9 @@ pub fn ttl_millis(ttl: TimeDelta) -> Result<i64> {
     if ms <= 0 {
         return Err(Error::invalid("ttl must be at least 1 millisecond"));
     }
+    if ttl.subsec_nanos() % 1_000_000 != 0 {
+        return Err(Error::invalid("ttl must be whole milliseconds"));
+    }
     if ms > MAX_TTL_MS {
         return Err(Error::invalid("ttl must be at most 100 years"));
     }
@@ -90,6 +93,7 @@ mod tests {
         assert!(ttl_millis(TimeDelta::zero()).is_err());
         assert!(ttl_millis(TimeDelta::milliseconds(-5)).is_err());
         assert!(ttl_millis(TimeDelta::microseconds(999)).is_err());
+        assert!(ttl_millis(TimeDelta::microseconds(1500)).is_err(), "not whole milliseconds");
         assert_eq!(ttl_millis(TimeDelta::milliseconds(1)).ok(), Some(1));
     }
 

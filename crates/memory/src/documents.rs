@@ -42,6 +42,9 @@ struct UniqueIndex {
 }
 
 struct Collection {
+    /// Set by `drop_collection` under the write lock: a writer that fetched the
+    /// collection before the drop then finds it gone instead of writing into it.
+    dropped: bool,
     spec: CollectionSpec,
     schema: Option<SchemaValidator>,
     docs: BTreeMap<String, StoredDoc>,
@@ -63,7 +66,7 @@ impl Collection {
             .filter(|i| i.unique)
             .map(|i| UniqueIndex { name: i.name(), spec: i.clone(), owners: HashMap::new() })
             .collect();
-        Collection { spec, schema, docs: BTreeMap::new(), unique, last_sweep: Instant::now() }
+        Collection { dropped: false, spec, schema, docs: BTreeMap::new(), unique, last_sweep: Instant::now() }
     }
 
     fn check_schema(&self, body: &Map<String, Value>) -> Result<()> {
@@ -197,6 +200,9 @@ impl MemoryDocumentStore {
     fn write<T>(&self, name: &str, f: impl FnOnce(&mut Collection, DateTime<Utc>) -> Result<T>) -> Result<T> {
         let coll = self.collection(name)?;
         let mut c = coll.write();
+        if c.dropped {
+            return Err(Fault::NoCollection.into());
+        }
         let now = now_ms();
         c.sweep(now, self.sweep_every);
         f(&mut c, now)
@@ -205,6 +211,9 @@ impl MemoryDocumentStore {
     fn read<T>(&self, name: &str, f: impl FnOnce(&Collection, DateTime<Utc>) -> Result<T>) -> Result<T> {
         let coll = self.collection(name)?;
         let c = coll.read();
+        if c.dropped {
+            return Err(Fault::NoCollection.into());
+        }
         f(&c, now_ms())
     }
 }
@@ -243,7 +252,13 @@ impl DocumentStore for MemoryDocumentStore {
         let run = || {
             palisade_core::documents::check_collection_name(collection)?;
             let _ddl = self.ddl.lock();
-            Ok(self.collections.remove(collection).is_some())
+            match self.collections.remove(collection) {
+                Some((_, coll)) => {
+                    coll.write().dropped = true;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
         };
         run().map_err(tagged("drop_collection"))
     }

@@ -131,6 +131,7 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("record"))
     }
 
+    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn score(&self, subject: &Subject) -> Result<i64> {
         subject.validate().map_err(tagged("score"))?;
         Ok(self.state.lock().all_time(subject))

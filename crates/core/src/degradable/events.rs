@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Degradable, Replay};
+use super::{Degradable, Replay, WritePolicy};
 use crate::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy, GroupCount,
     Page, PageRequest,
@@ -40,6 +40,10 @@ impl<'a> Replay for dyn EventStore + 'a {
             EventOp::Purge(before) => format!("purge before {before}"),
         }
     }
+
+    fn idempotent(_: &EventOp) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -57,11 +61,13 @@ impl EventStore for Degradable<dyn EventStore> {
     }
 
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
-        if batch.expected.values().any(|e| *e != ExpectedVersion::Any) {
-            self.refuse_while_degraded("append", "expected versions cannot be checked while the primary is down")?;
-        }
+        let policy = if batch.expected.values().any(|e| *e != ExpectedVersion::Any) {
+            WritePolicy::PrimaryOnly
+        } else {
+            WritePolicy::Idempotent
+        };
         let op = EventOp::Append(batch.clone());
-        self.write("append", |s| s.append(batch.clone()), |_| Some(op)).await
+        self.write("append", policy, |s| s.append(batch.clone()), |_| Some(op)).await
     }
 
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
@@ -81,6 +87,6 @@ impl EventStore for Degradable<dyn EventStore> {
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.write("purge", |s| s.purge(before), |_| Some(EventOp::Purge(before))).await
+        self.write("purge", WritePolicy::Idempotent, |s| s.purge(before), |_| Some(EventOp::Purge(before))).await
     }
 }

@@ -8,7 +8,13 @@
 //!   [`Health::Degraded`] with the time, the reason and the number of buffered
 //!   writes. Other errors (bad input, conflicts) are returned as they are.
 //! - **Reads while degraded** are served by the secondary, which holds only
-//!   what was written while degraded.
+//!   what was written while degraded — in this outage and earlier ones (it is
+//!   not cleared on recovery). Answers that depend on pre-outage data differ
+//!   from the primary's: a `replace` of a document only the primary has is
+//!   `NotFound`; `update`/`delete` report the secondary's counts (and are
+//!   replayed with the same filter against the primary's data); appends report
+//!   the secondary's positions and stream versions; `record` reports the
+//!   secondary's score. A live tail stays on the store it was opened on.
 //! - **Nothing acknowledged is lost.** Writes accepted while degraded — event
 //!   batches, reputation events, document writes, and (only when
 //!   [`DegradeConfig::replay_sessions`] is set) session writes — are kept in a
@@ -20,13 +26,25 @@
 //!   writes, further writes fail with `Unavailable` and change nothing; they
 //!   are never dropped silently.
 //! - **Writes that cannot be honoured later are refused while degraded** with
-//!   `Unavailable`: appends with an expected version other than `Any` and
-//!   document replaces with an expected `_version` (their checks would run
-//!   against the secondary, not the primary's data).
+//!   `Unavailable` — also on the call whose failure triggers the failover:
+//!   appends with an expected version other than `Any` and document replaces
+//!   with an expected `_version` (their checks would run against the
+//!   secondary, not the primary's data).
+//! - **Timeouts of non-idempotent writes** (`update` with `$inc`/`$push`,
+//!   session `incr`/`push`) are returned to the caller as `Timeout` instead of
+//!   being served again by the secondary: the primary may have applied them,
+//!   and replaying would apply them twice. A replayed non-idempotent write
+//!   that times out is moved to the rejected list ("outcome unknown") rather
+//!   than retried. Document inserts get their `_id` assigned before the first
+//!   attempt, so a timed-out insert is replayed with the same id.
+//! - **The buffer lives in process memory**: a crash of the service process
+//!   while degraded loses the writes not yet replayed. Each replayed call is
+//!   bounded by [`DegradeConfig::replay_timeout`].
 //! - **Replay rejections.** If the primary rejects a replayed write for a
 //!   non-temporary reason (e.g. a unique index conflict with data the secondary
-//!   never saw), the write is moved to [`Degradable::take_rejected`], logged at
-//!   `error` level and counted in health — visible, never silent.
+//!   never saw, or a different document under a replayed insert's `_id`), the
+//!   write is moved to [`Degradable::take_rejected`], logged at `error` level
+//!   and counted in health — visible, never silent.
 //! - **Sessions are ephemeral**: by default session writes made while degraded
 //!   stay in the secondary and are not replayed; rate-limit hits never are.
 //! - A background probe (exponential backoff between
@@ -45,7 +63,7 @@ pub use sessions::SessionOp;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -67,6 +85,9 @@ pub struct DegradeConfig {
     pub probe_max: Duration,
     /// Replay session writes too (off by default: sessions are ephemeral).
     pub replay_sessions: bool,
+    /// Longest a single replayed call may take before recovery stops and
+    /// retries later.
+    pub replay_timeout: Duration,
 }
 
 impl Default for DegradeConfig {
@@ -76,6 +97,7 @@ impl Default for DegradeConfig {
             probe_initial: Duration::from_millis(200),
             probe_max: Duration::from_secs(10),
             replay_sessions: false,
+            replay_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -121,6 +143,21 @@ pub trait Replay: Send + Sync {
     async fn probe(&self) -> Result<()>;
     /// A short description of `op` without stored values, for logs.
     fn describe(op: &Self::Op) -> String;
+    /// Whether applying `op` twice equals applying it once.
+    fn idempotent(op: &Self::Op) -> bool;
+}
+
+/// How a write behaves around a failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WritePolicy {
+    /// Safe to serve from the secondary and replay later.
+    Idempotent,
+    /// Applying twice differs from once: a primary `Timeout` is returned to the
+    /// caller instead of being served again.
+    NotIdempotent,
+    /// Its checks need the primary's data: refused with `Unavailable` while
+    /// degraded, including on the call that triggers the failover.
+    PrimaryOnly,
 }
 
 struct Degraded<Op> {
@@ -132,6 +169,9 @@ struct Degraded<Op> {
 struct Shared<Op> {
     /// Fast path: false while healthy.
     degraded: AtomicBool,
+    /// What `health()` reports, readable while a write or replay holds `state`.
+    status: parking_lot::Mutex<Option<(DateTime<Utc>, String)>>,
+    buffered: AtomicUsize,
     /// Degraded writes hold this across the secondary call and the buffer push,
     /// so the buffer order is the order the secondary applied them.
     state: tokio::sync::Mutex<Option<Degraded<Op>>>,
@@ -153,6 +193,8 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     pub fn new(primary: Arc<T>, secondary: Arc<T>, config: DegradeConfig) -> Self {
         let shared = Shared {
             degraded: AtomicBool::new(false),
+            status: parking_lot::Mutex::new(None),
+            buffered: AtomicUsize::new(0),
             state: tokio::sync::Mutex::new(None),
             rejected: parking_lot::Mutex::new(Vec::new()),
             probing: AtomicBool::new(false),
@@ -166,15 +208,11 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             return Health::Healthy;
         }
         let rejected = self.shared.rejected.lock().len();
-        match self.shared.state.try_lock() {
-            Ok(guard) => match guard.as_ref() {
-                Some(d) => {
-                    Health::Degraded { since: d.since, reason: d.reason.clone(), buffered: d.buffer.len(), rejected }
-                }
-                None => Health::Healthy,
-            },
-            // A degraded write or the replay holds the state right now.
-            Err(_) => Health::Degraded { since: Utc::now(), reason: "busy".into(), buffered: 0, rejected },
+        match self.shared.status.lock().clone() {
+            Some((since, reason)) => {
+                Health::Degraded { since, reason, buffered: self.shared.buffered.load(Ordering::Acquire), rejected }
+            }
+            None => Health::Healthy,
         }
     }
 
@@ -204,18 +242,32 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     }
 
     /// Runs a write: primary while healthy; otherwise the secondary, buffering
-    /// what `to_op` makes of the secondary's answer for replay.
+    /// what `to_op` makes of the secondary's answer for replay. `policy` says
+    /// what may happen around a failover (see [`WritePolicy`]).
     pub(crate) async fn write<'a, R>(
         &'a self,
         op: &'static str,
+        policy: WritePolicy,
         call: impl Fn(&'a T) -> BoxFuture<'a, Result<R>>,
         to_op: impl FnOnce(&R) -> Option<T::Op>,
     ) -> Result<R> {
+        let refuse = |why: &'static str| Err(Error::new(ErrorKind::Unavailable, why).with_op(op));
+        const PRIMARY_ONLY: &str = "this write needs the primary's data, and the primary is down";
         if !self.is_degraded() {
             match call(&self.primary).await {
-                Err(e) if e.is_backend_failure() => self.fail_over(op, &e).await,
+                Err(e) if e.is_backend_failure() => {
+                    self.fail_over(op, &e).await;
+                    match policy {
+                        WritePolicy::PrimaryOnly => return refuse(PRIMARY_ONLY),
+                        // The primary may have applied it: serving it again could apply it twice.
+                        WritePolicy::NotIdempotent if e.kind() == ErrorKind::Timeout => return Err(e),
+                        _ => {}
+                    }
+                }
                 other => return other,
             }
+        } else if policy == WritePolicy::PrimaryOnly {
+            return refuse(PRIMARY_ONLY);
         }
         let mut state = self.shared.state.lock().await;
         let Some(degraded) = state.as_mut() else {
@@ -224,32 +276,24 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             return call(&self.primary).await;
         };
         if degraded.buffer.len() >= self.config.buffer_capacity {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "primary is down and the degraded-mode write buffer is full",
-            )
-            .with_op(op));
+            return refuse("primary is down and the degraded-mode write buffer is full");
         }
         let r = call(&self.secondary).await?;
         if let Some(entry) = to_op(&r) {
             degraded.buffer.push_back(entry);
+            self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
         }
         Ok(r)
-    }
-
-    /// Refuses a write that cannot be honoured while degraded.
-    pub(crate) fn refuse_while_degraded(&self, op: &'static str, why: &'static str) -> Result<()> {
-        if self.is_degraded() {
-            return Err(Error::new(ErrorKind::Unavailable, why).with_op(op));
-        }
-        Ok(())
     }
 
     async fn fail_over(&self, op: &'static str, cause: &Error) {
         let mut state = self.shared.state.lock().await;
         if state.is_none() {
             tracing::warn!(store = self.label, op, error = %cause, "palisade: primary failed; serving from the memory fallback");
-            *state = Some(Degraded { since: Utc::now(), reason: cause.to_string(), buffer: VecDeque::new() });
+            let since = Utc::now();
+            *state = Some(Degraded { since, reason: cause.to_string(), buffer: VecDeque::new() });
+            *self.shared.status.lock() = Some((since, cause.to_string()));
+            self.shared.buffered.store(0, Ordering::Release);
             self.shared.degraded.store(true, Ordering::Release);
         }
         drop(state);
@@ -269,9 +313,15 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             loop {
                 tokio::time::sleep(delay).await;
                 let Some(shared) = weak.upgrade() else { return };
-                match recover(&shared, primary.as_ref(), label).await {
+                match recover(&shared, primary.as_ref(), label, config.replay_timeout).await {
                     Ok(()) => {
                         shared.probing.store(false, Ordering::Release);
+                        // A failover that raced with the end of this probe found
+                        // `probing` still set and spawned nothing: keep going.
+                        if shared.degraded.load(Ordering::Acquire) && !shared.probing.swap(true, Ordering::AcqRel) {
+                            delay = config.probe_initial;
+                            continue;
+                        }
                         return;
                     }
                     Err(e) => {
@@ -286,14 +336,19 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     /// Probes and replays now, without waiting for the background probe;
     /// returns `Ok` once healthy again. Useful for tests and graceful shutdown.
     pub async fn try_recover(&self) -> Result<()> {
-        recover(&self.shared, self.primary.as_ref(), self.label).await
+        recover(&self.shared, self.primary.as_ref(), self.label, self.config.replay_timeout).await
     }
 }
 
 /// Pings the primary, replays the buffer in order, and switches back once the
 /// buffer is empty. Entries leave the buffer only after the primary confirmed
 /// them, so an interrupted replay resumes where it stopped.
-async fn recover<T: ?Sized + Replay>(shared: &Shared<T::Op>, primary: &T, label: &'static str) -> Result<()> {
+async fn recover<T: ?Sized + Replay>(
+    shared: &Shared<T::Op>,
+    primary: &T,
+    label: &'static str,
+    replay_timeout: Duration,
+) -> Result<()> {
     if !shared.degraded.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -302,10 +357,22 @@ async fn recover<T: ?Sized + Replay>(shared: &Shared<T::Op>, primary: &T, label:
     let Some(degraded) = state.as_mut() else { return Ok(()) };
     let total = degraded.buffer.len();
     while let Some(op) = degraded.buffer.front() {
-        match primary.replay(op).await {
+        let outcome = match tokio::time::timeout(replay_timeout, primary.replay(op)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "replayed write timed out")),
+        };
+        match outcome {
             Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Timeout && !T::idempotent(op) => {
+                let what = format!("{} (outcome unknown: timed out)", T::describe(op));
+                tracing::error!(store = label, write = %what, error = %e, "palisade: replayed write timed out; not retried");
+                shared.rejected.lock().push(Rejected { what, error: e });
+            }
             Err(e) if e.is_backend_failure() => {
                 degraded.reason = e.to_string();
+                if let Some(status) = shared.status.lock().as_mut() {
+                    status.1 = e.to_string();
+                }
                 return Err(e);
             }
             Err(e) => {
@@ -315,9 +382,11 @@ async fn recover<T: ?Sized + Replay>(shared: &Shared<T::Op>, primary: &T, label:
             }
         }
         degraded.buffer.pop_front();
+        shared.buffered.store(degraded.buffer.len(), Ordering::Release);
     }
     let since = degraded.since;
     *state = None;
+    *shared.status.lock() = None;
     shared.degraded.store(false, Ordering::Release);
     tracing::info!(store = label, replayed = total, degraded_since = %since, "palisade: primary recovered; switched back");
     Ok(())

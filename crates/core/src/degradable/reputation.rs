@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Degradable, Replay};
+use super::{Degradable, Replay, WritePolicy};
 use crate::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
 use crate::time::TimeRange;
 use crate::{Capabilities, ReputationRepo, Result};
@@ -22,6 +22,10 @@ impl<'a> Replay for dyn ReputationRepo + 'a {
     fn describe(op: &ReputationEvent) -> String {
         format!("reputation event {} for {}", op.id, op.subject)
     }
+
+    fn idempotent(_: &ReputationEvent) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -40,7 +44,13 @@ impl ReputationRepo for Degradable<dyn ReputationRepo> {
 
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let op = event.clone();
-        self.write("record", |s| s.record(event.clone()), |r: &Recorded| (!r.duplicate).then_some(op)).await
+        self.write(
+            "record",
+            WritePolicy::Idempotent,
+            |s| s.record(event.clone()),
+            |r: &Recorded| (!r.duplicate).then_some(op),
+        )
+        .await
     }
 
     async fn score(&self, subject: &Subject) -> Result<i64> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use serde_json::Value;
 
-use super::{Degradable, Replay};
+use super::{Degradable, Replay, WritePolicy};
 use crate::sessions::{Decision, KeyTtl, SetMode};
 use crate::{Capabilities, Result, SessionCache};
 
@@ -54,6 +54,10 @@ impl<'a> Replay for dyn SessionCache + 'a {
         };
         format!("session {name}")
     }
+
+    fn idempotent(op: &SessionOp) -> bool {
+        !matches!(op, SessionOp::Push { .. } | SessionOp::Incr { .. })
+    }
 }
 
 impl Degradable<dyn SessionCache> {
@@ -78,8 +82,13 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
         let op = SessionOp::Set { key: key.to_owned(), value: value.clone(), ttl, mode };
-        self.write("set", |s| s.set(key, value.clone(), ttl, mode), |wrote| if *wrote { self.keep(op) } else { None })
-            .await
+        self.write(
+            "set",
+            WritePolicy::Idempotent,
+            |s| s.set(key, value.clone(), ttl, mode),
+            |wrote| if *wrote { self.keep(op) } else { None },
+        )
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
@@ -88,12 +97,12 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = SessionOp::Delete { key: key.to_owned() };
-        self.write("delete", |s| s.delete(key), |_| self.keep(op)).await
+        self.write("delete", WritePolicy::Idempotent, |s| s.delete(key), |_| self.keep(op)).await
     }
 
     async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
         let op = SessionOp::Expire { key: key.to_owned(), ttl };
-        self.write("expire", |s| s.expire(key, ttl), |_| self.keep(op)).await
+        self.write("expire", WritePolicy::Idempotent, |s| s.expire(key, ttl), |_| self.keep(op)).await
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
@@ -102,7 +111,8 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
         let op = SessionOp::Push { key: key.to_owned(), entry: entry.clone(), max_len, ttl };
-        self.write("push", |s| s.push(key, entry.clone(), max_len, ttl), |_| self.keep(op)).await
+        self.write("push", WritePolicy::NotIdempotent, |s| s.push(key, entry.clone(), max_len, ttl), |_| self.keep(op))
+            .await
     }
 
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
@@ -111,10 +121,10 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
         let op = SessionOp::Incr { key: key.to_owned(), by, ttl: ttl_on_create };
-        self.write("incr", |s| s.incr(key, by, ttl_on_create), |_| self.keep(op)).await
+        self.write("incr", WritePolicy::NotIdempotent, |s| s.incr(key, by, ttl_on_create), |_| self.keep(op)).await
     }
 
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
-        self.write("hit", |s| s.hit(key, limit, window), |_| None).await
+        self.write("hit", WritePolicy::Idempotent, |s| s.hit(key, limit, window), |_| None).await
     }
 }

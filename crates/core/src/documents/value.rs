@@ -106,6 +106,15 @@ mod tests {
     }
 
     #[test]
+    fn object_comparison_relies_on_sorted_maps() {
+        // `cmp_total` walks objects in key order; serde_json's `preserve_order`
+        // feature would break that (and object equality) silently.
+        let m: serde_json::Map<String, Value> = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(values_equal(&json!({"a": 1, "b": 2}), &serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap()));
+    }
+
+    #[test]
     fn type_brackets_do_not_mix() {
         assert_eq!(cmp_bracketed(&json!("10"), &json!(5)), None);
         assert_eq!(cmp_total(&json!(null), &json!(0)), Ordering::Less);
