@@ -180,7 +180,8 @@ pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
     }
     // Failed assertions are reported in the table, not as panic noise; the
     // guard restores the previous hook however this function ends.
-    struct QuietPanics(Option<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>>);
+    type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+    struct QuietPanics(Option<Hook>);
     impl Drop for QuietPanics {
         fn drop(&mut self) {
             if let Some(hook) = self.0.take() {

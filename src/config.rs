@@ -334,6 +334,7 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "check")]
     pub(crate) fn store_mut_for_check(&mut self, kind: StoreKind) -> &mut StoreConfig {
         self.store_mut(kind)
     }

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "check")]
 pub mod check;
 pub mod config;
 pub mod demo;

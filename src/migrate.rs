@@ -17,6 +17,7 @@ pub struct MigrateArgs {
 }
 
 /// Runs `palisade migrate` and returns its printable report.
+#[cfg_attr(not(feature = "pg-sqlx"), allow(unused_variables))]
 pub async fn run(config: &Config, args: &MigrateArgs) -> Result<String> {
     let mut out = String::new();
     let mut done: Vec<String> = Vec::new();

@@ -118,8 +118,8 @@ impl Connector for PgSqlxConnector {
     async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
         Ok(Arc::new(Self::backend(url, config, ns).await?.sessions()))
     }
-    async fn documents(&self, _url: &StoreUrl, _config: &Config, _ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Err(Error::unsupported("the pg-sqlx document store is not built yet", &["memory"]))
+    async fn documents(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(Self::backend(url, config, ns).await?.documents()))
     }
     async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
         Ok(Arc::new(Self::backend(url, config, ns).await?.reputation()))
@@ -134,12 +134,63 @@ impl Connector for PgSqlxConnector {
     }
 }
 
+/// Redis via redis-rs (`redis://`) or fred (`redis+fred://`). Each store opens
+/// its own connection (redis-rs) or pool of `pool_size` (fred) in the
+/// configured namespace; `?cluster=true` on the URL connects to a cluster.
+/// Redis offers no document store (see [`BACKENDS`]).
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+pub struct RedisConnector(pub palisade_redis::ClientKind);
+
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+impl RedisConnector {
+    /// Connection settings for `url` in `ns` from the facade config.
+    pub fn redis_config(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> palisade_redis::RedisConfig {
+        let mut redis = palisade_redis::RedisConfig::new(url.expose(), ns.clone());
+        redis.client = self.0;
+        redis.pool_size = config.pool_size as usize;
+        redis.connect_timeout = config.connect_timeout;
+        redis.response_timeout = config.op_timeout;
+        redis
+    }
+
+    async fn backend(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<palisade_redis::RedisBackend> {
+        palisade_redis::RedisBackend::connect(&self.redis_config(url, config, ns)).await
+    }
+}
+
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+#[async_trait]
+impl Connector for RedisConnector {
+    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(self.backend(url, config, ns).await?.events()))
+    }
+    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(self.backend(url, config, ns).await?.sessions()))
+    }
+    async fn documents(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        Err(Error::unsupported("redis offers no document store", &["memory", "pg_sqlx", "pg_diesel", "mongo"]))
+    }
+    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(self.backend(url, config, ns).await?.reputation()))
+    }
+    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
+        self.backend(url, config, ns).await?.drop_namespace().await
+    }
+    async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
+        self.backend(url, config, &config.namespace).await?.ping().await
+    }
+}
+
 /// The connector of a compiled-in backend.
 fn connector(id: &str) -> Option<&'static dyn Connector> {
     match id {
         "memory" => Some(&MemoryConnector),
         #[cfg(feature = "pg-sqlx")]
         "pg_sqlx" => Some(&PgSqlxConnector),
+        #[cfg(feature = "redis-rs")]
+        "redis_rs" => Some(&RedisConnector(palisade_redis::ClientKind::RedisRs)),
+        #[cfg(feature = "fred")]
+        "fred" => Some(&RedisConnector(palisade_redis::ClientKind::Fred)),
         _ => None,
     }
 }

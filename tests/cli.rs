@@ -1,4 +1,5 @@
 //! The `palisade` binary as an operator uses it.
+#![cfg(feature = "check")]
 
 use std::process::{Command, Output};
 

@@ -1,5 +1,6 @@
 //! The whole conformance suite against the memory backend, opened through the
 //! facade (`memory://` URLs) exactly as a service opens it.
+#![cfg(feature = "check")]
 
 use std::sync::Arc;
 

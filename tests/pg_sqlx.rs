@@ -2,7 +2,7 @@
 //! (`postgres://` URLs). The server comes from `PALISADE_TEST_POSTGRES_URL`;
 //! without it the cases are skipped with a notice — unless `PALISADE_REQUIRE`
 //! names `postgres`, in which case they fail.
-#![cfg(feature = "pg-sqlx")]
+#![cfg(all(feature = "pg-sqlx", feature = "check"))]
 
 use std::sync::Arc;
 
@@ -26,4 +26,4 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_core::conformance_tests!(pg_sqlx, harness(), [event_store, session_cache, reputation_repo]);
+palisade_core::conformance_tests!(pg_sqlx, harness(), [event_store, session_cache, document_store, reputation_repo]);

@@ -85,6 +85,43 @@ pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
     move |e| e.with_backend(BACKEND).with_op(op)
 }
 
+/// Faults the document store detects itself (uniqueness is checked with
+/// `ON CONFLICT DO NOTHING`, so it is not a SQLSTATE).
+#[derive(Debug)]
+pub(crate) enum DocumentFault {
+    /// The collection does not exist.
+    NoCollection,
+    /// The collection exists with another spec.
+    SpecMismatch,
+    /// A document to replace does not exist (or expired).
+    NoDocument,
+    /// `_id` or a unique index already holds the value.
+    Unique(String),
+    /// A document's `_version` differs from the expected one.
+    Version { expected: u64, actual: u64 },
+}
+
+impl From<DocumentFault> for Error {
+    fn from(f: DocumentFault) -> Self {
+        let e = match f {
+            DocumentFault::NoCollection => {
+                Error::new(ErrorKind::NotFound, "no such collection; call ensure_collection first")
+            }
+            DocumentFault::SpecMismatch => Error::new(ErrorKind::Conflict, "collection exists with a different spec"),
+            DocumentFault::NoDocument => Error::new(ErrorKind::NotFound, "no document with that id"),
+            DocumentFault::Unique(index) => {
+                Error::new(ErrorKind::Conflict, format!("duplicate value for unique index `{index}`"))
+                    .with_detail(ErrorDetail::UniqueViolation { index })
+            }
+            DocumentFault::Version { expected, actual } => {
+                Error::new(ErrorKind::Conflict, "document `_version` changed")
+                    .with_detail(ErrorDetail::DocumentVersionConflict { expected, actual })
+            }
+        };
+        e.with_backend(BACKEND)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,10 +19,11 @@
 //!   connection.
 //! - **Sessions** live in an UNLOGGED table: fast, but emptied if Postgres
 //!   crashes — acceptable for ephemeral state. Expired rows are filtered on read
-//!   and swept by [`PgBackend::sweep`] / writes.
+//!   and swept by [`PgSessionCache::sweep`].
 //! - **Reputation**: the event log plus per-period score rows kept in step in
 //!   the same transaction; ranks come from `rank()` window functions.
 
+mod documents;
 mod error;
 mod events;
 mod reputation;
@@ -33,9 +34,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use palisade_core::{Capabilities, Error, ErrorKind, Namespace, Result};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::Executor;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor};
 
+pub use documents::PgDocumentStore;
 pub use events::PgEventStore;
 pub use reputation::PgReputationRepo;
 pub use sessions::PgSessionCache;
@@ -129,12 +131,22 @@ impl PgBackend {
     /// Connects without touching the schema (for `palisade migrate --dry-run`).
     pub async fn connect_without_migrating(config: &PgConfig) -> Result<Self> {
         let options = config.connect_options()?;
+        // One direct connection first, so an unreachable server or bad
+        // credentials fail now with the real cause (the pool would retry until
+        // its timeout and report only that).
+        let probe = tokio::time::timeout(config.connect_timeout, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Timeout, "connecting to postgres timed out")
+                    .with_backend(BACKEND)
+                    .with_op("connect")
+            })?
+            .map_err(|e| error::map("connect", e))?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| error::map("connect", e))?;
+            .connect_lazy_with(options);
         Ok(PgBackend { pool, namespace: config.namespace.clone() })
     }
 
@@ -208,6 +220,11 @@ impl PgBackend {
     /// The session cache of this namespace.
     pub fn sessions(&self) -> PgSessionCache {
         PgSessionCache::new(self.clone())
+    }
+
+    /// The document store of this namespace.
+    pub fn documents(&self) -> PgDocumentStore {
+        PgDocumentStore::new(self.clone())
     }
 
     /// The reputation repo of this namespace.

@@ -1,0 +1,387 @@
+//! Filters and sorts as SQL over the `palisade_doc_*` functions of
+//! `migrations/0003_documents.sql`. Every value and every path is a bound
+//! parameter; the SQL text is built only from fixed fragments. The documents
+//! table is always aliased `d`.
+//!
+//! Two shortcuts keep the semantics and save time: a top-level field reaches
+//! one value, so its conditions use the inlinable `*_top` functions instead of
+//! a path walk; and `$eq`/`$in` are preceded by a jsonb containment test that
+//! every match passes (see [`containment_shapes`]), which the GIN index on
+//! `body` answers.
+
+use palisade_core::documents::{array_index, FieldOp, FieldPath, Filter, SortKey, SortOrder};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::query::Query;
+use sqlx::AssertSqlSafe;
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Bind {
+    Text(String),
+    TextArray(Vec<String>),
+    Jsonb(Value),
+    BigInt(i64),
+}
+
+/// SQL text plus its parameters, numbered `$1…` in push order.
+#[derive(Debug, Default)]
+pub(super) struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    /// Starts with a fixed fragment.
+    pub(super) fn new(fragment: &'static str) -> Self {
+        Sql { text: fragment.to_owned(), binds: Vec::new() }
+    }
+
+    /// Appends a fixed fragment.
+    pub(super) fn push(&mut self, fragment: &'static str) -> &mut Self {
+        self.text.push_str(fragment);
+        self
+    }
+
+    /// Appends a placeholder for `value`, followed by the fixed `cast` (e.g. `::jsonb`).
+    pub(super) fn bind(&mut self, value: Bind, cast: &'static str) -> &mut Self {
+        self.binds.push(value);
+        self.text.push('$');
+        self.text.push_str(&self.binds.len().to_string());
+        self.text.push_str(cast);
+        self
+    }
+
+    /// The SQL text (for tests and tracing).
+    #[cfg(test)]
+    pub(super) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The query, ready to run.
+    pub(super) fn query(self) -> Query<'static, Postgres, PgArguments> {
+        // Only fixed fragments and `$n` placeholders were ever appended.
+        let mut q = sqlx::query(AssertSqlSafe(self.text));
+        for b in self.binds {
+            q = match b {
+                Bind::Text(v) => q.bind(v),
+                Bind::TextArray(v) => q.bind(v),
+                Bind::Jsonb(v) => q.bind(v),
+                Bind::BigInt(v) => q.bind(v),
+            };
+        }
+        q
+    }
+
+    /// Appends the condition `filter` (a boolean that is never NULL).
+    pub(super) fn filter(&mut self, filter: &Filter) -> &mut Self {
+        match filter {
+            Filter::And(parts) => self.junction(parts, " AND ", "TRUE"),
+            Filter::Or(parts) => self.junction(parts, " OR ", "FALSE"),
+            Filter::Field { path, op } => self.field(path, op),
+        }
+    }
+
+    fn junction(&mut self, parts: &[Filter], joiner: &'static str, empty: &'static str) -> &mut Self {
+        if parts.is_empty() {
+            return self.push(empty);
+        }
+        self.push("(");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                self.push(joiner);
+            }
+            self.filter(part);
+        }
+        self.push(")")
+    }
+
+    fn field(&mut self, path: &FieldPath, op: &FieldOp) -> &mut Self {
+        // `_id` is always the string in the `id` column: let equality use the primary key.
+        if path.segments() == ["_id"] {
+            match op {
+                FieldOp::Eq(Value::String(s)) => {
+                    return self.push("d.id = ").bind(Bind::Text(s.clone()), "::text");
+                }
+                FieldOp::In(xs) if xs.iter().all(Value::is_string) => {
+                    let ids = xs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect();
+                    return self.push("d.id = ANY(").bind(Bind::TextArray(ids), "::text[]").push(")");
+                }
+                _ => {}
+            }
+        }
+        match op {
+            FieldOp::Eq(x) => self.prefiltered(path, std::slice::from_ref(x), |s| s.eq(path, x)),
+            FieldOp::Ne(x) => self.push("NOT ").eq(path, x),
+            FieldOp::Gt(x) => self.compare(path, x, ", 1, 1)"),
+            FieldOp::Gte(x) => self.compare(path, x, ", 0, 1)"),
+            FieldOp::Lt(x) => self.compare(path, x, ", -1, -1)"),
+            FieldOp::Lte(x) => self.compare(path, x, ", -1, 0)"),
+            FieldOp::In(xs) if xs.is_empty() => self.push("FALSE"),
+            FieldOp::Nin(xs) if xs.is_empty() => self.push("TRUE"),
+            FieldOp::In(xs) => self.prefiltered(path, xs, |s| s.is_in(path, xs)),
+            FieldOp::Nin(xs) => self.push("NOT ").is_in(path, xs),
+            FieldOp::Exists(want) => {
+                self.push(if *want { "" } else { "NOT " });
+                match path.segments() {
+                    [one] => self.push("(").top(one).push(" IS NOT NULL)"),
+                    _ => self.push("palisade_doc_exists(").reached(path).push(")"),
+                }
+            }
+            FieldOp::Not(ops) => {
+                self.push("NOT (");
+                if ops.is_empty() {
+                    self.push("TRUE");
+                }
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" AND ");
+                    }
+                    self.field(path, op);
+                }
+                self.push(")")
+            }
+        }
+    }
+
+    fn eq(&mut self, path: &FieldPath, x: &Value) -> &mut Self {
+        match path.segments() {
+            [one] => self.push("palisade_doc_eq_top(").top(one),
+            _ => self.push("palisade_doc_eq(").reached(path),
+        };
+        self.push(", ").bind(Bind::Jsonb(x.clone()), "::jsonb").push(")")
+    }
+
+    /// `close` holds the accepted range of `palisade_doc_cmp`.
+    fn compare(&mut self, path: &FieldPath, x: &Value, close: &'static str) -> &mut Self {
+        match path.segments() {
+            [one] => self.push("palisade_doc_compare_top(").top(one),
+            _ => self.push("palisade_doc_compare(").reached(path),
+        };
+        self.push(", ").bind(Bind::Jsonb(x.clone()), "::jsonb").push(close)
+    }
+
+    fn is_in(&mut self, path: &FieldPath, xs: &[Value]) -> &mut Self {
+        self.push("palisade_doc_in(").reached(path);
+        self.push(", ").bind(Bind::Jsonb(Value::Array(xs.to_vec())), "::jsonb").push(")")
+    }
+
+    /// `((body @> s1 OR body @> s2 …) AND <exact>)` when every document that
+    /// equals one of `xs` at `path` contains one of a few shapes (see
+    /// [`containment_shapes`]): the GIN index on `body` finds the candidates,
+    /// the exact test decides. Otherwise just `<exact>`.
+    fn prefiltered(&mut self, path: &FieldPath, xs: &[Value], exact: impl FnOnce(&mut Self) -> &mut Self) -> &mut Self {
+        let shapes = containment_shapes(path, xs);
+        if shapes.is_empty() {
+            return exact(self);
+        }
+        self.push("((");
+        for (i, shape) in shapes.into_iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("d.body @> ").bind(Bind::Jsonb(shape), "::jsonb");
+        }
+        self.push(") AND ");
+        exact(self).push(")")
+    }
+
+    /// The value of top-level field `name` (SQL NULL when missing).
+    fn top(&mut self, name: &str) -> &mut Self {
+        self.push("d.body -> ").bind(Bind::Text(name.to_owned()), "::text")
+    }
+
+    /// A `jsonb[]` of what `path` reaches in `d.body` (SQL NULL marks a missing
+    /// branch). A top-level field needs no walk: the body is an object.
+    fn reached(&mut self, path: &FieldPath) -> &mut Self {
+        match path.segments() {
+            [one] => self.push("ARRAY[").top(one).push("]"),
+            segments => {
+                self.push("palisade_doc_reach(d.body, ").bind(Bind::TextArray(segments.to_vec()), "::text[]").push(")")
+            }
+        }
+    }
+
+    /// `CROSS JOIN LATERAL` computing column `s.k<i>` = the sort value of key `i`.
+    pub(super) fn sort_values(&mut self, keys: &[SortKey]) -> &mut Self {
+        self.push(" CROSS JOIN LATERAL (SELECT ");
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            match (key.path.segments(), key.order) {
+                ([one], SortOrder::Asc) => self.push("palisade_doc_sort_min_top(").top(one),
+                ([one], SortOrder::Desc) => self.push("palisade_doc_sort_max_top(").top(one),
+                (_, SortOrder::Asc) => self.push("palisade_doc_sort_min(").reached(&key.path),
+                (_, SortOrder::Desc) => self.push("palisade_doc_sort_max(").reached(&key.path),
+            };
+            self.push(")");
+        }
+        self.push(") AS s(");
+        for i in 0..keys.len() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.key_column(i);
+        }
+        self.push(")")
+    }
+
+    /// The column `k<i>` of sort key `i` (generated from the number alone).
+    fn key_column(&mut self, i: usize) -> &mut Self {
+        self.text.push('k');
+        self.text.push_str(&i.to_string());
+        self
+    }
+
+    /// Whether any sort value is an object or array (whose order SQL cannot
+    /// reproduce), over all matching rows: a window column.
+    pub(super) fn containers_flag(&mut self, keys: &[SortKey]) -> &mut Self {
+        self.push("bool_or(");
+        for i in 0..keys.len() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("palisade_doc_rank(s.").key_column(i).push(") IN (4, 5)");
+        }
+        self.push(") OVER ()")
+    }
+
+    /// `ORDER BY` the sort values (exact for scalars), then `_id` by code point.
+    pub(super) fn order_by(&mut self, keys: &[SortKey]) -> &mut Self {
+        self.push(" ORDER BY ");
+        for (i, key) in keys.iter().enumerate() {
+            let dir = if key.order == SortOrder::Desc { " DESC" } else { "" };
+            for (open, close) in SCALAR_ORDER {
+                self.push(open).push("s.").key_column(i).push(close).push(dir).push(", ");
+            }
+        }
+        self.push("d.id")
+    }
+}
+
+/// Deepest path the containment prefilter covers (shapes double per segment).
+const PREFILTER_MAX_DEPTH: usize = 3;
+/// Most containment shapes one condition tests.
+const PREFILTER_MAX_SHAPES: usize = 32;
+
+/// Objects one of which every document whose `path` reaches a value equal to
+/// (or an array with an element equal to) one of `xs` contains, by jsonb `@>`
+/// — a superset of the matches, never missing one. Empty when there is no
+/// such small set: a `null` operand (it matches missing fields), a deep path,
+/// too many operands.
+///
+/// Below the body (an object), each segment is a key of an object or, in an
+/// array, reaches into the elements (`[{"seg": …}]` for a name, `[…]` for an
+/// index); the value is `x` itself or an array holding `x`.
+fn containment_shapes(path: &FieldPath, xs: &[Value]) -> Vec<Value> {
+    let segments = path.segments();
+    if xs.is_empty()
+        || xs.iter().any(Value::is_null)
+        || segments.len() > PREFILTER_MAX_DEPTH
+        || xs.len() << segments.len() > PREFILTER_MAX_SHAPES
+    {
+        return Vec::new();
+    }
+    let mut shapes: Vec<Value> = xs.iter().flat_map(|x| [x.clone(), Value::Array(vec![x.clone()])]).collect();
+    for (depth, seg) in segments.iter().enumerate().rev() {
+        let keyed = |s: Value| Value::Object(Map::from_iter([(seg.clone(), s)]));
+        shapes = shapes
+            .into_iter()
+            .flat_map(|s| {
+                let in_array = (depth > 0).then(|| match array_index(seg) {
+                    Some(_) => Value::Array(vec![s.clone()]),
+                    None => Value::Array(vec![keyed(s.clone())]),
+                });
+                std::iter::once(keyed(s)).chain(in_array)
+            })
+            .collect();
+    }
+    shapes
+}
+
+/// Type rank, then the value within each scalar type.
+const SCALAR_ORDER: [(&str, &str); 4] = [
+    ("palisade_doc_rank(", ")"),
+    ("palisade_doc_num(", ")"),
+    ("palisade_doc_str(", ") COLLATE \"C\""),
+    ("palisade_doc_bool(", ")"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn translate(filter: Value) -> Sql {
+        let mut sql = Sql::default();
+        sql.filter(&Filter::parse(&filter).unwrap());
+        sql
+    }
+
+    #[test]
+    fn values_and_paths_are_bound_never_inlined() {
+        let sql = translate(json!({"a.b": "x'); DROP TABLE documents; --", "c": {"$gt": 5}}));
+        assert!(!sql.text().contains("DROP") && !sql.text().contains("'a'"), "{}", sql.text());
+        assert!(sql.text().starts_with(
+            "(((d.body @> $1::jsonb OR d.body @> $2::jsonb OR d.body @> $3::jsonb OR d.body @> $4::jsonb) \
+             AND palisade_doc_eq(palisade_doc_reach(d.body, $5::text[]), $6::jsonb)) AND "
+        ));
+        assert!(sql.text().ends_with("palisade_doc_compare_top(d.body -> $7::text, $8::jsonb, 1, 1))"));
+        assert_eq!(sql.binds[4], Bind::TextArray(vec!["a".into(), "b".into()]));
+        assert_eq!(sql.binds[5], Bind::Jsonb(json!("x'); DROP TABLE documents; --")));
+    }
+
+    #[test]
+    fn containment_shapes_cover_objects_arrays_and_indexes() {
+        let shapes = |path: &str, xs: &[Value]| containment_shapes(&FieldPath::parse(path).unwrap(), xs);
+        assert_eq!(shapes("a", &[json!(5)]), vec![json!({"a": 5}), json!({"a": [5]})]);
+        assert_eq!(
+            shapes("a.b", &[json!("x")]),
+            vec![
+                json!({"a": {"b": "x"}}),
+                json!({"a": [{"b": "x"}]}),
+                json!({"a": {"b": ["x"]}}),
+                json!({"a": [{"b": ["x"]}]}),
+            ]
+        );
+        assert!(shapes("a.0", &[json!(1)]).contains(&json!({"a": [[1]]})), "an index reaches array elements");
+        assert!(shapes("a.0", &[json!(1)]).contains(&json!({"a": {"0": 1}})), "and names object keys");
+        assert!(shapes("a", &[json!(null)]).is_empty(), "null matches missing fields");
+        assert!(shapes("a.b.c.d", &[json!(1)]).is_empty(), "too deep");
+        assert_eq!(shapes("a.b.c", &[json!(1), json!(2), json!(3), json!(4)]).len(), 32);
+        assert!(shapes("a.b.c", &[json!(1), json!(2), json!(3), json!(4), json!(5)]).is_empty(), "too many");
+    }
+
+    #[test]
+    fn id_equality_uses_the_id_column() {
+        assert_eq!(translate(json!({"_id": "x"})).text(), "d.id = $1::text");
+        assert_eq!(translate(json!({"_id": {"$in": ["x", "y"]}})).text(), "d.id = ANY($1::text[])");
+        assert_eq!(
+            translate(json!({"_id": 5})).text(),
+            "((d.body @> $1::jsonb OR d.body @> $2::jsonb) AND palisade_doc_eq_top(d.body -> $3::text, $4::jsonb))"
+        );
+    }
+
+    #[test]
+    fn negations_and_empty_lists() {
+        assert_eq!(translate(json!({})).text(), "TRUE");
+        assert_eq!(translate(json!({"a": {"$in": []}})).text(), "FALSE");
+        assert_eq!(translate(json!({"a": {"$nin": []}})).text(), "TRUE");
+        assert_eq!(
+            translate(json!({"a": {"$not": {"$exists": true}}})).text(),
+            "NOT ((d.body -> $1::text IS NOT NULL))"
+        );
+    }
+
+    #[test]
+    fn sort_orders_by_rank_then_scalar_value_then_id() {
+        let mut sql = Sql::default();
+        sql.order_by(&[SortKey::desc("a").unwrap()]);
+        assert_eq!(
+            sql.text(),
+            " ORDER BY palisade_doc_rank(s.k0) DESC, palisade_doc_num(s.k0) DESC, \
+             palisade_doc_str(s.k0) COLLATE \"C\" DESC, palisade_doc_bool(s.k0) DESC, d.id"
+        );
+    }
+}

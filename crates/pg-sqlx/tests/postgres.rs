@@ -1,0 +1,155 @@
+//! Postgres-specific proofs beyond the shared conformance suite: the
+//! slow-commit ordering test, 100,000-event atomic batches, migrations.
+//! Needs `PALISADE_TEST_POSTGRES_URL`; skipped with a notice without it,
+//! unless `PALISADE_REQUIRE` names `postgres`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use palisade_core::events::{AppendBatch, Cursor, NewEvent};
+use palisade_core::{ErrorKind, EventStore, Namespace};
+use palisade_pg_sqlx::{PgBackend, PgConfig};
+use serde_json::json;
+
+async fn backend() -> Option<PgBackend> {
+    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
+        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
+        assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
+        eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
+        return None;
+    };
+    let config = PgConfig::new(url, Namespace::random("pgtest").unwrap());
+    Some(PgBackend::connect(&config).await.expect("postgres is reachable"))
+}
+
+fn ev(n: usize) -> NewEvent {
+    NewEvent::new("test", "tick").with_data(json!({ "n": n }))
+}
+
+/// A reader never sees a position and later a lower one, even while an append
+/// transaction is held open and later appends are waiting to commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reader_never_skips_a_slow_commit() {
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    store.append(AppendBatch::new(vec![ev(0).with_stream("slow")])).await.unwrap();
+
+    // Hold the `slow` stream row: the next append to that stream takes its
+    // positions, inserts its events, then waits on this lock before committing.
+    let mut blocker = b.pool().begin().await.unwrap();
+    sqlx::query("SELECT version FROM event_streams WHERE stream = 'slow' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let slow_store = store.clone();
+    let slow = tokio::spawn(async move { slow_store.append(AppendBatch::new(vec![ev(1).with_stream("slow")])).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later: Vec<_> = (2..6)
+        .map(|n| {
+            let s = store.clone();
+            tokio::spawn(async move { s.append(AppendBatch::new(vec![ev(n)])).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // While the slow append is open, readers see neither it nor anything after it.
+    let seen_early = store.read(Cursor::Start, 100).await.unwrap();
+    assert_eq!(seen_early.len(), 1, "only the first event is committed");
+    assert!(
+        !slow.is_finished() && later.iter().all(|h| !h.is_finished()),
+        "the slow append and the later ones are in flight"
+    );
+
+    blocker.rollback().await.unwrap();
+    let slow_pos = slow.await.unwrap().unwrap().events[0].position;
+    let mut later_pos = Vec::new();
+    for h in later {
+        later_pos.push(h.await.unwrap().unwrap().events[0].position);
+    }
+    assert!(later_pos.iter().all(|p| *p > slow_pos), "later commits got later positions");
+
+    let all = store.read(Cursor::Start, 100).await.unwrap();
+    let positions: Vec<_> = all.iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(all.len(), 6);
+    b.drop_namespace().await.unwrap();
+}
+
+/// 100,000 events (far over the 65,535 bind-parameter limit) append in one
+/// atomic call; a batch of the same size that Postgres itself rejects in its
+/// last row stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_100_000_events_is_atomic() {
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    let batch: Vec<NewEvent> = (0..100_000).map(ev).collect();
+    let out = store.append(AppendBatch::new(batch)).await.unwrap();
+    assert_eq!(out.appended(), 100_000);
+
+    // jsonb rejects "\u0000": the server fails the last chunk, mid-transaction.
+    let mut bad: Vec<NewEvent> = (0..100_000).map(ev).collect();
+    bad[99_999].data = json!({ "nul": "a\u{0}b" });
+    let err = store.append(AppendBatch::new(bad)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    let mut ids = HashSet::new();
+    let mut cursor = Cursor::Start;
+    loop {
+        let page = store.read(cursor, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Cursor::After(last.position);
+        ids.extend(page.iter().map(|e| e.id));
+    }
+    assert_eq!(ids.len(), 100_000, "the rejected batch left nothing behind");
+    b.drop_namespace().await.unwrap();
+}
+
+/// Migrations are tracked in the namespace's own table, never `_sqlx_migrations`,
+/// and re-running them is a no-op.
+#[tokio::test]
+async fn migrations_are_idempotent_and_tracked_in_the_namespace() {
+    let Some(b) = backend().await else { return };
+    b.migrate().await.unwrap();
+    let status = b.migration_status().await.unwrap();
+    assert!(!status.is_empty() && status.iter().all(|m| m.applied), "{status:?}");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+        .bind(b.namespace().as_str())
+        .fetch_all(b.pool())
+        .await
+        .unwrap();
+    assert!(tables.contains(&"palisade_migrations".to_owned()), "{tables:?}");
+    assert!(!tables.contains(&"_sqlx_migrations".to_owned()));
+    b.drop_namespace().await.unwrap();
+}
+
+/// Many services starting at once migrate the same namespace safely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_migrate_once() {
+    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else { return };
+    let ns = Namespace::random("pgtest").unwrap();
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let config = PgConfig::new(url.clone(), ns.clone());
+            tokio::spawn(async move { PgBackend::connect(&config).await.map(|_| ()) })
+        })
+        .collect();
+    for s in starts {
+        s.await.unwrap().unwrap();
+    }
+    let b = PgBackend::connect(&PgConfig::new(url, ns)).await.unwrap();
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM palisade_migrations").fetch_one(b.pool()).await.unwrap();
+    assert_eq!(applied as usize, palisade_pg_sqlx::MIGRATIONS.iter().count());
+    b.drop_namespace().await.unwrap();
+}
+
+/// A wrong password fails at connect with `Unavailable`/`Config`, and the
+/// error never contains it.
+#[tokio::test]
+async fn bad_credentials_fail_early_without_echoing_them() {
+    let config = PgConfig::new("postgres://nobody:sup3rs3cret@127.0.0.1:1/test", Namespace::random("pgtest").unwrap());
+    let err = PgBackend::connect(&config).await.err().expect("nothing listens on port 1");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(!format!("{err} {err:?} {config:?}").contains("sup3rs3cret"));
+}
