@@ -6,12 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/start-services.sh
+# A throwaway 3-master Redis Cluster (127.0.0.1:7000-7002) for tests/redis_cluster.rs;
+# stopped again (only the processes it started) however this script ends.
+trap 'bash scripts/redis-cluster.sh stop || true' EXIT
+PALISADE_TEST_REDIS_CLUSTER_URL=${PALISADE_TEST_REDIS_CLUSTER_URL:-$(bash scripts/redis-cluster.sh start)}
+export PALISADE_TEST_REDIS_CLUSTER_URL
 
 export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 # A missing or unreachable server fails its backend's cases instead of skipping them.
-export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis}
-export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx}
+export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis,redis-cluster}
+export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx redis_rs fred redis_rs_cluster fred_cluster}
 export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"

@@ -33,9 +33,5 @@ async fn harness(scheme: &'static str) -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_core::conformance_tests!(
-    redis_rs_cluster,
-    harness("redis"),
-    [session_cache, reputation_repo, event_store]
-);
+palisade_core::conformance_tests!(redis_rs_cluster, harness("redis"), [session_cache, reputation_repo, event_store]);
 palisade_core::conformance_tests!(fred_cluster, harness("redis+fred"), [session_cache, reputation_repo, event_store]);

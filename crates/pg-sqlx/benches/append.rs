@@ -61,8 +61,10 @@ async fn main() {
         println!("append benchmark: run it with `cargo bench -p palisade-pg-sqlx --bench append`");
         return;
     }
-    let url = std::env::var("PALISADE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let store_backend = PgBackend::connect(&PgConfig::new(url.clone(), Namespace::random("bench").unwrap())).await.unwrap();
+    let url = std::env::var("PALISADE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let store_backend =
+        PgBackend::connect(&PgConfig::new(url.clone(), Namespace::random("bench").unwrap())).await.unwrap();
     let copy_backend = PgBackend::connect(&PgConfig::new(url, Namespace::random("bench").unwrap())).await.unwrap();
     let store = store_backend.events();
 

@@ -1,0 +1,305 @@
+//! `ReputationRepo` on a log plus sorted sets, under `{<ns>:r}:`.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `ev:<hex id>` | hash | the event (JSON) and its kind, subject and delta; doubles as the idempotency marker |
+//! | `log` | zset | hex id by `at` (ms): the source of truth for `rebuild` |
+//! | `h:<u\|e>:<subject>` | zset | hex id by `at`, for `history` |
+//! | `b:<u\|e>:<period key>` | zset | subject → **negated** score |
+//!
+//! **Ordering.** Redis orders a sorted set by score, then by member bytes
+//! ascending (for UTF-8 ids that is code point order), and `ZREVRANGE`
+//! reverses *both*. Boards therefore store the negated score, so a plain
+//! ascending `ZRANGE` yields score descending with ties by subject id
+//! ascending — the contract's order — and a subject's competition rank is
+//! `1 + ZCOUNT(-inf, (own negated score)`, computed in the same script as the
+//! page. History members are fixed-width lowercase hex ids, so `REV` gives
+//! time descending, ties by id descending, as the contract wants.
+//!
+//! **Limits.** Sorted-set scores are doubles: integers are exact up to 2^53.
+//! `record` checks, in its script, that no period score would leave
+//! ±(2^53 − 1), and rejects the event (`InvalidInput`, nothing logged) if one
+//! would. Scores leave Redis as the strings Redis formats, never via Lua numbers.
+//!
+//! **Expiry.** Day, week and month boards get `EXPIREAT` = the later of their
+//! period's end and now, plus [`RedisConfig::board_retention`](crate::RedisConfig::board_retention),
+//! refreshed on every write; the log and all-time boards never expire.
+//! `rebuild(period)` recomputes a board from the log in one script
+//! (O(events in the period)).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use palisade_core::reputation::{
+    check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
+};
+use palisade_core::time::{truncate_ms, TimeRange};
+use palisade_core::{Capabilities, Error, ReputationRepo, Result};
+use uuid::Uuid;
+
+use crate::clients::Reply;
+use crate::error::{corrupt, tagged};
+use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
+
+/// Redis [`ReputationRepo`] (see the module docs).
+#[derive(Clone)]
+pub struct RedisReputationRepo {
+    backend: RedisBackend,
+    prefix: String,
+}
+
+fn kind_char(kind: SubjectKind) -> &'static str {
+    match kind {
+        SubjectKind::User => "u",
+        SubjectKind::Engine => "e",
+    }
+}
+
+fn hex(id: Uuid) -> String {
+    id.simple().to_string()
+}
+
+impl RedisReputationRepo {
+    /// The reputation repo of `backend`'s namespace.
+    pub fn new(backend: RedisBackend) -> Self {
+        let prefix = prefix(&backend.namespace, Store::Reputation);
+        RedisReputationRepo { backend, prefix }
+    }
+
+    fn id(&self) -> &'static str {
+        self.backend.backend()
+    }
+
+    fn invalid(&self, op: &'static str) -> impl Fn(Error) -> Error {
+        tagged(self.id(), op)
+    }
+
+    fn ev_prefix(&self) -> String {
+        format!("{}ev:", self.prefix)
+    }
+
+    fn log_key(&self) -> Vec<u8> {
+        key(&self.prefix, b"log")
+    }
+
+    fn history_key(&self, s: &Subject) -> Vec<u8> {
+        key(&self.prefix, format!("h:{}:{}", kind_char(s.kind), s.id).as_bytes())
+    }
+
+    fn board_key(&self, kind: SubjectKind, period: Period) -> Vec<u8> {
+        key(&self.prefix, format!("b:{}:{}", kind_char(kind), period.key()).as_bytes())
+    }
+
+    /// `EXPIREAT` seconds for a board of `period`, or '' to keep it.
+    fn expire_at(&self, period: Period) -> Result<String> {
+        let (Some(retention), Some(end)) = (self.backend.options.board_retention, period.range()?.to) else {
+            return Ok(String::new());
+        };
+        let from = end.max(Utc::now());
+        let retention = chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(from.checked_add_signed(retention).map(|t| t.timestamp().to_string()).unwrap_or_default())
+    }
+
+    /// A score from a board's negated score string.
+    fn score(&self, reply: &Reply) -> Result<i64> {
+        let neg = reply.double().map_err(|_| corrupt(self.id(), "board score is not a number"))?;
+        let score = -neg;
+        if !score.is_finite() || score.fract() != 0.0 || score.abs() > MAX_SCORE as f64 {
+            return Err(corrupt(self.id(), "board score is not an integer within 2^53"));
+        }
+        Ok(score as i64)
+    }
+
+    /// Ranked entries of a page `{member, negated score, …}` starting at board index `start`,
+    /// whose first entry has `higher` entries scoring strictly more.
+    fn ranked(&self, kind: SubjectKind, start: u64, higher: u64, page: Vec<Reply>) -> Result<Vec<Ranked>> {
+        let mut out: Vec<Ranked> = Vec::with_capacity(page.len() / 2);
+        for (i, pair) in page.chunks(2).enumerate() {
+            let [member, score] = pair else { return Err(corrupt(self.id(), "odd WITHSCORES reply")) };
+            let id = member.text().map_err(|_| corrupt(self.id(), "subject id is not UTF-8"))?.to_owned();
+            let score = self.score(score)?;
+            let rank = match out.last() {
+                None => higher + 1,
+                Some(prev) if prev.score == score => prev.rank,
+                Some(_) => start + i as u64 + 1,
+            };
+            out.push(Ranked { subject: Subject { kind, id }, score, rank });
+        }
+        Ok(out)
+    }
+
+    fn count(&self, r: &Reply) -> Result<u64> {
+        r.int().ok().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt(self.id(), "negative count"))
+    }
+
+    fn ms_bound(t: Option<DateTime<Utc>>, exclusive: bool, open: &str) -> String {
+        match t {
+            None => open.to_owned(),
+            Some(t) if exclusive => format!("({}", truncate_ms(t).timestamp_millis()),
+            Some(t) => truncate_ms(t).timestamp_millis().to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl ReputationRepo for RedisReputationRepo {
+    fn backend(&self) -> &'static str {
+        self.id()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.backend.ping().await
+    }
+
+    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
+        event.validate().map_err(self.invalid("record"))?;
+        let event = ReputationEvent { at: truncate_ms(event.at), ..event };
+        let [all, day, week, month] = Period::all_containing(event.at);
+        let kind = event.subject.kind;
+        let json = serde_json::to_vec(&event).map_err(|e| Error::from(e).with_backend(self.id()).with_op("record"))?;
+        let keys = vec![
+            key(&self.ev_prefix(), hex(event.id).as_bytes()),
+            self.log_key(),
+            self.history_key(&event.subject),
+            self.board_key(kind, all),
+            self.board_key(kind, day),
+            self.board_key(kind, week),
+            self.board_key(kind, month),
+        ];
+        let expiry = |p| self.expire_at(p).map_err(self.invalid("record"));
+        let args = vec![
+            hex(event.id).into_bytes(),
+            json,
+            event.at.timestamp_millis().to_string().into_bytes(),
+            kind_char(kind).as_bytes().to_vec(),
+            event.subject.id.clone().into_bytes(),
+            event.delta.to_string().into_bytes(),
+            (-event.delta).to_string().into_bytes(),
+            expiry(day)?.into_bytes(),
+            expiry(week)?.into_bytes(),
+            expiry(month)?.into_bytes(),
+            MAX_SCORE.to_string().into_bytes(),
+        ];
+        let reply = self.backend.client.eval("record", &scripts::REPUTATION_RECORD, keys, args).await?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("record"))?;
+        match parts.as_slice() {
+            [code, score] if matches!(code.int(), Ok(0 | 1)) => Ok(Recorded {
+                score: self.score(score).map_err(|e| e.with_op("record"))?,
+                duplicate: matches!(code.int(), Ok(1)),
+            }),
+            [code] if matches!(code.int(), Ok(2)) => {
+                Err(Error::invalid("score would leave ±(2^53 - 1)")).map_err(self.invalid("record"))
+            }
+            _ => Err(corrupt(self.id(), "record script reply").with_op("record")),
+        }
+    }
+
+    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn score(&self, subject: &Subject) -> Result<i64> {
+        subject.validate().map_err(self.invalid("score"))?;
+        let cmd = crate::Cmd::keyed("ZSCORE", self.board_key(subject.kind, Period::AllTime)).arg(&subject.id);
+        let reply = self.backend.client.call("score", cmd).await?;
+        if reply.is_nil() {
+            return Ok(0);
+        }
+        self.score(&reply).map_err(|e| e.with_op("score"))
+    }
+
+    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn history(&self, subject: &Subject, range: TimeRange, limit: usize) -> Result<Vec<ReputationEvent>> {
+        subject.validate().map_err(self.invalid("history"))?;
+        range.validate().map_err(self.invalid("history"))?;
+        check_ranked_limit(limit).map_err(self.invalid("history"))?;
+        let args = vec![
+            self.ev_prefix().into_bytes(),
+            Self::ms_bound(range.to, true, "+inf").into_bytes(),
+            Self::ms_bound(range.from, false, "-inf").into_bytes(),
+            limit.to_string().into_bytes(),
+        ];
+        let keys = vec![self.history_key(subject)];
+        let reply = self.backend.client.eval("history", &scripts::REPUTATION_HISTORY, keys, args).await?;
+        let items = reply.array().map_err(|e| e.with_backend(self.id()).with_op("history"))?;
+        items
+            .iter()
+            .filter(|r| !r.is_nil())
+            .map(|r| {
+                let bytes = r.bytes().map_err(|e| e.with_backend(self.id()))?;
+                serde_json::from_slice(bytes).map_err(|e| Error::from(e).with_backend(self.id()))
+            })
+            .collect::<Result<_>>()
+            .map_err(|e| e.with_op("history"))
+    }
+
+    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
+        period.validate().map_err(self.invalid("leaderboard"))?;
+        check_ranked_limit(limit).map_err(self.invalid("leaderboard"))?;
+        let args = vec![offset.to_string().into_bytes(), (offset + limit - 1).to_string().into_bytes()];
+        let keys = vec![self.board_key(kind, period)];
+        let reply = self.backend.client.eval("leaderboard", &scripts::REPUTATION_PAGE, keys, args).await?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("leaderboard"))?;
+        let mut parts = parts.into_iter();
+        let (Some(higher), Some(page)) = (parts.next(), parts.next()) else { return Ok(Vec::new()) };
+        let higher = self.count(&higher)?;
+        let page = page.array().map_err(|e| e.with_backend(self.id()))?;
+        self.ranked(kind, offset as u64, higher, page).map_err(|e| e.with_op("leaderboard"))
+    }
+
+    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
+        subject.validate().map_err(self.invalid("rank"))?;
+        period.validate().map_err(self.invalid("rank"))?;
+        let keys = vec![self.board_key(subject.kind, period)];
+        let args = vec![subject.id.clone().into_bytes()];
+        let reply = self.backend.client.eval("rank", &scripts::REPUTATION_RANK, keys, args).await?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("rank"))?;
+        let [score, higher] = parts.as_slice() else { return Ok(None) };
+        let score = self.score(score).map_err(|e| e.with_op("rank"))?;
+        let rank = self.count(higher).map_err(|e| e.with_op("rank"))? + 1;
+        Ok(Some(Ranked { subject: subject.clone(), score, rank }))
+    }
+
+    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
+        subject.validate().map_err(self.invalid("around"))?;
+        period.validate().map_err(self.invalid("around"))?;
+        if k > MAX_RANKED {
+            return Err(Error::invalid(format!("k must be at most {MAX_RANKED}"))).map_err(self.invalid("around"));
+        }
+        let keys = vec![self.board_key(subject.kind, period)];
+        let args = vec![subject.id.clone().into_bytes(), k.to_string().into_bytes()];
+        let reply = self.backend.client.eval("around", &scripts::REPUTATION_AROUND, keys, args).await?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("around"))?;
+        let mut parts = parts.into_iter();
+        let (Some(start), Some(higher), Some(page)) = (parts.next(), parts.next(), parts.next()) else {
+            return Ok(Vec::new());
+        };
+        let start = self.count(&start)?;
+        let higher = self.count(&higher)?;
+        let page = page.array().map_err(|e| e.with_backend(self.id()))?;
+        self.ranked(subject.kind, start, higher, page).map_err(|e| e.with_op("around"))
+    }
+
+    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn rebuild(&self, period: Period) -> Result<u64> {
+        period.validate().map_err(self.invalid("rebuild"))?;
+        let range = period.range().map_err(self.invalid("rebuild"))?;
+        let keys = vec![
+            self.log_key(),
+            self.board_key(SubjectKind::User, period),
+            self.board_key(SubjectKind::Engine, period),
+        ];
+        let args = vec![
+            Self::ms_bound(range.from, false, "-inf").into_bytes(),
+            Self::ms_bound(range.to, true, "+inf").into_bytes(),
+            self.ev_prefix().into_bytes(),
+            self.expire_at(period).map_err(self.invalid("rebuild"))?.into_bytes(),
+        ];
+        let reply = self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD, keys, args).await?;
+        self.count(&reply).map_err(|e| e.with_op("rebuild"))
+    }
+}

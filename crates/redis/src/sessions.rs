@@ -1,0 +1,193 @@
+//! `SessionCache` on plain Redis keys under `{<ns>:s}:<key bytes>`.
+//!
+//! - Values are JSON text in strings; `set` is `SET [NX|XX] [PX ms]`, whose
+//!   nil reply (condition not met) is `Ok(false)`, never an error. Without a
+//!   TTL `SET` clears any old expiry, as the contract wants.
+//! - Histories are lists (`LPUSH` newest first); counters and rate limits are
+//!   strings holding a JSON integer, which is what `INCRBY` reads. Values,
+//!   lists and counters share the keyspace: a wrong type is `Conflict`.
+//! - `push`, `incr` and `hit` are one script each (atomic); `hit` is a
+//!   **fixed window** starting at the first hit, counted in the key that
+//!   expires with the window.
+//! - Expiry is Redis' own (millisecond `PX`/`PEXPIRE`), exact on access: an
+//!   expired key is invisible at once. Redis treats a key as expired when
+//!   `now > expires_at` (ours: `>=`), one millisecond later than the contract.
+//! - TTLs and keys are validated before any I/O.
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
+use palisade_core::time::ttl_millis;
+use palisade_core::{Capabilities, Error, ErrorKind, Result, SessionCache};
+use serde_json::Value;
+
+use crate::clients::{Cmd, Reply};
+use crate::error::{corrupt, tagged};
+use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
+
+/// Redis [`SessionCache`] (see the module docs).
+#[derive(Clone)]
+pub struct RedisSessionCache {
+    backend: RedisBackend,
+    prefix: String,
+}
+
+impl RedisSessionCache {
+    /// The session cache of `backend`'s namespace.
+    pub fn new(backend: RedisBackend) -> Self {
+        let prefix = prefix(&backend.namespace, Store::Sessions);
+        RedisSessionCache { backend, prefix }
+    }
+
+    fn key(&self, k: &str) -> Vec<u8> {
+        key(&self.prefix, k.as_bytes())
+    }
+
+    fn id(&self) -> &'static str {
+        self.backend.backend()
+    }
+
+    fn invalid(&self, op: &'static str) -> impl Fn(Error) -> Error {
+        tagged(self.id(), op)
+    }
+}
+
+fn ttl_opt(ttl: Option<TimeDelta>) -> Result<Option<i64>> {
+    ttl.map(ttl_millis).transpose()
+}
+
+fn decode(backend: &'static str, reply: &Reply) -> Result<Value> {
+    serde_json::from_slice(reply.bytes()?).map_err(|e| {
+        Error::new(ErrorKind::Serialization, "stored session value is not JSON").with_backend(backend).with_source(e)
+    })
+}
+
+fn decimal(reply: &Reply, backend: &'static str) -> Result<i64> {
+    reply.int().map_err(|_| corrupt(backend, "counter is not a 64-bit integer"))
+}
+
+#[async_trait]
+impl SessionCache for RedisSessionCache {
+    fn backend(&self) -> &'static str {
+        self.id()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.backend.ping().await
+    }
+
+    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
+        check_key(key).map_err(self.invalid("set"))?;
+        let ttl = ttl_opt(ttl).map_err(self.invalid("set"))?;
+        let mut cmd = Cmd::keyed("SET", self.key(key)).arg(value.to_string());
+        if let Some(ms) = ttl {
+            cmd = cmd.arg("PX").arg(ms.to_string());
+        }
+        cmd = match mode {
+            SetMode::Always => cmd,
+            SetMode::IfAbsent => cmd.arg("NX"),
+            SetMode::IfPresent => cmd.arg("XX"),
+        };
+        // OK = written; nil = the NX/XX condition did not hold.
+        let reply = self.backend.client.call("set", cmd).await?;
+        Ok(!reply.is_nil())
+    }
+
+    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        check_key(key).map_err(self.invalid("get"))?;
+        let reply = self.backend.client.call("get", Cmd::keyed("GET", self.key(key))).await?;
+        if reply.is_nil() {
+            return Ok(None);
+        }
+        decode(self.id(), &reply).map(Some).map_err(|e| e.with_op("get"))
+    }
+
+    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn delete(&self, key: &str) -> Result<bool> {
+        check_key(key).map_err(self.invalid("delete"))?;
+        let reply = self.backend.client.call("delete", Cmd::keyed("DEL", self.key(key))).await?;
+        Ok(reply.int().map_err(|e| e.with_backend(self.id()).with_op("delete"))? > 0)
+    }
+
+    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
+        check_key(key).map_err(self.invalid("expire"))?;
+        let ms = ttl_millis(ttl).map_err(self.invalid("expire"))?;
+        let cmd = Cmd::keyed("PEXPIRE", self.key(key)).arg(ms.to_string());
+        let reply = self.backend.client.call("expire", cmd).await?;
+        Ok(reply.int().map_err(|e| e.with_backend(self.id()).with_op("expire"))? == 1)
+    }
+
+    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        check_key(key).map_err(self.invalid("ttl"))?;
+        let reply = self.backend.client.call("ttl", Cmd::keyed("PTTL", self.key(key))).await?;
+        Ok(match reply.int().map_err(|e| e.with_backend(self.id()).with_op("ttl"))? {
+            -1 => KeyTtl::Persistent,
+            // -2: no such key; 0: expires this millisecond (expired by the contract).
+            ms if ms <= 0 => KeyTtl::Missing,
+            ms => KeyTtl::ExpiresIn(TimeDelta::milliseconds(ms)),
+        })
+    }
+
+    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+        check_key(key).map_err(self.invalid("push"))?;
+        check_history_len(max_len).map_err(self.invalid("push"))?;
+        let ttl = ttl_opt(ttl).map_err(self.invalid("push"))?;
+        let args = vec![
+            entry.to_string().into_bytes(),
+            max_len.to_string().into_bytes(),
+            ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes(),
+        ];
+        let reply = self.backend.client.eval("push", &scripts::SESSION_PUSH, vec![self.key(key)], args).await?;
+        let len = reply.int().map_err(|e| e.with_backend(self.id()).with_op("push"))?;
+        usize::try_from(len).map_err(|_| corrupt(self.id(), "negative list length").with_op("push"))
+    }
+
+    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
+        check_key(key).map_err(self.invalid("range"))?;
+        check_history_len(limit).map_err(self.invalid("range"))?;
+        let cmd = Cmd::keyed("LRANGE", self.key(key)).arg("0").arg((limit - 1).to_string());
+        let reply = self.backend.client.call("range", cmd).await?;
+        let items = reply.array().map_err(|e| e.with_backend(self.id()).with_op("range"))?;
+        items.iter().map(|r| decode(self.id(), r).map_err(|e| e.with_op("range"))).collect()
+    }
+
+    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
+        check_key(key).map_err(self.invalid("incr"))?;
+        let ttl = ttl_opt(ttl_on_create).map_err(self.invalid("incr"))?;
+        let args = vec![by.to_string().into_bytes(), ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes()];
+        let reply = self.backend.client.eval("incr", &scripts::SESSION_INCR, vec![self.key(key)], args).await?;
+        decimal(&reply, self.id()).map_err(|e| e.with_op("incr"))
+    }
+
+    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
+        check_key(key).map_err(self.invalid("hit"))?;
+        if limit == 0 {
+            return Err(Error::invalid("rate limit must be at least 1")).map_err(self.invalid("hit"));
+        }
+        let window_ms = ttl_millis(window).map_err(self.invalid("hit"))?;
+        let reply = self
+            .backend
+            .client
+            .eval("hit", &scripts::SESSION_HIT, vec![self.key(key)], vec![window_ms.to_string().into_bytes()])
+            .await?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("hit"))?;
+        let [count, pttl] = parts.as_slice() else {
+            return Err(corrupt(self.id(), "rate-limit script reply").with_op("hit"));
+        };
+        let count = decimal(count, self.id()).map_err(|e| e.with_op("hit"))?;
+        let pttl = pttl.int().map_err(|e| e.with_backend(self.id()).with_op("hit"))?;
+        Ok(Decision::from_count(u64::try_from(count).unwrap_or(0), limit, TimeDelta::milliseconds(pttl)))
+    }
+}
