@@ -2,6 +2,9 @@
 //! single calls of the PL/pgSQL functions in `migrations/0002_sessions.sql`,
 //! so each is one atomic statement.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
@@ -27,16 +30,50 @@ macro_rules! expiry {
     };
 }
 
-/// Postgres [`SessionCache`].
+/// How often writes sweep expired rows (reads never see them anyway).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Most rows one opportunistic sweep deletes, so a write never waits long.
+const SWEEP_BATCH: i64 = 10_000;
+
+/// Postgres [`SessionCache`]. Expired rows are invisible at once; writes
+/// delete up to 10,000 of them at most once a minute per instance, and
+/// [`sweep`](Self::sweep) deletes all of them on demand.
 #[derive(Clone)]
 pub struct PgSessionCache {
     backend: PgBackend,
+    last_sweep: Arc<Mutex<Option<Instant>>>,
 }
 
 impl PgSessionCache {
     /// The session cache of `backend`'s namespace.
     pub fn new(backend: PgBackend) -> Self {
-        PgSessionCache { backend }
+        PgSessionCache { backend, last_sweep: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Deletes a batch of expired rows if this instance has not done so for a
+    /// while. Called after writes; a failure is only logged.
+    async fn maybe_sweep(&self) {
+        let due = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        let swept = sqlx::query(
+            "DELETE FROM sessions WHERE key IN \
+             (SELECT key FROM sessions WHERE expires_at <= clock_timestamp() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(SWEEP_BATCH)
+        .execute(&self.backend.pool)
+        .await;
+        if let Err(e) = swept {
+            tracing::debug!(error = %map("sweep", e), "sweeping expired sessions failed");
+        }
     }
 
     /// Deletes expired rows (reads already ignore them).
@@ -100,14 +137,16 @@ impl SessionCache for PgSessionCache {
                 live!()
             ),
         };
-        sqlx::query(sql)
+        let wrote = sqlx::query(sql)
             .bind(key.as_bytes())
             .bind(text)
             .bind(ttl)
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected() > 0)
-            .map_err(|e| map("set", e))
+            .map_err(|e| map("set", e))?;
+        self.maybe_sweep().await;
+        Ok(wrote)
     }
 
     #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
@@ -180,6 +219,7 @@ impl SessionCache for PgSessionCache {
         check_key(key).map_err(tagged("push"))?;
         check_history_len(max_len).map_err(tagged("push"))?;
         let ttl = ttl_opt(ttl).map_err(tagged("push"))?;
+        self.maybe_sweep().await;
         let len: i32 = sqlx::query_scalar("SELECT palisade_session_push($1, $2, $3, $4)")
             .bind(key.as_bytes())
             .bind(entry.to_string())
@@ -228,6 +268,7 @@ impl SessionCache for PgSessionCache {
             return Err(Error::invalid("rate limit must be at least 1")).map_err(tagged("hit"));
         }
         let window_ms = ttl_millis(window).map_err(tagged("hit"))?;
+        self.maybe_sweep().await;
         let row = sqlx::query("SELECT hits, window_end, clock_timestamp() AS now FROM palisade_session_hit($1, $2)")
             .bind(key.as_bytes())
             .bind(window_ms)

@@ -153,3 +153,29 @@ async fn bad_credentials_fail_early_without_echoing_them() {
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(!format!("{err} {err:?} {config:?}").contains("sup3rs3cret"));
 }
+
+/// Expired session rows are reclaimed: by `sweep` on demand, and by writes.
+#[tokio::test]
+async fn expired_sessions_are_swept() {
+    use palisade_core::sessions::SetMode;
+    use palisade_core::SessionCache;
+    let Some(b) = backend().await else { return };
+    let sessions = b.sessions();
+    for i in 0..20 {
+        sessions
+            .set(&format!("k{i}"), json!(i), Some(chrono::TimeDelta::milliseconds(50)), SetMode::Always)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let rows =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sessions").fetch_one(b.pool()).await.unwrap() };
+    assert_eq!(rows().await, 20, "expired rows linger until a sweep");
+    // A fresh instance sweeps on its first write.
+    b.sessions().set("fresh", json!(1), None, SetMode::Always).await.unwrap();
+    assert_eq!(rows().await, 1, "the write swept the 20 expired rows");
+    sessions.set("gone", json!(1), Some(chrono::TimeDelta::milliseconds(20)), SetMode::Always).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(sessions.sweep().await.unwrap(), 1);
+    b.drop_namespace().await.unwrap();
+}
