@@ -83,13 +83,26 @@ pub(crate) fn map_fred(op: &'static str, e: fred::error::Error) -> Error {
         }
         K::Protocol | K::Parse | K::NotFound => (ErrorKind::Unexpected, false, "unexpected redis reply".to_owned()),
         _ => {
-            // Server errors: fred keeps the reply, whose first word is the code.
+            // Server errors: fred keeps the reply, whose first word is the code
+            // (Redis codes are upper-case words: ERR, WRONGTYPE, LOADING, …).
             let code = e.details().split_whitespace().next().unwrap_or("").to_owned();
-            let (kind, temporary) = classify_code(&code);
-            (kind, temporary, format!("redis error {code}"))
+            if is_server_code(&code) {
+                let (kind, temporary) = classify_code(&code);
+                (kind, temporary, format!("redis error {code}"))
+            } else {
+                // fred's own failures without a server reply, e.g. "Failed to
+                // route command." while the connection is down, or "Max
+                // attempts exceeded": the server is not reachable right now.
+                (ErrorKind::Unavailable, true, "redis client could not deliver the command".to_owned())
+            }
         }
     };
     build(backend, op, kind, temporary, message, e)
+}
+
+/// Whether `word` looks like a Redis error code (upper-case ASCII letters).
+fn is_server_code(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// Tags an error from core validation (or shared code) with the backend and `op`.
@@ -105,6 +118,16 @@ pub(crate) fn corrupt(backend: &'static str, what: &'static str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "fred")]
+    #[test]
+    fn fred_routing_failures_are_temporary_unavailable() {
+        use ::fred::error::{Error as FredError, ErrorKind as FredKind};
+        let e = map_fred("get", FredError::new(FredKind::Unknown, "Failed to route command."));
+        assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true));
+        let e = map_fred("get", FredError::new(FredKind::Unknown, "WRONGTYPE Operation against a key"));
+        assert_eq!(e.kind(), ErrorKind::Conflict, "server codes still classify");
+    }
 
     #[test]
     fn type_and_overflow_codes_are_conflicts() {
