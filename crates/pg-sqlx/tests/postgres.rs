@@ -179,3 +179,41 @@ async fn expired_sessions_are_swept() {
     assert_eq!(sessions.sweep().await.unwrap(), 1);
     b.drop_namespace().await.unwrap();
 }
+
+/// A live tail keeps delivering after its LISTEN connection is killed: it
+/// polls, re-listens, and resumes from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tail_survives_a_dropped_listen_connection() {
+    use palisade_core::events::{EventFilter, SubscriptionItem};
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    let mut tail = store.subscribe(Cursor::Start, EventFilter::all()).await.unwrap();
+    assert_eq!(next(&mut tail).await, SubscriptionItem::CaughtUp);
+    for round in 0..2 {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(b.namespace().as_str())
+        .fetch_all(b.pool())
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "round {round}: the tail's LISTEN connection was found and killed");
+        store.append(AppendBatch::new(vec![ev(round), ev(round + 10)])).await.unwrap();
+        for want in [round, round + 10] {
+            match next(&mut tail).await {
+                SubscriptionItem::Event(e) => assert_eq!(e.data["n"], want),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+        // Drive the idle tail for a while (nothing new arrives): it re-listens.
+        use futures::StreamExt;
+        let idle = tokio::time::timeout(Duration::from_millis(1500), tail.next()).await;
+        assert!(idle.is_err(), "no further events: {idle:?}");
+    }
+    b.drop_namespace().await.unwrap();
+}
+
+async fn next(tail: &mut palisade_core::events::EventSubscription) -> palisade_core::events::SubscriptionItem {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), tail.next()).await.expect("tail delivers").expect("stream open").expect("no error")
+}
