@@ -1,7 +1,7 @@
-//! `EventStore` on Postgres: serialized, gap-free positions; UNNEST batch
-//! inserts; LISTEN/NOTIFY live tail with polling fallback.
+//! `EventStore` on Postgres: serialized, gap-free positions; one-statement
+//! batch appends; LISTEN/NOTIFY live tail with polling fallback.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,19 +10,16 @@ use futures::stream::{self, StreamExt};
 use ipnet::IpNet;
 use palisade_core::events::{
     canonical_ip, check_limit, rank_groups, AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter,
-    EventSubscription, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+    EventSubscription, ExpectedVersion, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
-use uuid::Uuid;
 
 use crate::error::{map, tagged};
 use crate::{capabilities, PgBackend};
 
-/// Rows per INSERT statement inside one append transaction.
-const CHUNK: usize = 10_000;
 /// Events a live tail reads per catch-up query.
 const TAIL_PAGE: usize = 1_000;
 /// How long a live tail waits for a notification before polling anyway.
@@ -48,114 +45,81 @@ impl PgEventStore {
         PgEventStore { backend, channel }
     }
 
-    async fn append_tx(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+    /// One round trip: `palisade_append` (migrations/0005) does the whole batch
+    /// in one statement — and so in one transaction, whatever its size.
+    async fn append_once(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         let op = "append";
-        let mut tx = self.backend.pool.begin().await.map_err(|e| map(op, e))?;
-        // Serializes appends in this namespace until commit: positions are handed
-        // out only after every lower one is committed or rolled back.
-        let last: i64 = sqlx::query_scalar("SELECT last_position FROM event_head FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| map(op, e))?;
-        let ids: Vec<Uuid> = batch.events.iter().map(|e| e.id).collect();
-        let known: HashMap<Uuid, (i64, Option<i64>)> =
-            sqlx::query("SELECT id, position, version FROM events WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| map(op, e))?
-                .into_iter()
-                .map(|r| Ok((r.try_get("id")?, (r.try_get("position")?, r.try_get("version")?))))
-                .collect::<std::result::Result<_, sqlx::Error>>()
-                .map_err(|e| map(op, e))?;
-        let duplicate = |id: &Uuid| {
-            known.get(id).map(|(p, v)| Appended {
-                id: *id,
-                position: Position::new(*p as u64, 0),
-                version: v.map(|v| v as u64),
-                duplicate: true,
-            })
-        };
-        if known.len() == ids.len() {
-            tx.commit().await.map_err(|e| map(op, e))?;
-            return Ok(AppendOutcome { events: ids.iter().filter_map(duplicate).collect() });
-        }
-
-        let mut streams: Vec<String> = batch.events.iter().filter_map(|e| e.stream.clone()).collect();
-        streams.extend(batch.expected.keys().cloned());
-        streams.sort();
-        streams.dedup();
-        let mut versions: HashMap<String, i64> =
-            sqlx::query("SELECT stream, version FROM event_streams WHERE stream = ANY($1)")
-                .bind(&streams)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| map(op, e))?
-                .into_iter()
-                .map(|r| Ok((r.try_get("stream")?, r.try_get("version")?)))
-                .collect::<std::result::Result<_, sqlx::Error>>()
-                .map_err(|e| map(op, e))?;
-        for (stream, expected) in &batch.expected {
-            let actual = versions.get(stream).copied().unwrap_or(0) as u64;
-            if !expected.holds(actual) {
-                return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
-                    .with_detail(ErrorDetail::VersionConflict {
-                        stream: stream.clone(),
-                        expected: *expected,
-                        actual,
-                    }));
-            }
-        }
-
-        let mut outcomes = Vec::with_capacity(batch.events.len());
-        let mut rows = Rows::default();
-        let mut next = last;
+        let n = batch.events.len();
+        let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut streams, mut sessions, mut ips) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut tags, mut data, mut occurred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for e in batch.events {
-            if let Some(dup) = duplicate(&e.id) {
-                outcomes.push(dup);
-                continue;
-            }
-            next += 1;
-            let version = e.stream.as_ref().map(|s| {
-                let v = versions.entry(s.clone()).or_insert(0);
-                *v += 1;
-                *v
-            });
-            outcomes.push(Appended {
-                id: e.id,
-                position: Position::new(next as u64, 0),
-                version: version.map(|v| v as u64),
-                duplicate: false,
-            });
-            rows.push(next, version, e);
+            ids.push(e.id);
+            sources.push(e.source);
+            kinds.push(e.kind);
+            streams.push(e.stream);
+            sessions.push(e.session_id);
+            ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
+            tags.push(serde_json::Value::from(e.tags));
+            data.push(e.data);
+            occurred.push(truncate_ms(e.occurred_at));
         }
-        for chunk in rows.chunks(CHUNK) {
-            chunk.insert(&mut tx).await.map_err(|e| map(op, e))?;
+        let mut expect_streams = Vec::new();
+        let mut expect_versions = Vec::new();
+        for (stream, expected) in &batch.expected {
+            let version = match expected {
+                ExpectedVersion::Any => continue,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => i64::try_from(*v).unwrap_or(i64::MAX),
+            };
+            expect_streams.push(stream.clone());
+            expect_versions.push(version);
         }
-        let (touched, touched_versions): (Vec<String>, Vec<i64>) = versions.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO event_streams (stream, version) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
-             ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
-        )
-        .bind(&touched)
-        .bind(&touched_versions)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map(op, e))?;
-        sqlx::query("UPDATE event_head SET last_position = $1")
-            .bind(next)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map(op, e))?;
-        // Delivered at commit, in commit order: wakes live tails.
-        sqlx::query("SELECT pg_notify($1, $2)")
+        let rows = sqlx::query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .bind(&ids)
+            .bind(&sources)
+            .bind(&kinds)
+            .bind(&streams)
+            .bind(&sessions)
+            .bind(&ips)
+            .bind(&tags)
+            .bind(&data)
+            .bind(&occurred)
+            .bind(&expect_streams)
+            .bind(&expect_versions)
             .bind(&self.channel)
-            .bind(next.to_string())
-            .execute(&mut *tx)
+            .fetch_all(&self.backend.pool)
             .await
             .map_err(|e| map(op, e))?;
-        tx.commit().await.map_err(|e| map(op, e))?;
-        Ok(AppendOutcome { events: outcomes })
+        let decode = |r: &PgRow| -> std::result::Result<std::result::Result<Appended, (String, i64)>, sqlx::Error> {
+            if let Some(stream) = r.try_get::<Option<String>, _>("conflict_stream")? {
+                return Ok(Err((stream, r.try_get::<Option<i64>, _>("conflict_actual")?.unwrap_or(0))));
+            }
+            let pos: i64 = r.try_get("pos")?;
+            let ver: Option<i64> = r.try_get("ver")?;
+            Ok(Ok(Appended {
+                id: r.try_get("id")?,
+                position: Position::new(pos as u64, 0),
+                version: ver.map(|v| v as u64),
+                duplicate: r.try_get("dup")?,
+            }))
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match decode(row).map_err(|e| map(op, e))? {
+                Ok(appended) => events.push(appended),
+                Err((stream, actual)) => {
+                    let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
+                    return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
+                        .with_detail(ErrorDetail::VersionConflict { stream, expected, actual: actual.max(0) as u64 }));
+                }
+            }
+        }
+        if events.len() != n {
+            return Err(crate::invalid_state("append returned fewer outcomes than events"));
+        }
+        Ok(AppendOutcome { events })
     }
 
     async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
@@ -175,77 +139,6 @@ fn cursor_floor(c: Cursor) -> i64 {
     match c {
         Cursor::Start => 0,
         Cursor::After(p) => i64::try_from(p.major).unwrap_or(i64::MAX),
-    }
-}
-
-/// Column arrays of one INSERT … SELECT FROM UNNEST.
-#[derive(Default)]
-struct Rows {
-    position: Vec<i64>,
-    id: Vec<Uuid>,
-    source: Vec<String>,
-    kind: Vec<String>,
-    stream: Vec<Option<String>>,
-    version: Vec<Option<i64>>,
-    session_id: Vec<Option<String>>,
-    client_ip: Vec<Option<IpNet>>,
-    tags: Vec<serde_json::Value>,
-    data: Vec<serde_json::Value>,
-    occurred_at: Vec<DateTime<Utc>>,
-}
-
-impl Rows {
-    fn push(&mut self, position: i64, version: Option<i64>, e: palisade_core::events::NewEvent) {
-        self.position.push(position);
-        self.id.push(e.id);
-        self.source.push(e.source);
-        self.kind.push(e.kind);
-        self.stream.push(e.stream);
-        self.version.push(version);
-        self.session_id.push(e.session_id);
-        self.client_ip.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
-        self.tags.push(serde_json::Value::from(e.tags));
-        self.data.push(e.data);
-        self.occurred_at.push(truncate_ms(e.occurred_at));
-    }
-
-    fn chunks(&self, size: usize) -> Vec<RowsRef<'_>> {
-        (0..self.position.len())
-            .step_by(size.max(1))
-            .map(|start| RowsRef { rows: self, range: start..(start + size).min(self.position.len()) })
-            .collect()
-    }
-}
-
-struct RowsRef<'a> {
-    rows: &'a Rows,
-    range: std::ops::Range<usize>,
-}
-
-impl RowsRef<'_> {
-    async fn insert(&self, tx: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
-        let r = self.range.clone();
-        let rows = self.rows;
-        sqlx::query(
-            "INSERT INTO events (position, id, source, kind, stream, version, session_id, client_ip, tags, data, occurred_at, recorded_at) \
-             SELECT p, i, s, k, st, v, se, ip, ARRAY(SELECT jsonb_array_elements_text(t)), d, o, date_trunc('milliseconds', now()) \
-             FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::inet[], $9::jsonb[], $10::jsonb[], $11::timestamptz[]) \
-             AS u(p, i, s, k, st, v, se, ip, t, d, o)",
-        )
-        .bind(&rows.position[r.clone()])
-        .bind(&rows.id[r.clone()])
-        .bind(&rows.source[r.clone()])
-        .bind(&rows.kind[r.clone()])
-        .bind(&rows.stream[r.clone()])
-        .bind(&rows.version[r.clone()])
-        .bind(&rows.session_id[r.clone()])
-        .bind(&rows.client_ip[r.clone()])
-        .bind(&rows.tags[r.clone()])
-        .bind(&rows.data[r.clone()])
-        .bind(&rows.occurred_at[r])
-        .execute(tx)
-        .await
-        .map(|_| ())
     }
 }
 
@@ -392,7 +285,7 @@ impl EventStore for PgEventStore {
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate().map_err(tagged("append"))?;
-        self.append_tx(batch).await.map_err(tagged("append"))
+        self.append_once(batch).await.map_err(tagged("append"))
     }
 
     #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]

@@ -215,5 +215,9 @@ async fn live_tail_survives_a_dropped_listen_connection() {
 
 async fn next(tail: &mut palisade_core::events::EventSubscription) -> palisade_core::events::SubscriptionItem {
     use futures::StreamExt;
-    tokio::time::timeout(Duration::from_secs(10), tail.next()).await.expect("tail delivers").expect("stream open").expect("no error")
+    tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("tail delivers")
+        .expect("stream open")
+        .expect("no error")
 }
