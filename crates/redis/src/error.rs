@@ -101,6 +101,7 @@ pub(crate) fn map_fred(op: &'static str, e: fred::error::Error) -> Error {
 }
 
 /// Whether `word` looks like a Redis error code (upper-case ASCII letters).
+#[cfg(feature = "fred")]
 fn is_server_code(word: &str) -> bool {
     !word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase())
 }

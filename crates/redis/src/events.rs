@@ -52,7 +52,7 @@ use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
 
 use crate::clients::{Client, Cmd, Reply};
-use crate::error::{corrupt, tagged};
+use crate::error::corrupt;
 use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
 
 /// Entries one scan or purge step reads.
@@ -91,14 +91,6 @@ impl RedisEventStore {
         RedisEventStore { backend, prefix }
     }
 
-    fn id(&self) -> &'static str {
-        self.backend.backend()
-    }
-
-    fn invalid(&self, op: &'static str) -> impl Fn(Error) -> Error {
-        tagged(self.id(), op)
-    }
-
     fn log_key(&self) -> Vec<u8> {
         key(&self.prefix, b"log")
     }
@@ -119,20 +111,22 @@ impl RedisEventStore {
 
     /// Decodes a stored entry.
     fn event(&self, id: &Reply, version: &Reply, json: &Reply) -> Result<Event> {
-        let position = id.text().ok().and_then(parse_position).ok_or_else(|| corrupt(self.id(), "stream id"))?;
+        let position =
+            id.text().ok().and_then(parse_position).ok_or_else(|| corrupt(self.backend.backend(), "stream id"))?;
         let version = match version.bytes().unwrap_or_default() {
             b"" => None,
             v => Some(
                 std::str::from_utf8(v)
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| corrupt(self.id(), "stream version"))?,
+                    .ok_or_else(|| corrupt(self.backend.backend(), "stream version"))?,
             ),
         };
-        let new: NewEvent = serde_json::from_slice(json.bytes().map_err(|_| corrupt(self.id(), "event JSON"))?)
-            .map_err(|e| Error::from(e).with_backend(self.id()))?;
+        let new: NewEvent =
+            serde_json::from_slice(json.bytes().map_err(|_| corrupt(self.backend.backend(), "event JSON"))?)
+                .map_err(|e| Error::from(e).with_backend(self.backend.backend()))?;
         let recorded_at = DateTime::<Utc>::from_timestamp_millis(position.major as i64)
-            .ok_or_else(|| corrupt(self.id(), "stream id time"))?;
+            .ok_or_else(|| corrupt(self.backend.backend(), "stream id time"))?;
         Ok(Event::from_new(new, position, version, recorded_at))
     }
 
@@ -157,18 +151,19 @@ impl RedisEventStore {
         };
         let args = vec![dir.as_bytes().to_vec(), start.as_bytes().to_vec(), count.to_string().into_bytes()];
         let reply = self.backend.client.eval(op, &scripts::EVENTS_SCAN, vec![self.log_key(), src], args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op(op))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op(op))?;
         let [last, scanned, entries] = parts.as_slice() else {
-            return Err(corrupt(self.id(), "scan script reply").with_op(op));
+            return Err(corrupt(self.backend.backend(), "scan script reply").with_op(op));
         };
         let last = last.text().ok().and_then(parse_position);
-        let scanned = usize::try_from(scanned.int().map_err(|e| e.with_backend(self.id()).with_op(op))?).unwrap_or(0);
-        let entries = entries.clone().array().map_err(|e| e.with_backend(self.id()).with_op(op))?;
+        let scanned = usize::try_from(scanned.int().map_err(|e| e.with_backend(self.backend.backend()).with_op(op))?)
+            .unwrap_or(0);
+        let entries = entries.clone().array().map_err(|e| e.with_backend(self.backend.backend()).with_op(op))?;
         let events = entries
             .chunks(3)
             .map(|c| match c {
                 [id, v, j] => self.event(id, v, j),
-                _ => Err(corrupt(self.id(), "scan entry")),
+                _ => Err(corrupt(self.backend.backend(), "scan entry")),
             })
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.with_op(op))?;
@@ -198,12 +193,12 @@ impl RedisEventStore {
     }
 
     fn parse_rec(&self, rec: &[u8]) -> Result<(Position, Option<u64>)> {
-        let text = std::str::from_utf8(rec).map_err(|_| corrupt(self.id(), "id record"))?;
-        let (id, version) = text.split_once('|').ok_or_else(|| corrupt(self.id(), "id record"))?;
-        let position = parse_position(id).ok_or_else(|| corrupt(self.id(), "id record position"))?;
+        let text = std::str::from_utf8(rec).map_err(|_| corrupt(self.backend.backend(), "id record"))?;
+        let (id, version) = text.split_once('|').ok_or_else(|| corrupt(self.backend.backend(), "id record"))?;
+        let position = parse_position(id).ok_or_else(|| corrupt(self.backend.backend(), "id record position"))?;
         let version = match version {
             "" => None,
-            v => Some(v.parse().map_err(|_| corrupt(self.id(), "id record version"))?),
+            v => Some(v.parse().map_err(|_| corrupt(self.backend.backend(), "id record version"))?),
         };
         Ok((position, version))
     }
@@ -212,7 +207,7 @@ impl RedisEventStore {
 #[async_trait]
 impl EventStore for RedisEventStore {
     fn backend(&self) -> &'static str {
-        self.id()
+        self.backend.backend()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -223,9 +218,9 @@ impl EventStore for RedisEventStore {
         self.backend.ping().await
     }
 
-    #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace, events = batch.events.len()))]
+    #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
-        batch.validate().map_err(self.invalid("append"))?;
+        batch.validate().map_err(self.backend.tagged("append"))?;
         let mut args = self.append_args(&batch);
         for e in &batch.events {
             let stored = NewEvent {
@@ -233,7 +228,8 @@ impl EventStore for RedisEventStore {
                 occurred_at: truncate_ms(e.occurred_at),
                 ..e.clone()
             };
-            let json = serde_json::to_vec(&stored).map_err(|err| Error::from(err).with_backend(self.id()))?;
+            let json =
+                serde_json::to_vec(&stored).map_err(|err| Error::from(err).with_backend(self.backend.backend()))?;
             args.push(e.id.to_string().into_bytes());
             args.push(e.stream.clone().unwrap_or_default().into_bytes());
             args.push(e.session_id.clone().unwrap_or_default().into_bytes());
@@ -242,33 +238,34 @@ impl EventStore for RedisEventStore {
         }
         let keys = vec![self.log_key(), key(&self.prefix, b"ids"), key(&self.prefix, b"ver")];
         let reply = self.backend.client.eval("append", &scripts::EVENTS_APPEND, keys, args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("append"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("append"))?;
         let tag = parts.first().and_then(|t| t.text().ok()).unwrap_or_default().to_owned();
         match (tag.as_str(), parts.as_slice()) {
             ("conflict", [_, stream, actual]) => {
-                let stream = stream.text().map_err(|e| e.with_backend(self.id()))?.to_owned();
+                let stream = stream.text().map_err(|e| e.with_backend(self.backend.backend()))?.to_owned();
                 let actual: u64 = actual.text().ok().and_then(|a| a.parse().ok()).unwrap_or(0);
                 let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
                 Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
                     .with_detail(ErrorDetail::VersionConflict { stream, expected, actual })
-                    .with_backend(self.id())
+                    .with_backend(self.backend.backend())
                     .with_op("append"))
             }
             ("dup" | "ok", [_, recs]) => {
-                let recs = recs.clone().array().map_err(|e| e.with_backend(self.id()).with_op("append"))?;
+                let recs =
+                    recs.clone().array().map_err(|e| e.with_backend(self.backend.backend()).with_op("append"))?;
                 if recs.len() != batch.events.len() {
-                    return Err(corrupt(self.id(), "append reply length").with_op("append"));
+                    return Err(corrupt(self.backend.backend(), "append reply length").with_op("append"));
                 }
                 let events = recs
                     .iter()
                     .zip(&batch.events)
                     .map(|(rec, e)| {
-                        let rec = rec.bytes().map_err(|_| corrupt(self.id(), "id record"))?;
+                        let rec = rec.bytes().map_err(|_| corrupt(self.backend.backend(), "id record"))?;
                         let (duplicate, rec) = match (tag.as_str(), rec.split_first()) {
                             ("dup", _) => (true, rec),
                             (_, Some((b'd', rest))) => (true, rest),
                             (_, Some((b'n', rest))) => (false, rest),
-                            _ => return Err(corrupt(self.id(), "id record")),
+                            _ => return Err(corrupt(self.backend.backend(), "id record")),
                         };
                         let (position, version) = self.parse_rec(rec)?;
                         Ok(Appended { id: e.id, position, version, duplicate })
@@ -277,13 +274,13 @@ impl EventStore for RedisEventStore {
                     .map_err(|e| e.with_op("append"))?;
                 Ok(AppendOutcome { events })
             }
-            _ => Err(corrupt(self.id(), "append script reply").with_op("append")),
+            _ => Err(corrupt(self.backend.backend(), "append script reply").with_op("append")),
         }
     }
 
-    #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
-        check_limit(limit).map_err(self.invalid("read"))?;
+        check_limit(limit).map_err(self.backend.tagged("read"))?;
         let start = match after {
             Cursor::Start => "-".to_owned(),
             Cursor::After(p) => format!("({}", stream_id(p)),
@@ -292,9 +289,9 @@ impl EventStore for RedisEventStore {
         Ok(events)
     }
 
-    #[tracing::instrument(name = "palisade.subscribe", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.subscribe", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
-        filter.validate().map_err(self.invalid("subscribe"))?;
+        filter.validate().map_err(self.backend.tagged("subscribe"))?;
         let tail = Tail {
             store: self.clone(),
             filter,
@@ -317,10 +314,10 @@ impl EventStore for RedisEventStore {
         .boxed())
     }
 
-    #[tracing::instrument(name = "palisade.query", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.query", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
-        filter.validate().map_err(self.invalid("query"))?;
-        page.validate().map_err(self.invalid("query"))?;
+        filter.validate().map_err(self.backend.tagged("query"))?;
+        page.validate().map_err(self.backend.tagged("query"))?;
         let source = self.source(&filter);
         let mut start = match (page.after, page.order) {
             (Some(p), _) => format!("({}", stream_id(p)),
@@ -354,10 +351,10 @@ impl EventStore for RedisEventStore {
         Ok(Page { items, next })
     }
 
-    #[tracing::instrument(name = "palisade.count_by", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.count_by", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>> {
-        filter.validate().map_err(self.invalid("count_by"))?;
-        check_limit(top).map_err(self.invalid("count_by"))?;
+        filter.validate().map_err(self.backend.tagged("count_by"))?;
+        check_limit(top).map_err(self.backend.tagged("count_by"))?;
         let source = self.source(&filter);
         let mut counts: HashMap<String, u64> = HashMap::new();
         let mut start = "-".to_owned();
@@ -382,7 +379,7 @@ impl EventStore for RedisEventStore {
                         self.backend.options.scan_limit
                     ),
                 ))
-                .map_err(self.invalid("count_by"));
+                .map_err(self.backend.tagged("count_by"));
             }
             start = format!("({}", stream_id(last));
         }
@@ -390,7 +387,7 @@ impl EventStore for RedisEventStore {
         Ok(rank_groups(groups, top))
     }
 
-    #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         let before = truncate_ms(before).timestamp_millis().to_string();
         let keys = vec![self.log_key(), key(&self.prefix, b"ids")];
@@ -404,12 +401,12 @@ impl EventStore for RedisEventStore {
                 STEP.to_string().into_bytes(),
             ];
             let reply = self.backend.client.eval("purge", &scripts::EVENTS_PURGE, keys.clone(), args).await?;
-            let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("purge"))?;
+            let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("purge"))?;
             let [last, scanned, deleted] = parts.as_slice() else {
-                return Err(corrupt(self.id(), "purge script reply").with_op("purge"));
+                return Err(corrupt(self.backend.backend(), "purge script reply").with_op("purge"));
             };
-            gone += u64::try_from(deleted.int().map_err(|e| e.with_backend(self.id()))?).unwrap_or(0);
-            let scanned = scanned.int().map_err(|e| e.with_backend(self.id()))?;
+            gone += u64::try_from(deleted.int().map_err(|e| e.with_backend(self.backend.backend()))?).unwrap_or(0);
+            let scanned = scanned.int().map_err(|e| e.with_backend(self.backend.backend()))?;
             match last.text().ok().filter(|s| !s.is_empty()) {
                 Some(last) if scanned >= STEP as i64 => start = format!("({last}"),
                 _ => return Ok(gone),
@@ -500,7 +497,7 @@ impl Tail {
             key_at: Some(5),
         };
         let reply = client.call("subscribe", cmd).await?;
-        let id = self.store.id();
+        let id = self.store.backend.backend();
         let mut events = Vec::new();
         for per_key in reply.array().map_err(|e| e.with_backend(id))? {
             let mut parts = per_key.array().map_err(|e| e.with_backend(id))?.into_iter();

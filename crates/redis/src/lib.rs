@@ -273,6 +273,12 @@ impl RedisBackend {
         self.client.backend()
     }
 
+    /// Tags an error from core validation (or shared code) with this
+    /// backend's id and `op`.
+    pub(crate) fn tagged(&self, op: &'static str) -> impl Fn(palisade_core::Error) -> palisade_core::Error {
+        crate::error::tagged(self.backend(), op)
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace

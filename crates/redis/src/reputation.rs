@@ -37,7 +37,7 @@ use palisade_core::{Capabilities, Error, ReputationRepo, Result};
 use uuid::Uuid;
 
 use crate::clients::Reply;
-use crate::error::{corrupt, tagged};
+use crate::error::corrupt;
 use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
 
 /// Redis [`ReputationRepo`] (see the module docs).
@@ -63,14 +63,6 @@ impl RedisReputationRepo {
     pub fn new(backend: RedisBackend) -> Self {
         let prefix = prefix(&backend.namespace, Store::Reputation);
         RedisReputationRepo { backend, prefix }
-    }
-
-    fn id(&self) -> &'static str {
-        self.backend.backend()
-    }
-
-    fn invalid(&self, op: &'static str) -> impl Fn(Error) -> Error {
-        tagged(self.id(), op)
     }
 
     fn ev_prefix(&self) -> String {
@@ -101,10 +93,10 @@ impl RedisReputationRepo {
 
     /// A score from a board's negated score string.
     fn score(&self, reply: &Reply) -> Result<i64> {
-        let neg = reply.double().map_err(|_| corrupt(self.id(), "board score is not a number"))?;
+        let neg = reply.double().map_err(|_| corrupt(self.backend.backend(), "board score is not a number"))?;
         let score = -neg;
         if !score.is_finite() || score.fract() != 0.0 || score.abs() > MAX_SCORE as f64 {
-            return Err(corrupt(self.id(), "board score is not an integer within 2^53"));
+            return Err(corrupt(self.backend.backend(), "board score is not an integer within 2^53"));
         }
         Ok(score as i64)
     }
@@ -114,8 +106,8 @@ impl RedisReputationRepo {
     fn ranked(&self, kind: SubjectKind, start: u64, higher: u64, page: Vec<Reply>) -> Result<Vec<Ranked>> {
         let mut out: Vec<Ranked> = Vec::with_capacity(page.len() / 2);
         for (i, pair) in page.chunks(2).enumerate() {
-            let [member, score] = pair else { return Err(corrupt(self.id(), "odd WITHSCORES reply")) };
-            let id = member.text().map_err(|_| corrupt(self.id(), "subject id is not UTF-8"))?.to_owned();
+            let [member, score] = pair else { return Err(corrupt(self.backend.backend(), "odd WITHSCORES reply")) };
+            let id = member.text().map_err(|_| corrupt(self.backend.backend(), "subject id is not UTF-8"))?.to_owned();
             let score = self.score(score)?;
             let rank = match out.last() {
                 None => higher + 1,
@@ -128,7 +120,10 @@ impl RedisReputationRepo {
     }
 
     fn count(&self, r: &Reply) -> Result<u64> {
-        r.int().ok().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt(self.id(), "negative count"))
+        r.int()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| corrupt(self.backend.backend(), "negative count"))
     }
 
     fn ms_bound(t: Option<DateTime<Utc>>, exclusive: bool, open: &str) -> String {
@@ -143,7 +138,7 @@ impl RedisReputationRepo {
 #[async_trait]
 impl ReputationRepo for RedisReputationRepo {
     fn backend(&self) -> &'static str {
-        self.id()
+        self.backend.backend()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -154,13 +149,14 @@ impl ReputationRepo for RedisReputationRepo {
         self.backend.ping().await
     }
 
-    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
-        event.validate().map_err(self.invalid("record"))?;
+        event.validate().map_err(self.backend.tagged("record"))?;
         let event = ReputationEvent { at: truncate_ms(event.at), ..event };
         let [all, day, week, month] = Period::all_containing(event.at);
         let kind = event.subject.kind;
-        let json = serde_json::to_vec(&event).map_err(|e| Error::from(e).with_backend(self.id()).with_op("record"))?;
+        let json = serde_json::to_vec(&event)
+            .map_err(|e| Error::from(e).with_backend(self.backend.backend()).with_op("record"))?;
         let keys = vec![
             key(&self.ev_prefix(), hex(event.id).as_bytes()),
             self.log_key(),
@@ -170,7 +166,7 @@ impl ReputationRepo for RedisReputationRepo {
             self.board_key(kind, week),
             self.board_key(kind, month),
         ];
-        let expiry = |p| self.expire_at(p).map_err(self.invalid("record"));
+        let expiry = |p| self.expire_at(p).map_err(self.backend.tagged("record"));
         let args = vec![
             hex(event.id).into_bytes(),
             json,
@@ -185,22 +181,22 @@ impl ReputationRepo for RedisReputationRepo {
             MAX_SCORE.to_string().into_bytes(),
         ];
         let reply = self.backend.client.eval("record", &scripts::REPUTATION_RECORD, keys, args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("record"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("record"))?;
         match parts.as_slice() {
             [code, score] if matches!(code.int(), Ok(0 | 1)) => Ok(Recorded {
                 score: self.score(score).map_err(|e| e.with_op("record"))?,
                 duplicate: matches!(code.int(), Ok(1)),
             }),
             [code] if matches!(code.int(), Ok(2)) => {
-                Err(Error::invalid("score would leave ±(2^53 - 1)")).map_err(self.invalid("record"))
+                Err(Error::invalid("score would leave ±(2^53 - 1)")).map_err(self.backend.tagged("record"))
             }
-            _ => Err(corrupt(self.id(), "record script reply").with_op("record")),
+            _ => Err(corrupt(self.backend.backend(), "record script reply").with_op("record")),
         }
     }
 
-    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn score(&self, subject: &Subject) -> Result<i64> {
-        subject.validate().map_err(self.invalid("score"))?;
+        subject.validate().map_err(self.backend.tagged("score"))?;
         let cmd = crate::Cmd::keyed("ZSCORE", self.board_key(subject.kind, Period::AllTime)).arg(&subject.id);
         let reply = self.backend.client.call("score", cmd).await?;
         if reply.is_nil() {
@@ -209,11 +205,11 @@ impl ReputationRepo for RedisReputationRepo {
         self.score(&reply).map_err(|e| e.with_op("score"))
     }
 
-    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn history(&self, subject: &Subject, range: TimeRange, limit: usize) -> Result<Vec<ReputationEvent>> {
-        subject.validate().map_err(self.invalid("history"))?;
-        range.validate().map_err(self.invalid("history"))?;
-        check_ranked_limit(limit).map_err(self.invalid("history"))?;
+        subject.validate().map_err(self.backend.tagged("history"))?;
+        range.validate().map_err(self.backend.tagged("history"))?;
+        check_ranked_limit(limit).map_err(self.backend.tagged("history"))?;
         let args = vec![
             self.ev_prefix().into_bytes(),
             Self::ms_bound(range.to, true, "+inf").into_bytes(),
@@ -222,72 +218,73 @@ impl ReputationRepo for RedisReputationRepo {
         ];
         let keys = vec![self.history_key(subject)];
         let reply = self.backend.client.eval("history", &scripts::REPUTATION_HISTORY, keys, args).await?;
-        let items = reply.array().map_err(|e| e.with_backend(self.id()).with_op("history"))?;
+        let items = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("history"))?;
         items
             .iter()
             .filter(|r| !r.is_nil())
             .map(|r| {
-                let bytes = r.bytes().map_err(|e| e.with_backend(self.id()))?;
-                serde_json::from_slice(bytes).map_err(|e| Error::from(e).with_backend(self.id()))
+                let bytes = r.bytes().map_err(|e| e.with_backend(self.backend.backend()))?;
+                serde_json::from_slice(bytes).map_err(|e| Error::from(e).with_backend(self.backend.backend()))
             })
             .collect::<Result<_>>()
             .map_err(|e| e.with_op("history"))
     }
 
-    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
-        period.validate().map_err(self.invalid("leaderboard"))?;
-        check_ranked_limit(limit).map_err(self.invalid("leaderboard"))?;
+        period.validate().map_err(self.backend.tagged("leaderboard"))?;
+        check_ranked_limit(limit).map_err(self.backend.tagged("leaderboard"))?;
         let args = vec![offset.to_string().into_bytes(), (offset + limit - 1).to_string().into_bytes()];
         let keys = vec![self.board_key(kind, period)];
         let reply = self.backend.client.eval("leaderboard", &scripts::REPUTATION_PAGE, keys, args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("leaderboard"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("leaderboard"))?;
         let mut parts = parts.into_iter();
         let (Some(higher), Some(page)) = (parts.next(), parts.next()) else { return Ok(Vec::new()) };
         let higher = self.count(&higher)?;
-        let page = page.array().map_err(|e| e.with_backend(self.id()))?;
+        let page = page.array().map_err(|e| e.with_backend(self.backend.backend()))?;
         self.ranked(kind, offset as u64, higher, page).map_err(|e| e.with_op("leaderboard"))
     }
 
-    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
-        subject.validate().map_err(self.invalid("rank"))?;
-        period.validate().map_err(self.invalid("rank"))?;
+        subject.validate().map_err(self.backend.tagged("rank"))?;
+        period.validate().map_err(self.backend.tagged("rank"))?;
         let keys = vec![self.board_key(subject.kind, period)];
         let args = vec![subject.id.clone().into_bytes()];
         let reply = self.backend.client.eval("rank", &scripts::REPUTATION_RANK, keys, args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("rank"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("rank"))?;
         let [score, higher] = parts.as_slice() else { return Ok(None) };
         let score = self.score(score).map_err(|e| e.with_op("rank"))?;
         let rank = self.count(higher).map_err(|e| e.with_op("rank"))? + 1;
         Ok(Some(Ranked { subject: subject.clone(), score, rank }))
     }
 
-    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
-        subject.validate().map_err(self.invalid("around"))?;
-        period.validate().map_err(self.invalid("around"))?;
+        subject.validate().map_err(self.backend.tagged("around"))?;
+        period.validate().map_err(self.backend.tagged("around"))?;
         if k > MAX_RANKED {
-            return Err(Error::invalid(format!("k must be at most {MAX_RANKED}"))).map_err(self.invalid("around"));
+            return Err(Error::invalid(format!("k must be at most {MAX_RANKED}")))
+                .map_err(self.backend.tagged("around"));
         }
         let keys = vec![self.board_key(subject.kind, period)];
         let args = vec![subject.id.clone().into_bytes(), k.to_string().into_bytes()];
         let reply = self.backend.client.eval("around", &scripts::REPUTATION_AROUND, keys, args).await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("around"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("around"))?;
         let mut parts = parts.into_iter();
         let (Some(start), Some(higher), Some(page)) = (parts.next(), parts.next(), parts.next()) else {
             return Ok(Vec::new());
         };
         let start = self.count(&start)?;
         let higher = self.count(&higher)?;
-        let page = page.array().map_err(|e| e.with_backend(self.id()))?;
+        let page = page.array().map_err(|e| e.with_backend(self.backend.backend()))?;
         self.ranked(subject.kind, start, higher, page).map_err(|e| e.with_op("around"))
     }
 
-    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn rebuild(&self, period: Period) -> Result<u64> {
-        period.validate().map_err(self.invalid("rebuild"))?;
-        let range = period.range().map_err(self.invalid("rebuild"))?;
+        period.validate().map_err(self.backend.tagged("rebuild"))?;
+        let range = period.range().map_err(self.backend.tagged("rebuild"))?;
         let keys = vec![
             self.log_key(),
             self.board_key(SubjectKind::User, period),
@@ -297,7 +294,7 @@ impl ReputationRepo for RedisReputationRepo {
             Self::ms_bound(range.from, false, "-inf").into_bytes(),
             Self::ms_bound(range.to, true, "+inf").into_bytes(),
             self.ev_prefix().into_bytes(),
-            self.expire_at(period).map_err(self.invalid("rebuild"))?.into_bytes(),
+            self.expire_at(period).map_err(self.backend.tagged("rebuild"))?.into_bytes(),
         ];
         let reply = self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD, keys, args).await?;
         self.count(&reply).map_err(|e| e.with_op("rebuild"))

@@ -22,7 +22,7 @@ use palisade_core::{Capabilities, Error, ErrorKind, Result, SessionCache};
 use serde_json::Value;
 
 use crate::clients::{Cmd, Reply};
-use crate::error::{corrupt, tagged};
+use crate::error::corrupt;
 use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
 
 /// Redis [`SessionCache`] (see the module docs).
@@ -41,14 +41,6 @@ impl RedisSessionCache {
 
     fn key(&self, k: &str) -> Vec<u8> {
         key(&self.prefix, k.as_bytes())
-    }
-
-    fn id(&self) -> &'static str {
-        self.backend.backend()
-    }
-
-    fn invalid(&self, op: &'static str) -> impl Fn(Error) -> Error {
-        tagged(self.id(), op)
     }
 }
 
@@ -69,7 +61,7 @@ fn decimal(reply: &Reply, backend: &'static str) -> Result<i64> {
 #[async_trait]
 impl SessionCache for RedisSessionCache {
     fn backend(&self) -> &'static str {
-        self.id()
+        self.backend.backend()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -80,10 +72,10 @@ impl SessionCache for RedisSessionCache {
         self.backend.ping().await
     }
 
-    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
-        check_key(key).map_err(self.invalid("set"))?;
-        let ttl = ttl_opt(ttl).map_err(self.invalid("set"))?;
+        check_key(key).map_err(self.backend.tagged("set"))?;
+        let ttl = ttl_opt(ttl).map_err(self.backend.tagged("set"))?;
         let mut cmd = Cmd::keyed("SET", self.key(key)).arg(value.to_string());
         if let Some(ms) = ttl {
             cmd = cmd.arg("PX").arg(ms.to_string());
@@ -98,37 +90,37 @@ impl SessionCache for RedisSessionCache {
         Ok(!reply.is_nil())
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        check_key(key).map_err(self.invalid("get"))?;
+        check_key(key).map_err(self.backend.tagged("get"))?;
         let reply = self.backend.client.call("get", Cmd::keyed("GET", self.key(key))).await?;
         if reply.is_nil() {
             return Ok(None);
         }
-        decode(self.id(), &reply).map(Some).map_err(|e| e.with_op("get"))
+        decode(self.backend.backend(), &reply).map(Some).map_err(|e| e.with_op("get"))
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn delete(&self, key: &str) -> Result<bool> {
-        check_key(key).map_err(self.invalid("delete"))?;
+        check_key(key).map_err(self.backend.tagged("delete"))?;
         let reply = self.backend.client.call("delete", Cmd::keyed("DEL", self.key(key))).await?;
-        Ok(reply.int().map_err(|e| e.with_backend(self.id()).with_op("delete"))? > 0)
+        Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("delete"))? > 0)
     }
 
-    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
-        check_key(key).map_err(self.invalid("expire"))?;
-        let ms = ttl_millis(ttl).map_err(self.invalid("expire"))?;
+        check_key(key).map_err(self.backend.tagged("expire"))?;
+        let ms = ttl_millis(ttl).map_err(self.backend.tagged("expire"))?;
         let cmd = Cmd::keyed("PEXPIRE", self.key(key)).arg(ms.to_string());
         let reply = self.backend.client.call("expire", cmd).await?;
-        Ok(reply.int().map_err(|e| e.with_backend(self.id()).with_op("expire"))? == 1)
+        Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("expire"))? == 1)
     }
 
-    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        check_key(key).map_err(self.invalid("ttl"))?;
+        check_key(key).map_err(self.backend.tagged("ttl"))?;
         let reply = self.backend.client.call("ttl", Cmd::keyed("PTTL", self.key(key))).await?;
-        Ok(match reply.int().map_err(|e| e.with_backend(self.id()).with_op("ttl"))? {
+        Ok(match reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("ttl"))? {
             -1 => KeyTtl::Persistent,
             // -2: no such key; 0: expires this millisecond (expired by the contract).
             ms if ms <= 0 => KeyTtl::Missing,
@@ -136,58 +128,58 @@ impl SessionCache for RedisSessionCache {
         })
     }
 
-    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
-        check_key(key).map_err(self.invalid("push"))?;
-        check_history_len(max_len).map_err(self.invalid("push"))?;
-        let ttl = ttl_opt(ttl).map_err(self.invalid("push"))?;
+        check_key(key).map_err(self.backend.tagged("push"))?;
+        check_history_len(max_len).map_err(self.backend.tagged("push"))?;
+        let ttl = ttl_opt(ttl).map_err(self.backend.tagged("push"))?;
         let args = vec![
             entry.to_string().into_bytes(),
             max_len.to_string().into_bytes(),
             ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes(),
         ];
         let reply = self.backend.client.eval("push", &scripts::SESSION_PUSH, vec![self.key(key)], args).await?;
-        let len = reply.int().map_err(|e| e.with_backend(self.id()).with_op("push"))?;
-        usize::try_from(len).map_err(|_| corrupt(self.id(), "negative list length").with_op("push"))
+        let len = reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("push"))?;
+        usize::try_from(len).map_err(|_| corrupt(self.backend.backend(), "negative list length").with_op("push"))
     }
 
-    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
-        check_key(key).map_err(self.invalid("range"))?;
-        check_history_len(limit).map_err(self.invalid("range"))?;
+        check_key(key).map_err(self.backend.tagged("range"))?;
+        check_history_len(limit).map_err(self.backend.tagged("range"))?;
         let cmd = Cmd::keyed("LRANGE", self.key(key)).arg("0").arg((limit - 1).to_string());
         let reply = self.backend.client.call("range", cmd).await?;
-        let items = reply.array().map_err(|e| e.with_backend(self.id()).with_op("range"))?;
-        items.iter().map(|r| decode(self.id(), r).map_err(|e| e.with_op("range"))).collect()
+        let items = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("range"))?;
+        items.iter().map(|r| decode(self.backend.backend(), r).map_err(|e| e.with_op("range"))).collect()
     }
 
-    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
-        check_key(key).map_err(self.invalid("incr"))?;
-        let ttl = ttl_opt(ttl_on_create).map_err(self.invalid("incr"))?;
+        check_key(key).map_err(self.backend.tagged("incr"))?;
+        let ttl = ttl_opt(ttl_on_create).map_err(self.backend.tagged("incr"))?;
         let args = vec![by.to_string().into_bytes(), ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes()];
         let reply = self.backend.client.eval("incr", &scripts::SESSION_INCR, vec![self.key(key)], args).await?;
-        decimal(&reply, self.id()).map_err(|e| e.with_op("incr"))
+        decimal(&reply, self.backend.backend()).map_err(|e| e.with_op("incr"))
     }
 
-    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = self.id(), namespace = %self.backend.namespace))]
+    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
-        check_key(key).map_err(self.invalid("hit"))?;
+        check_key(key).map_err(self.backend.tagged("hit"))?;
         if limit == 0 {
-            return Err(Error::invalid("rate limit must be at least 1")).map_err(self.invalid("hit"));
+            return Err(Error::invalid("rate limit must be at least 1")).map_err(self.backend.tagged("hit"));
         }
-        let window_ms = ttl_millis(window).map_err(self.invalid("hit"))?;
+        let window_ms = ttl_millis(window).map_err(self.backend.tagged("hit"))?;
         let reply = self
             .backend
             .client
             .eval("hit", &scripts::SESSION_HIT, vec![self.key(key)], vec![window_ms.to_string().into_bytes()])
             .await?;
-        let parts = reply.array().map_err(|e| e.with_backend(self.id()).with_op("hit"))?;
+        let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("hit"))?;
         let [count, pttl] = parts.as_slice() else {
-            return Err(corrupt(self.id(), "rate-limit script reply").with_op("hit"));
+            return Err(corrupt(self.backend.backend(), "rate-limit script reply").with_op("hit"));
         };
-        let count = decimal(count, self.id()).map_err(|e| e.with_op("hit"))?;
-        let pttl = pttl.int().map_err(|e| e.with_backend(self.id()).with_op("hit"))?;
+        let count = decimal(count, self.backend.backend()).map_err(|e| e.with_op("hit"))?;
+        let pttl = pttl.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("hit"))?;
         Ok(Decision::from_count(u64::try_from(count).unwrap_or(0), limit, TimeDelta::milliseconds(pttl)))
     }
 }
