@@ -37,7 +37,7 @@ pub(crate) fn map(op: &'static str, e: sqlx::Error) -> Error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let (kind, temporary) = classify_sqlstate(&code);
-            let detail = (code == "23505")
+            let detail = (code == "23505" || code == "23P01")
                 .then(|| ErrorDetail::UniqueViolation { index: db.constraint().unwrap_or("unknown").to_owned() });
             (kind, temporary, detail, format!("postgres error {code}"))
         }
@@ -85,8 +85,7 @@ pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
     move |e| e.with_backend(BACKEND).with_op(op)
 }
 
-/// Faults the document store detects itself (uniqueness is checked with
-/// `ON CONFLICT DO NOTHING`, so it is not a SQLSTATE).
+/// Faults the document store detects itself.
 #[derive(Debug)]
 pub(crate) enum DocumentFault {
     /// The collection does not exist.

@@ -157,7 +157,15 @@ async fn random_filters_and_sorts_agree_with_the_reference() {
     eprintln!("seed {seed} (replay with PALISADE_SEED={seed})");
     with_store(move |store| async move {
         let mut rng = StdRng::seed_from_u64(seed);
+        // "i" indexes every path (so its filters take the index-range
+        // shortcut), "c" none; both must agree with the reference.
+        let mut indexed = CollectionSpec::new("i");
+        for pair in PATHS.chunks(2) {
+            let fields = vec![SortKey::asc(pair[0]).unwrap(), SortKey::desc(pair[1]).unwrap()];
+            indexed = indexed.with_index(IndexSpec::on(fields));
+        }
         store.ensure_collection(CollectionSpec::new("c")).await.unwrap();
+        store.ensure_collection(indexed).await.unwrap();
         let docs: Vec<Value> = (0..120)
             .map(|i| {
                 let mut d = object(&mut rng, 2);
@@ -165,8 +173,10 @@ async fn random_filters_and_sorts_agree_with_the_reference() {
                 d
             })
             .collect();
-        let stored = store.insert_many("c", docs).await.unwrap();
-        for _ in 0..150 {
+        let stored = store.insert_many("c", docs.clone()).await.unwrap();
+        store.insert_many("i", docs).await.unwrap();
+        for round in 0..300 {
+            let collection = if round % 2 == 0 { "c" } else { "i" };
             let json_filter = filter(&mut rng, 2);
             let parsed = Filter::parse(&json_filter).unwrap();
             let mut want: Vec<&Value> = stored.iter().filter(|d| matches(&parsed, d)).collect();
@@ -182,10 +192,11 @@ async fn random_filters_and_sorts_agree_with_the_reference() {
             let want: Vec<String> = want.into_iter().skip(skip).take(limit).map(id_of).collect();
             let mut options = FindOptions::new(parsed.clone()).skip(skip).limit(limit);
             options.sort = keys.clone();
-            let got: Vec<String> = store.find("c", options).await.unwrap().iter().map(id_of).collect();
-            assert_eq!(got, want, "seed {seed}: filter {json_filter}, sort {keys:?}, skip {skip}, limit {limit}");
-            let counted = store.count("c", parsed).await.unwrap();
-            assert_eq!(counted, expected_count, "seed {seed}: count {json_filter}");
+            let got: Vec<String> = store.find(collection, options).await.unwrap().iter().map(id_of).collect();
+            let what = format!("seed {seed}: {collection}: filter {json_filter}, sort {keys:?}, skip {skip}, limit {limit}");
+            assert_eq!(got, want, "{what}");
+            let counted = store.count(collection, parsed).await.unwrap();
+            assert_eq!(counted, expected_count, "seed {seed}: {collection}: count {json_filter}");
         }
     })
     .await;
@@ -196,7 +207,7 @@ fn unique_violation<T: std::fmt::Debug>(r: palisade_core::Result<T>) -> String {
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     match e.detail() {
         Some(ErrorDetail::UniqueViolation { index }) => index.clone(),
-        other => panic!("expected UniqueViolation, got {other:?}"),
+        other => panic!("expected UniqueViolation, got {other:?}: {e:?}"),
     }
 }
 
@@ -272,6 +283,193 @@ async fn nul_in_a_string_is_invalid_input() {
         assert_eq!(store.count("c", Filter::all()).await.unwrap(), 0);
         let e = store.count("c", Filter::eq("s", json!("a\u{0}b")).unwrap()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    })
+    .await;
+}
+
+/// Connects to a fresh namespace (migrated unless `migrate` is false), runs
+/// `case` with the backend, drops the namespace.
+async fn with_backend<F, Fut>(migrate: bool, case: F)
+where
+    F: FnOnce(PgBackend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
+        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
+        assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
+        eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
+        return;
+    };
+    let config = PgConfig::new(url, Namespace::random("pgidx").unwrap());
+    let backend = if migrate {
+        PgBackend::connect(&config).await.expect("postgres is reachable")
+    } else {
+        PgBackend::connect_without_migrating(&config).await.expect("postgres is reachable")
+    };
+    let outcome = tokio::spawn(case(backend.clone())).await;
+    backend.drop_namespace().await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Every `"Index Name"` in an `EXPLAIN (FORMAT JSON)` plan.
+fn index_names(plan: &Value) -> Vec<String> {
+    match plan {
+        Value::Object(m) => m
+            .iter()
+            .flat_map(|(k, v)| match (k.as_str(), v) {
+                ("Index Name", Value::String(name)) => vec![name.clone()],
+                _ => index_names(v),
+            })
+            .collect(),
+        Value::Array(a) => a.iter().flat_map(index_names).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Declared indexes exist in Postgres (a btree per index, an exclusion
+/// constraint per unique one, on the collection's own partition), range and
+/// equality filters on indexed fields use them, and dropping the collection
+/// drops them.
+#[tokio::test]
+async fn declared_indexes_are_postgres_indexes_that_filters_use() {
+    with_backend(true, |backend| async move {
+        let store = backend.documents();
+        let spec = CollectionSpec::new("alerts")
+            .with_index(IndexSpec::on(vec![SortKey::desc("seen").unwrap()]))
+            .with_index(IndexSpec::unique(vec![SortKey::asc("ip").unwrap(), SortKey::asc("port").unwrap()]))
+            .with_index(IndexSpec::on(vec![SortKey::asc("meta.score").unwrap()]));
+        store.ensure_collection(spec).await.unwrap();
+        let docs: Vec<Value> = (0..4000)
+            .map(|i| {
+                json!({
+                    "seen": format!("2026-11-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24),
+                    "ip": format!("10.0.{}.{}", i / 256, i % 256), "port": 443,
+                    "meta": {"score": i},
+                })
+            })
+            .collect();
+        store.insert_many("alerts", docs).await.unwrap();
+        let ns = backend.namespace().as_str().to_owned();
+        let pool = backend.pool();
+        sqlx::query("ANALYZE documents").execute(pool).await.unwrap();
+
+        let btrees: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%palisade_doc_sort_key%'",
+        )
+        .bind(&ns)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(btrees, 3, "one btree expression index per declared index");
+        let exclusions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 AND c.contype = 'x'",
+        )
+        .bind(&ns)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(exclusions, 1, "one exclusion constraint per unique index");
+
+        let uses = |filter: Value| {
+            let store = store.clone();
+            async move {
+                let plan = store.explain("alerts", &FindOptions::new(Filter::parse(&filter).unwrap())).await.unwrap();
+                index_names(&plan)
+            }
+        };
+        let names = uses(json!({"seen": {"$gte": "2026-11-28T20:00:00Z"}})).await;
+        assert!(names.iter().any(|n| n.ends_with("_index_0")), "seen range uses index 0: {names:?}");
+        let names = uses(json!({"meta.score": {"$lt": 10}})).await;
+        assert!(names.iter().any(|n| n.ends_with("_index_2")), "nested score range uses index 2: {names:?}");
+        let names = uses(json!({"meta.score": {"$in": [7, 3000]}})).await;
+        assert!(names.iter().any(|n| n.ends_with("_index_2")), "$in uses index 2: {names:?}");
+        let names = uses(json!({"port": {"$gt": 100}})).await;
+        assert!(names.is_empty(), "port leads no index: {names:?}");
+        let found = store
+            .find("alerts", FindOptions::new(Filter::parse(&json!({"meta.score": {"$lt": 10}})).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 10);
+
+        assert!(store.drop_collection("alerts").await.unwrap());
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname LIKE 'documents\\_%' AND c.relkind IN ('r', 'i')",
+        )
+        .bind(&ns)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "the collection's partition and its indexes are gone");
+        let e = store.explain("alerts", &FindOptions::new(Filter::all())).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    })
+    .await;
+}
+
+/// Unique values of any size are compared whole (no btree size limit, no
+/// prefix collisions), and queries on them still find exactly the right one.
+#[tokio::test]
+async fn unique_index_compares_long_values_whole() {
+    with_store(|store| async move {
+        let spec = CollectionSpec::new("c").with_index(IndexSpec::unique(vec![SortKey::asc("blob").unwrap()]));
+        store.ensure_collection(spec).await.unwrap();
+        let long = "x".repeat(20_000);
+        store.insert("c", json!({"_id": "a", "blob": format!("{long}a")})).await.unwrap();
+        store.insert("c", json!({"_id": "b", "blob": format!("{long}b")})).await.unwrap();
+        unique_violation(store.insert("c", json!({"_id": "c", "blob": format!("{long}a")})).await);
+        let hits = store.find("c", FindOptions::new(Filter::eq("blob", json!(format!("{long}b"))).unwrap())).await;
+        assert_eq!(hits.unwrap().iter().map(id_of).collect::<Vec<_>>(), ["b"]);
+        let above = Filter::parse(&json!({"blob": {"$gt": format!("{long}a")}})).unwrap();
+        assert_eq!(store.count("c", above).await.unwrap(), 1);
+    })
+    .await;
+}
+
+/// A namespace migrated before document partitions (0005) keeps its
+/// collections and live documents through the upgrade, and their unique
+/// indexes hold afterwards.
+#[tokio::test]
+async fn upgrading_from_unpartitioned_documents_keeps_them() {
+    with_backend(false, |backend| async move {
+        let ns = backend.namespace().as_str().to_owned();
+        let mut old = sqlx::migrate::Migrator::with_migrations(
+            palisade_pg_sqlx::MIGRATIONS.iter().filter(|m| m.version <= 5).cloned().collect(),
+        );
+        old.dangerous_set_table_name(format!("{ns}.palisade_migrations"));
+        old.create_schema(ns.clone());
+        old.run(backend.pool()).await.unwrap();
+        let spec = json!({"schema": null, "ttl": null, "indexes": [
+            {"fields": [{"path": ["ip"], "order": "asc"}], "unique": true}]});
+        sqlx::query("INSERT INTO collections (name, spec) VALUES ('hosts', $1), ('empty', $2)")
+            .bind(&spec)
+            .bind(json!({"schema": null, "ttl": null, "indexes": []}))
+            .execute(backend.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO documents (collection, id, body, version, expires_at) VALUES \
+             ('hosts', 'h1', '{\"_id\": \"h1\", \"_version\": 1, \"ip\": \"10.0.0.1\"}', 1, NULL), \
+             ('hosts', 'h2', '{\"_id\": \"h2\", \"_version\": 3, \"ip\": \"10.0.0.2\"}', 3, NULL), \
+             ('hosts', 'gone', '{\"_id\": \"gone\", \"_version\": 1, \"ip\": \"10.0.0.3\"}', 1, now() - interval '1 hour')",
+        )
+        .execute(backend.pool())
+        .await
+        .unwrap();
+
+        backend.migrate().await.unwrap();
+        let store = backend.documents();
+        assert_eq!(store.count("hosts", Filter::all()).await.unwrap(), 2);
+        assert_eq!(store.get("hosts", "h2").await.unwrap().unwrap()["_version"], json!(3));
+        unique_violation(store.insert("hosts", json!({"_id": "h3", "ip": "10.0.0.1"})).await);
+        store.insert("hosts", json!({"_id": "h3", "ip": "10.0.0.3"})).await.expect("the expired value was not moved");
+        assert_eq!(store.count("empty", Filter::all()).await.unwrap(), 0);
+        let unchanged = CollectionSpec::new("hosts").with_index(IndexSpec::unique(vec![SortKey::asc("ip").unwrap()]));
+        assert!(!store.ensure_collection(unchanged).await.unwrap(), "the stored spec is unchanged");
+        assert!(store.drop_collection("hosts").await.unwrap());
     })
     .await;
 }

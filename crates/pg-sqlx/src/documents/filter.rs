@@ -3,11 +3,16 @@
 //! parameter; the SQL text is built only from fixed fragments. The documents
 //! table is always aliased `d`.
 //!
-//! Two shortcuts keep the semantics and save time: a top-level field reaches
+//! Three shortcuts keep the semantics and save time: a top-level field reaches
 //! one value, so its conditions use the inlinable `*_top` functions instead of
-//! a path walk; and `$eq`/`$in` are preceded by a jsonb containment test that
+//! a path walk; `$eq`/`$in` are preceded by a jsonb containment test that
 //! every match passes (see [`containment_shapes`]), which the GIN index on
-//! `body` answers.
+//! `body` answers; and a comparison on a field of one of the collection's
+//! indexes is preceded by a range over `palisade_doc_sort_key` that every
+//! match passes (see [`Sql::index_range`]), which that btree index answers.
+//! Each shortcut is implied by the exact test after it, so it can only make a
+//! query faster. Queries run as unnamed statements (planned with their
+//! parameter values), so a bound path matches the index expression.
 
 use palisade_core::documents::{array_index, FieldOp, FieldPath, Filter, SortKey, SortOrder};
 use serde_json::{Map, Value};
@@ -29,12 +34,20 @@ pub(super) enum Bind {
 pub(super) struct Sql {
     text: String,
     binds: Vec<Bind>,
+    /// Paths some btree index of the collection covers (see `Sql::index_range`).
+    indexed: Vec<FieldPath>,
 }
 
 impl Sql {
     /// Starts with a fixed fragment.
     pub(super) fn new(fragment: &'static str) -> Self {
-        Sql { text: fragment.to_owned(), binds: Vec::new() }
+        Sql { text: fragment.to_owned(), binds: Vec::new(), indexed: Vec::new() }
+    }
+
+    /// Lets filters use the btree indexes over `paths`.
+    pub(super) fn with_indexed(mut self, paths: &[FieldPath]) -> Self {
+        self.indexed = paths.to_vec();
+        self
     }
 
     /// Appends a fixed fragment.
@@ -58,10 +71,12 @@ impl Sql {
         &self.text
     }
 
-    /// The query, ready to run.
+    /// The query, ready to run: an unnamed statement, planned with its
+    /// parameter values (a generic plan could not match a bound path to an
+    /// index expression, nor prune to the collection's partition at plan time).
     pub(super) fn query(self) -> Query<'static, Postgres, PgArguments> {
         // Only fixed fragments and `$n` placeholders were ever appended.
-        let mut q = sqlx::query(AssertSqlSafe(self.text));
+        let mut q = sqlx::query(AssertSqlSafe(self.text)).persistent(false);
         for b in self.binds {
             q = match b {
                 Bind::Text(v) => q.bind(v),
@@ -110,6 +125,15 @@ impl Sql {
                 _ => {}
             }
         }
+        let range = self.indexed.contains(path).then(|| IndexRange::of(op)).flatten();
+        if let Some(range) = range {
+            self.push("(").index_range(path, range).push(" AND ");
+            return self.exact(path, op).push(")");
+        }
+        self.exact(path, op)
+    }
+
+    fn exact(&mut self, path: &FieldPath, op: &FieldOp) -> &mut Self {
         match op {
             FieldOp::Eq(x) => self.prefiltered(path, std::slice::from_ref(x), |s| s.eq(path, x)),
             FieldOp::Ne(x) => self.push("NOT ").eq(path, x),
@@ -186,6 +210,39 @@ impl Sql {
         exact(self).push(")")
     }
 
+    /// A condition on the index key of `path` that every document matching
+    /// the operator passes, which a btree index over
+    /// `palisade_doc_sort_key(body, path)` (see `migrations/0006`) answers.
+    /// Keys order by type bracket, then value, and '9' marks arrays (always
+    /// candidates); the bounds are inclusive because number and string keys
+    /// are only monotone (float8 rounding, strings cut at 64 characters).
+    fn index_range(&mut self, path: &FieldPath, range: IndexRange<'_>) -> &mut Self {
+        match range {
+            IndexRange::AnyOf(xs) => self
+                .sort_key(path)
+                .push(" = ANY(palisade_doc_value_keys(")
+                .bind(Bind::Jsonb(Value::Array(xs.to_vec())), "::jsonb")
+                .push("))"),
+            IndexRange::From(x, bracket) => {
+                self.push("((").sort_key(path).push(" >= palisade_doc_value_key(").bind(Bind::Jsonb(x.clone()), "::jsonb");
+                self.push(") AND ").sort_key(path).push(" < ").push(bracket.end).push(") OR ").sort_key(path);
+                self.push(" = '9')")
+            }
+            IndexRange::UpTo(x, bracket) => {
+                self.push("((").sort_key(path).push(" >= ").push(bracket.start).push(" AND ").sort_key(path);
+                self.push(" <= palisade_doc_value_key(").bind(Bind::Jsonb(x.clone()), "::jsonb").push(")) OR ");
+                self.sort_key(path).push(" = '9')")
+            }
+        }
+    }
+
+    /// The index key of `path` (the expression of the collection's btree indexes).
+    fn sort_key(&mut self, path: &FieldPath) -> &mut Self {
+        self.push("palisade_doc_sort_key(d.body, ")
+            .bind(Bind::TextArray(path.segments().to_vec()), "::text[]")
+            .push(") COLLATE \"C\"")
+    }
+
     /// The value of top-level field `name` (SQL NULL when missing).
     fn top(&mut self, name: &str) -> &mut Self {
         self.push("d.body -> ").bind(Bind::Text(name.to_owned()), "::text")
@@ -257,6 +314,46 @@ impl Sql {
             }
         }
         self.push("d.id")
+    }
+}
+
+/// The index keys of one type bracket: `start <= key < end`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bracket {
+    start: &'static str,
+    end: &'static str,
+}
+
+/// The key range of a condition, when an index key range implies it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IndexRange<'a> {
+    /// The key of one of these values (never `null`, which matches missing fields), or '9'.
+    AnyOf(&'a [Value]),
+    /// From the key of the value to the end of its bracket, or '9'.
+    From(&'a Value, Bracket),
+    /// From the start of the value's bracket to its key, or '9'.
+    UpTo(&'a Value, Bracket),
+}
+
+impl<'a> IndexRange<'a> {
+    fn of(op: &'a FieldOp) -> Option<Self> {
+        match op {
+            FieldOp::Eq(x) if !x.is_null() => Some(IndexRange::AnyOf(std::slice::from_ref(x))),
+            FieldOp::In(xs) if !xs.is_empty() && !xs.iter().any(Value::is_null) => Some(IndexRange::AnyOf(xs)),
+            FieldOp::Gt(x) | FieldOp::Gte(x) => Some(IndexRange::From(x, Self::bracket(x)?)),
+            FieldOp::Lt(x) | FieldOp::Lte(x) => Some(IndexRange::UpTo(x, Self::bracket(x)?)),
+            _ => None,
+        }
+    }
+
+    /// The keys of `x`'s type, for the types comparisons match within.
+    fn bracket(x: &Value) -> Option<Bracket> {
+        match x {
+            Value::Number(_) => Some(Bracket { start: "'2'", end: "'3'" }),
+            Value::String(_) => Some(Bracket { start: "'3'", end: "'4'" }),
+            Value::Bool(_) => Some(Bracket { start: "'8'", end: "'9'" }),
+            _ => None,
+        }
     }
 }
 
@@ -351,6 +448,29 @@ mod tests {
         assert!(shapes("a.b.c.d", &[json!(1)]).is_empty(), "too deep");
         assert_eq!(shapes("a.b.c", &[json!(1), json!(2), json!(3), json!(4)]).len(), 32);
         assert!(shapes("a.b.c", &[json!(1), json!(2), json!(3), json!(4), json!(5)]).is_empty(), "too many");
+    }
+
+    #[test]
+    fn indexed_fields_get_a_key_range_before_the_exact_test() {
+        let indexed = [FieldPath::parse("seen").unwrap()];
+        let translate_indexed = |filter: Value| {
+            let mut sql = Sql::default().with_indexed(&indexed);
+            sql.filter(&Filter::parse(&filter).unwrap());
+            sql
+        };
+        let key = "palisade_doc_sort_key(d.body, $1::text[]) COLLATE \"C\"";
+        let sql = translate_indexed(json!({"seen": {"$gt": "2026"}}));
+        assert!(sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($2::jsonb) AND ")), "{}", sql.text());
+        assert!(sql.text().contains("COLLATE \"C\" < '4') OR "), "strings end at the object bracket: {}", sql.text());
+        assert!(sql.text().contains(" = '9') AND palisade_doc_compare_top("), "{}", sql.text());
+        let sql = translate_indexed(json!({"seen": {"$lte": 5}}));
+        assert!(sql.text().contains(" >= '2' AND "), "numbers start their bracket: {}", sql.text());
+        let sql = translate_indexed(json!({"seen": {"$in": ["a", 1]}}));
+        assert!(sql.text().starts_with(&format!("({key} = ANY(palisade_doc_value_keys($2::jsonb)) AND ")));
+        // null matches missing fields, which have no key; unindexed fields and negations take no shortcut.
+        assert!(!translate_indexed(json!({"seen": null})).text().contains("sort_key"));
+        assert!(!translate_indexed(json!({"other": {"$gt": 1}})).text().contains("sort_key"));
+        assert!(!translate_indexed(json!({"seen": {"$ne": 1}})).text().contains("sort_key"));
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! `DocumentStore` on JSONB (`migrations/0003_documents.sql`).
+//! `DocumentStore` on JSONB (`migrations/0003_documents.sql`,
+//! `migrations/0006_document_indexes.sql`).
 //!
-//! - **Storage**: one `documents` table for every collection of the namespace;
-//!   `body` is the stored form (with `_id` and `_version`), `expires_at` comes
-//!   from the collection's TTL rule at every write ([`TtlSpec::expires_at`]).
+//! - **Storage**: one `documents` table, partitioned by collection: each
+//!   collection has its own partition, created with its indexes by
+//!   `ensure_collection` and dropped by `drop_collection` (both take a brief
+//!   exclusive lock on the namespace's `documents` table). `body` is the
+//!   stored form (with `_id` and `_version`), `expires_at` comes from the
+//!   collection's TTL rule at every write ([`TtlSpec::expires_at`]).
 //! - **Expiry**: every read, update and delete adds `expires_at > now()` (the
 //!   statement's, or the transaction's, start), so an expired document is
 //!   invisible at once. Successful writes then delete the collection's expired
@@ -16,14 +20,20 @@
 //!   (`FOR UPDATE`, in `_id` order), apply the operations in Rust and write
 //!   back in the same transaction: concurrent updates lose nothing, and every
 //!   write is all-or-nothing. `insert_many` runs its chunks in one transaction.
-//! - **Uniqueness** of `_id` and of unique indexes is enforced by primary keys
-//!   (`documents`, `document_keys`) with `ON CONFLICT DO NOTHING`, so it holds
-//!   under concurrency and the violated index is known without parsing errors.
-//!   A value held by an expired document is freed (that document is deleted)
-//!   and the write retried once. Keys are [`IndexSpec::key_of`]'s canonical
-//!   form, so `1` and `1.0` collide and documents lacking a field are skipped.
-//!   Non-unique indexes are part of the spec but create nothing in Postgres:
-//!   equality filters on any field use the one GIN index on `body`.
+//! - **Indexes**: every [`IndexSpec`] is a btree expression index on the
+//!   collection's partition over `palisade_doc_sort_key` of its fields (type
+//!   bracket, then value; strings by code point); `$eq $in $gt $gte $lt $lte`
+//!   on an indexed field add a key range that index answers (see
+//!   `filter.rs`). `$eq`/`$in` on any field also use the GIN index on `body`.
+//!   [`PgDocumentStore::explain`] shows the plan of a `find`.
+//! - **Uniqueness**: `_id` is the primary key (`ON CONFLICT DO NOTHING`, so
+//!   the clashing ids are known). A unique index is an exclusion constraint
+//!   over a hash index of the fields' values ([`IndexSpec::key_of`]'s
+//!   semantics: `jsonb =`, so `1` and `1.0` collide; documents lacking a
+//!   field are skipped; exact at any value size), checked at the end of each
+//!   statement, so one update may move values between the documents it
+//!   changes. A value held by an expired document is freed (the collection's
+//!   expired documents are deleted) and the write retried once.
 //! - **Sorting** happens in SQL (MongoDB's type order, strings by code point,
 //!   then `_id`); when a sort value is an object or an array, whose order SQL
 //!   does not reproduce, all matches are sorted in Rust with `cmp_docs`.
@@ -35,6 +45,7 @@ mod filter;
 mod spec;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,10 +53,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use palisade_core::documents::{
     check_collection_name, check_id, cmp_docs, prepare_insert, prepare_replace, project, with_version, CollectionSpec,
-    Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
+    FieldPath, Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
 };
-use palisade_core::{Capabilities, DocumentStore, Error, ErrorKind, Result};
-use serde_json::Value;
+use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result};
+use serde_json::{Map, Value};
 use sqlx::{PgConnection, Row};
 
 use self::filter::{Bind, Sql};
@@ -62,6 +73,8 @@ macro_rules! live {
 
 /// Rows per statement when writing many documents (each column is one array parameter).
 const CHUNK: usize = 5_000;
+/// Most tries of one document write that deadlocks (see `write_retrying`).
+const WRITE_ATTEMPTS: u32 = 5;
 /// How often writes sweep a collection's expired rows.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -92,22 +105,13 @@ struct Staged {
     doc: Value,
     version: i64,
     expires_at: Option<DateTime<Utc>>,
-    /// The stored form it replaces, if any.
-    old: Option<Value>,
 }
 
 impl Staged {
-    fn new(coll: &Collection, id: String, doc: Value, version: u64, old: Option<Value>) -> Self {
+    fn new(coll: &Collection, id: String, doc: Value, version: u64) -> Self {
         let expires_at = coll.expiry(&doc);
-        Staged { id, doc, version: i64::try_from(version).unwrap_or(i64::MAX), expires_at, old }
+        Staged { id, doc, version: i64::try_from(version).unwrap_or(i64::MAX), expires_at }
     }
-}
-
-/// A unique-index key a document claims.
-struct KeyRow {
-    index_no: i32,
-    key: Vec<u8>,
-    id: String,
 }
 
 /// A stored `bigint` version as the `u64` the API speaks.
@@ -131,6 +135,21 @@ impl PgDocumentStore {
             .map_err(|e| map("sweep", e))
     }
 
+    /// The plan Postgres picks for `find(collection, options)`, as `EXPLAIN
+    /// (FORMAT JSON)` prints it: which of the collection's indexes the query
+    /// uses. Runs nothing. `NotFound` when the collection does not exist.
+    pub async fn explain(&self, collection: &str, options: &FindOptions) -> Result<Value> {
+        const OP: &str = "explain";
+        check_collection_name(collection).map_err(tagged(OP))?;
+        options.validate().map_err(tagged(OP))?;
+        let Some(coll) = self.cached_collection(collection, OP).await? else {
+            return Err(tagged(OP)(DocumentFault::NoCollection.into()));
+        };
+        let sql = find_sql("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths());
+        let row = sql.query().fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        row.try_get::<Value, _>(0).map_err(|e| map(OP, e))
+    }
+
     /// Sweeps `collection` if this instance has not done so for a while.
     /// Called after a successful write; a failure is only logged.
     async fn maybe_sweep(&self, collection: &str) {
@@ -148,13 +167,71 @@ impl PgDocumentStore {
         if !due {
             return;
         }
-        let swept = sqlx::query("DELETE FROM documents WHERE collection = $1 AND expires_at <= now()")
+        if let Err(e) = self.purge_expired(collection, "sweep").await {
+            tracing::debug!(error = %e, "sweeping expired documents failed");
+        }
+    }
+
+    /// Deletes the expired documents of `collection`; returns how many went.
+    async fn purge_expired(&self, collection: &str, op: &'static str) -> Result<u64> {
+        sqlx::query("DELETE FROM documents WHERE collection = $1 AND expires_at <= now()")
             .bind(collection)
             .execute(&self.backend.pool)
-            .await;
-        if let Err(e) = swept {
-            tracing::debug!(error = %map("sweep", e), "sweeping expired documents failed");
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| map(op, e))
+    }
+
+    /// Runs `write` (one transaction) until it settles: again after a
+    /// deadlock or serialization failure (two writers claiming one unique
+    /// value can each wait for the other; Postgres aborts one), and once more
+    /// when it clashes with a unique index and expired documents of
+    /// `collection` were deleted (an expired document frees its values at once).
+    async fn write_retrying<T, F, Fut>(&self, collection: &str, op: &'static str, write: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut freed = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match write().await {
+                Err(e) if e.kind() == ErrorKind::Conflict && e.is_temporary() && attempts < WRITE_ATTEMPTS => {
+                    tracing::debug!(error = %e, "retrying a document write");
+                }
+                Err(e) if !freed && matches!(e.detail(), Some(ErrorDetail::UniqueViolation { .. })) => {
+                    freed = true;
+                    if self.purge_expired(collection, op).await? == 0 {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
         }
+    }
+
+    /// The compiled spec of `name`, from this instance's cache when there;
+    /// `None` when the collection does not exist. Only for choosing index
+    /// shortcuts, which never change a result, so a stale copy is harmless.
+    async fn cached_collection(&self, name: &str, op: &'static str) -> Result<Option<Arc<Collection>>> {
+        if let Some(c) = lock(&self.state.collections).get(name) {
+            return Ok(Some(Arc::clone(c)));
+        }
+        let stored: Option<Value> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.backend.pool)
+            .await
+            .map_err(|e| map(op, e))?;
+        let Some(stored) = stored else { return Ok(None) };
+        let compiled = Arc::new(Collection::compile(name, stored)?);
+        lock(&self.state.collections).insert(name.to_owned(), Arc::clone(&compiled));
+        Ok(Some(compiled))
+    }
+
+    /// The indexed paths of `collection`, for [`Sql::with_indexed`].
+    async fn indexed_paths(&self, collection: &str, op: &'static str) -> Result<Vec<FieldPath>> {
+        Ok(self.cached_collection(collection, op).await?.map(|c| c.indexed_paths()).unwrap_or_default())
     }
 
     /// The compiled spec of `name`, whose row stays locked against a
@@ -194,36 +271,39 @@ impl PgDocumentStore {
             return Err(Error::invalid(format!("insert_many takes 1..={MAX_INSERT_MANY} documents")));
         }
         let prepared = docs.into_iter().map(prepare_insert).collect::<Result<Vec<_>>>()?;
+        self.write_retrying(collection, op, || self.insert_prepared(op, collection, &prepared)).await
+    }
+
+    async fn insert_prepared(
+        &self,
+        op: &'static str,
+        collection: &str,
+        prepared: &[(String, Map<String, Value>)],
+    ) -> Result<Vec<Value>> {
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(op, e))?;
         let coll = self.collection(&mut tx, collection, op).await?;
-        for (_, body) in &prepared {
+        for (_, body) in prepared {
             coll.check_schema(body)?;
         }
         let mut ids = HashSet::with_capacity(prepared.len());
         if !prepared.iter().all(|(id, _)| ids.insert(id.as_str())) {
             return Err(DocumentFault::Unique("_id".to_owned()).into());
         }
-        let staged: Vec<Staged> =
-            prepared.into_iter().map(|(id, body)| Staged::new(&coll, id, with_version(body, 1), 1, None)).collect();
+        let staged: Vec<Staged> = prepared
+            .iter()
+            .map(|(id, body)| Staged::new(&coll, id.clone(), with_version(body.clone(), 1), 1))
+            .collect();
 
+        lock_unique_keys(&mut tx, &coll, collection, &staged, op).await?;
         let all: Vec<&Staged> = staged.iter().collect();
-        let mut taken = insert_documents(&mut tx, collection, &all, op).await?;
+        let mut taken = insert_documents(&mut tx, &coll, collection, &all, op).await?;
         if !taken.is_empty() && purge_expired_ids(&mut tx, collection, &taken, op).await? > 0 {
-            taken = insert_documents(&mut tx, collection, &taken, op).await?;
+            taken = insert_documents(&mut tx, &coll, collection, &taken, op).await?;
         }
         if !taken.is_empty() {
             return Err(DocumentFault::Unique("_id".to_owned()).into());
         }
-        let keys: Vec<KeyRow> = staged
-            .iter()
-            .flat_map(|s| {
-                coll.unique_indexes().filter_map(|(index_no, idx)| {
-                    idx.key_of(&s.doc).map(|k| KeyRow { index_no, key: k.into_bytes(), id: s.id.clone() })
-                })
-            })
-            .collect();
-        insert_keys(&mut tx, &coll, collection, &staged, keys, op).await?;
-        tx.commit().await.map_err(|e| map(op, e))?;
+        tx.commit().await.map_err(|e| coll.named_unique(map(op, e)))?;
         self.maybe_sweep(collection).await;
         Ok(staged.into_iter().map(|s| s.doc).collect())
     }
@@ -249,10 +329,21 @@ impl PgDocumentStore {
         const OP: &str = "replace";
         check_collection_name(collection)?;
         let (body, expected) = prepare_replace(id, doc, expected)?;
+        self.write_retrying(collection, OP, || self.replace_prepared(collection, id, &body, expected)).await
+    }
+
+    async fn replace_prepared(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &Map<String, Value>,
+        expected: Option<u64>,
+    ) -> Result<Value> {
+        const OP: &str = "replace";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
         let row = sqlx::query(concat!(
-            "SELECT d.body, d.version FROM documents d WHERE d.collection = $1 AND d.id = $2 AND ",
+            "SELECT d.version FROM documents d WHERE d.collection = $1 AND d.id = $2 AND ",
             live!(),
             " FOR UPDATE"
         ))
@@ -262,26 +353,30 @@ impl PgDocumentStore {
         .await
         .map_err(|e| map(OP, e))?;
         let row = row.ok_or(DocumentFault::NoDocument)?;
-        let old: Value = row.try_get(0).map_err(|e| map(OP, e))?;
-        let actual = version_of(row.try_get(1).map_err(|e| map(OP, e))?);
+        let actual = version_of(row.try_get(0).map_err(|e| map(OP, e))?);
         if let Some(expected) = expected.filter(|e| *e != actual) {
             return Err(DocumentFault::Version { expected, actual }.into());
         }
-        coll.check_schema(&body)?;
-        let stored = with_version(body, actual + 1);
-        let staged = [Staged::new(&coll, id.to_owned(), stored.clone(), actual + 1, Some(old))];
+        coll.check_schema(body)?;
+        let stored = with_version(body.clone(), actual + 1);
+        let staged = [Staged::new(&coll, id.to_owned(), stored.clone(), actual + 1)];
         write_back(&mut tx, &coll, collection, &staged, OP).await?;
-        tx.commit().await.map_err(|e| map(OP, e))?;
+        tx.commit().await.map_err(|e| coll.named_unique(map(OP, e)))?;
         self.maybe_sweep(collection).await;
         Ok(stored)
     }
 
     async fn update_docs(&self, collection: &str, filter: &Filter, ops: &UpdateOps) -> Result<UpdateResult> {
-        const OP: &str = "update";
         check_collection_name(collection)?;
+        self.write_retrying(collection, "update", || self.try_update(collection, filter, ops)).await
+    }
+
+    async fn try_update(&self, collection: &str, filter: &Filter, ops: &UpdateOps) -> Result<UpdateResult> {
+        const OP: &str = "update";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let mut sql = Sql::new("SELECT d.id, d.body, d.version FROM documents d WHERE d.collection = ");
+        let mut sql = Sql::new("SELECT d.id, d.body, d.version FROM documents d WHERE d.collection = ")
+            .with_indexed(&coll.indexed_paths());
         sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
         sql.filter(filter).push(" ORDER BY d.id FOR UPDATE");
         let rows = sql.query().fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
@@ -298,10 +393,10 @@ impl PgDocumentStore {
             let Value::Object(mut body) = next else { continue };
             body.remove("_version");
             coll.check_schema(&body)?;
-            staged.push(Staged::new(&coll, id, with_version(body, version + 1), version + 1, Some(doc)));
+            staged.push(Staged::new(&coll, id, with_version(body, version + 1), version + 1));
         }
         write_back(&mut tx, &coll, collection, &staged, OP).await?;
-        tx.commit().await.map_err(|e| map(OP, e))?;
+        tx.commit().await.map_err(|e| coll.named_unique(map(OP, e)))?;
         self.maybe_sweep(collection).await;
         Ok(UpdateResult { matched: rows.len() as u64, modified: staged.len() as u64 })
     }
@@ -309,7 +404,8 @@ impl PgDocumentStore {
     async fn delete_docs(&self, collection: &str, filter: &Filter) -> Result<u64> {
         const OP: &str = "delete";
         check_collection_name(collection)?;
-        let mut sql = Sql::new("DELETE FROM documents d WHERE d.collection = ");
+        let indexed = self.indexed_paths(collection, OP).await?;
+        let mut sql = Sql::new("DELETE FROM documents d WHERE d.collection = ").with_indexed(&indexed);
         sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
         sql.filter(filter);
         let deleted = sql.query().execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
@@ -325,22 +421,8 @@ impl PgDocumentStore {
         check_collection_name(collection)?;
         options.validate()?;
         let keys = &options.sort;
-        let mut sql = Sql::new("SELECT d.body");
-        if !keys.is_empty() {
-            sql.push(", ").containers_flag(keys);
-        }
-        sql.push(" FROM documents d");
-        if !keys.is_empty() {
-            sql.sort_values(keys);
-        }
-        sql.push(" WHERE d.collection = ").bind(Bind::Text(collection.to_owned()), "::text");
-        sql.push(concat!(" AND ", live!(), " AND ")).filter(&options.filter).order_by(keys);
-        if options.skip > 0 {
-            sql.push(" OFFSET ").bind(Bind::BigInt(i64::try_from(options.skip).unwrap_or(i64::MAX)), "::bigint");
-        }
-        if let Some(limit) = options.limit {
-            sql.push(" LIMIT ").bind(Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)), "::bigint");
-        }
+        let indexed = self.indexed_paths(collection, OP).await?;
+        let sql = find_sql("SELECT d.body", collection, options, &indexed);
         let rows = sql.query().fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         let Some(first) = rows.first() else {
             self.check_exists(collection, OP).await?;
@@ -348,7 +430,7 @@ impl PgDocumentStore {
         };
         let containers = !keys.is_empty() && first.try_get::<Option<bool>, _>(1).map_err(|e| map(OP, e))? == Some(true);
         let docs = if containers {
-            self.find_sorted_in_rust(collection, options).await?
+            self.find_sorted_in_rust(collection, options, &indexed).await?
         } else {
             rows.iter()
                 .map(|r| r.try_get::<Value, _>(0))
@@ -362,8 +444,13 @@ impl PgDocumentStore {
     }
 
     /// `find` for sorts SQL cannot order: every match, sorted with `cmp_docs`.
-    async fn find_sorted_in_rust(&self, collection: &str, options: &FindOptions) -> Result<Vec<Value>> {
-        let mut sql = Sql::new("SELECT d.body FROM documents d WHERE d.collection = ");
+    async fn find_sorted_in_rust(
+        &self,
+        collection: &str,
+        options: &FindOptions,
+        indexed: &[FieldPath],
+    ) -> Result<Vec<Value>> {
+        let mut sql = Sql::new("SELECT d.body FROM documents d WHERE d.collection = ").with_indexed(indexed);
         sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
         sql.filter(&options.filter);
         let mut docs: Vec<Value> = sql
@@ -382,7 +469,8 @@ impl PgDocumentStore {
     async fn count_docs(&self, collection: &str, filter: &Filter) -> Result<u64> {
         const OP: &str = "count";
         check_collection_name(collection)?;
-        let mut sql = Sql::new("SELECT EXISTS (SELECT 1 FROM collections WHERE name = ");
+        let indexed = self.indexed_paths(collection, OP).await?;
+        let mut sql = Sql::new("SELECT EXISTS (SELECT 1 FROM collections WHERE name = ").with_indexed(&indexed);
         sql.bind(Bind::Text(collection.to_owned()), "::text");
         sql.push(concat!("), (SELECT count(*) FROM documents d WHERE d.collection = $1 AND ", live!(), " AND "));
         sql.filter(filter).push(")");
@@ -400,15 +488,12 @@ impl PgDocumentStore {
         let stored = spec::to_json(&spec);
         // A concurrent drop between the two statements is retried.
         for _ in 0..3 {
-            let created =
-                sqlx::query("INSERT INTO collections (name, spec) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                    .bind(&spec.name)
-                    .bind(&stored)
-                    .execute(&self.backend.pool)
-                    .await
-                    .map_err(|e| map(OP, e))?
-                    .rows_affected()
-                    > 0;
+            let created: bool = sqlx::query_scalar("SELECT palisade_doc_create_collection($1, $2)")
+                .bind(&spec.name)
+                .bind(&stored)
+                .fetch_one(&self.backend.pool)
+                .await
+                .map_err(|e| map(OP, e))?;
             if created {
                 return Ok(true);
             }
@@ -430,21 +515,42 @@ impl PgDocumentStore {
 
     async fn drop_coll(&self, collection: &str) -> Result<bool> {
         check_collection_name(collection)?;
-        let dropped = sqlx::query("DELETE FROM collections WHERE name = $1")
+        let dropped: bool = sqlx::query_scalar("SELECT palisade_doc_drop_collection($1)")
             .bind(collection)
-            .execute(&self.backend.pool)
+            .fetch_one(&self.backend.pool)
             .await
-            .map_err(|e| map("drop_collection", e))?
-            .rows_affected()
-            > 0;
+            .map_err(|e| map("drop_collection", e))?;
         lock(&self.state.collections).remove(collection);
         Ok(dropped)
     }
 }
 
+/// The query of `find`, starting with `select` (which ends in `SELECT d.body`).
+fn find_sql(select: &'static str, collection: &str, options: &FindOptions, indexed: &[FieldPath]) -> Sql {
+    let keys = &options.sort;
+    let mut sql = Sql::new(select).with_indexed(indexed);
+    if !keys.is_empty() {
+        sql.push(", ").containers_flag(keys);
+    }
+    sql.push(" FROM documents d");
+    if !keys.is_empty() {
+        sql.sort_values(keys);
+    }
+    sql.push(" WHERE d.collection = ").bind(Bind::Text(collection.to_owned()), "::text");
+    sql.push(concat!(" AND ", live!(), " AND ")).filter(&options.filter).order_by(keys);
+    if options.skip > 0 {
+        sql.push(" OFFSET ").bind(Bind::BigInt(i64::try_from(options.skip).unwrap_or(i64::MAX)), "::bigint");
+    }
+    if let Some(limit) = options.limit {
+        sql.push(" LIMIT ").bind(Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)), "::bigint");
+    }
+    sql
+}
+
 /// Inserts new documents; returns those whose `_id` was taken.
 async fn insert_documents<'a>(
     conn: &mut PgConnection,
+    coll: &Collection,
     collection: &str,
     docs: &[&'a Staged],
     op: &'static str,
@@ -455,7 +561,7 @@ async fn insert_documents<'a>(
             "INSERT INTO documents (collection, id, body, version, expires_at) ",
             "SELECT $1, t.id, t.body, t.version, t.expires_at ",
             "FROM unnest($2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[]) AS t(id, body, version, expires_at) ",
-            "ON CONFLICT DO NOTHING RETURNING id"
+            "ON CONFLICT (collection, id) DO NOTHING RETURNING id"
         ))
         .bind(collection)
         .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
@@ -464,7 +570,7 @@ async fn insert_documents<'a>(
         .bind(chunk.iter().map(|s| s.expires_at).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| map(op, e))?;
+        .map_err(|e| coll.named_unique(map(op, e)))?;
         if rows.len() < chunk.len() {
             let inserted =
                 rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<HashSet<_>, _>>();
@@ -491,7 +597,31 @@ async fn purge_expired_ids(
         .map_err(|e| map(op, e))
 }
 
-/// Writes changed documents back, with their unique keys.
+/// Queues behind concurrent writers of the same unique values (see
+/// `palisade_doc_lock_unique_keys`); nothing to do without unique indexes.
+async fn lock_unique_keys(
+    conn: &mut PgConnection,
+    coll: &Collection,
+    collection: &str,
+    staged: &[Staged],
+    op: &'static str,
+) -> Result<()> {
+    let Some(paths) = coll.unique_paths() else { return Ok(()) };
+    if staged.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT palisade_doc_lock_unique_keys($1, $2, $3)")
+        .bind(collection)
+        .bind(staged.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
+        .bind(paths)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map(op, e))?;
+    Ok(())
+}
+
+/// Writes changed documents back: one statement per chunk, so unique
+/// indexes see each chunk's documents together.
 async fn write_back(
     conn: &mut PgConnection,
     coll: &Collection,
@@ -499,6 +629,7 @@ async fn write_back(
     staged: &[Staged],
     op: &'static str,
 ) -> Result<()> {
+    lock_unique_keys(conn, coll, collection, staged, op).await?;
     for chunk in staged.chunks(CHUNK) {
         sqlx::query(concat!(
             "UPDATE documents AS d SET body = t.body, version = t.version, expires_at = t.expires_at ",
@@ -512,121 +643,9 @@ async fn write_back(
         .bind(chunk.iter().map(|s| s.expires_at).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
-        .map_err(|e| map(op, e))?;
+        .map_err(|e| coll.named_unique(map(op, e)))?;
     }
-    // Keys that changed: release the old ones first, so values can move between documents.
-    let (mut released, mut claimed) = (Vec::new(), Vec::new());
-    for s in staged {
-        for (index_no, idx) in coll.unique_indexes() {
-            let new = idx.key_of(&s.doc);
-            let old = s.old.as_ref().and_then(|o| idx.key_of(o));
-            if new == old {
-                continue;
-            }
-            if old.is_some() {
-                released.push((s.id.clone(), index_no));
-            }
-            if let Some(k) = new {
-                claimed.push(KeyRow { index_no, key: k.into_bytes(), id: s.id.clone() });
-            }
-        }
-    }
-    for chunk in released.chunks(CHUNK) {
-        sqlx::query(concat!(
-            "DELETE FROM document_keys AS k USING unnest($2::text[], $3::int[]) AS t(id, index_no) ",
-            "WHERE k.collection = $1 AND k.id = t.id AND k.index_no = t.index_no"
-        ))
-        .bind(collection)
-        .bind(chunk.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, no)| *no).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map(op, e))?;
-    }
-    insert_keys(conn, coll, collection, staged, claimed, op).await
-}
-
-/// Claims unique keys for `staged` documents: `Conflict` (`UniqueViolation`
-/// naming the first index, in spec order, that clashed) if another live
-/// document, or another document of the same write, holds one.
-async fn insert_keys(
-    conn: &mut PgConnection,
-    coll: &Collection,
-    collection: &str,
-    staged: &[Staged],
-    keys: Vec<KeyRow>,
-    op: &'static str,
-) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let all: Vec<&KeyRow> = keys.iter().collect();
-    let mut taken = insert_key_rows(conn, collection, &all, op).await?;
-    if !taken.is_empty() && purge_expired_holders(conn, collection, staged, &taken, op).await? > 0 {
-        taken = insert_key_rows(conn, collection, &taken, op).await?;
-    }
-    match taken.iter().map(|k| k.index_no).min() {
-        Some(index_no) => Err(DocumentFault::Unique(coll.index_name(index_no)).into()),
-        None => Ok(()),
-    }
-}
-
-/// Inserts key rows; returns those already held.
-async fn insert_key_rows<'a>(
-    conn: &mut PgConnection,
-    collection: &str,
-    keys: &[&'a KeyRow],
-    op: &'static str,
-) -> Result<Vec<&'a KeyRow>> {
-    let mut taken = Vec::new();
-    for chunk in keys.chunks(CHUNK) {
-        let rows = sqlx::query(concat!(
-            "INSERT INTO document_keys (collection, index_no, key_hash, id) ",
-            "SELECT $1, t.index_no, sha256(t.key), t.id FROM unnest($2::int[], $3::bytea[], $4::text[]) AS t(index_no, key, id) ",
-            "ON CONFLICT DO NOTHING RETURNING index_no, id"
-        ))
-        .bind(collection)
-        .bind(chunk.iter().map(|k| k.index_no).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|k| k.key.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|k| k.id.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map(op, e))?;
-        if rows.len() < chunk.len() {
-            let mut inserted = HashSet::with_capacity(rows.len());
-            for r in &rows {
-                let index_no: i32 = r.try_get(0).map_err(|e| map(op, e))?;
-                let id: String = r.try_get(1).map_err(|e| map(op, e))?;
-                inserted.insert((index_no, id));
-            }
-            taken.extend(chunk.iter().filter(|k| !inserted.contains(&(k.index_no, k.id.clone()))).copied());
-        }
-    }
-    Ok(taken)
-}
-
-/// Deletes expired documents holding `keys` (never one of `staged`, which
-/// clash among themselves); returns how many went.
-async fn purge_expired_holders(
-    conn: &mut PgConnection,
-    collection: &str,
-    staged: &[Staged],
-    keys: &[&KeyRow],
-    op: &'static str,
-) -> Result<u64> {
-    sqlx::query(concat!(
-        "DELETE FROM documents AS d USING document_keys AS k, unnest($2::int[], $3::bytea[]) AS t(index_no, key) ",
-        "WHERE k.collection = $1 AND k.index_no = t.index_no AND k.key_hash = sha256(t.key) ",
-        "AND d.collection = $1 AND d.id = k.id AND d.expires_at <= now() AND d.id <> ALL($4::text[])"
-    ))
-    .bind(collection)
-    .bind(keys.iter().map(|k| k.index_no).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.key.clone()).collect::<Vec<_>>())
-    .bind(staged.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map(|r| r.rows_affected())
-    .map_err(|e| map(op, e))
+    Ok(())
 }
 
 #[async_trait]

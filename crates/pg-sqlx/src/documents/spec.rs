@@ -1,10 +1,12 @@
 //! A collection's spec as stored in `collections.spec` (jsonb), and its
-//! compiled form: schema validator, TTL rule and unique indexes.
+//! compiled form: schema validator, TTL rule and indexes.
 
 use chrono::{DateTime, Utc};
 use palisade_core::documents::{CollectionSpec, FieldPath, IndexSpec, SchemaValidator, SortKey, SortOrder, TtlSpec};
-use palisade_core::{Error, ErrorKind, Result};
+use palisade_core::{Error, ErrorDetail, ErrorKind, Result};
 use serde_json::{json, Map, Value};
+
+use crate::error::DocumentFault;
 
 /// The stored form of `spec` (its name is the row's key).
 pub(super) fn to_json(spec: &CollectionSpec) -> Value {
@@ -102,18 +104,45 @@ impl Collection {
         self.spec.ttl.as_ref().and_then(|t| t.expires_at(doc))
     }
 
-    /// The unique indexes with their position in the spec (`document_keys.index_no`).
-    pub(super) fn unique_indexes(&self) -> impl Iterator<Item = (i32, &IndexSpec)> {
-        self.spec.indexes.iter().enumerate().filter(|(_, idx)| idx.unique).map(|(i, idx)| (i as i32, idx))
+    /// The paths of each unique index as `palisade_doc_unique_key` takes
+    /// them (`[[segments…] per field] per index]`); `None` without unique indexes.
+    pub(super) fn unique_paths(&self) -> Option<Value> {
+        let indexes: Vec<Value> = self
+            .spec
+            .indexes
+            .iter()
+            .filter(|idx| idx.unique)
+            .map(|idx| idx.fields.iter().map(|k| json!(k.path.segments())).collect())
+            .collect();
+        (!indexes.is_empty()).then_some(Value::Array(indexes))
     }
 
-    /// The name of the index at `index_no`.
-    pub(super) fn index_name(&self, index_no: i32) -> String {
-        usize::try_from(index_no)
-            .ok()
-            .and_then(|i| self.spec.indexes.get(i))
-            .map(IndexSpec::name)
-            .unwrap_or_else(|| "unknown".to_owned())
+    /// Every path some index covers (its btree index can serve conditions on it).
+    pub(super) fn indexed_paths(&self) -> Vec<FieldPath> {
+        let mut paths: Vec<FieldPath> = Vec::new();
+        for key in self.spec.indexes.iter().flat_map(|idx| &idx.fields) {
+            if !paths.contains(&key.path) {
+                paths.push(key.path.clone());
+            }
+        }
+        paths
+    }
+
+    /// A violated unique constraint (`documents_<no>_unique_<i>`, see
+    /// `migrations/0006_document_indexes.sql`) as a `UniqueViolation` naming
+    /// index `i` of the spec; other errors unchanged.
+    pub(super) fn named_unique(&self, e: Error) -> Error {
+        let index = match e.detail() {
+            Some(ErrorDetail::UniqueViolation { index }) => index
+                .rsplit_once("_unique_")
+                .and_then(|(_, i)| i.parse::<usize>().ok())
+                .and_then(|i| self.spec.indexes.get(i)),
+            _ => None,
+        };
+        match index {
+            Some(index) => Error::from(DocumentFault::Unique(index.name())).with_source(e),
+            None => e,
+        }
     }
 }
 
