@@ -164,12 +164,15 @@ BEGIN
 END $$;
 
 -- `ensure_collection`: creates collection `name` with `spec` and its
--- partition, or does nothing when it exists. True when created.
+-- partition, or does nothing when it exists. True when created. Adding a
+-- partition locks `documents` exclusively for a moment; waiting more than
+-- 10 s for that lock (behind long queries) fails with lock_not_available.
 CREATE FUNCTION palisade_doc_create_collection(p_name text, p_spec jsonb) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     created bigint;
 BEGIN
+    PERFORM set_config('lock_timeout', '10s', true);
     INSERT INTO collections (name, spec) VALUES (p_name, p_spec) ON CONFLICT (name) DO NOTHING RETURNING no INTO created;
     IF created IS NULL THEN
         RETURN false;
@@ -179,12 +182,14 @@ BEGIN
 END $$;
 
 -- `drop_collection`: drops collection `name`, its partition and documents.
--- Waits for writers holding the collection row. True when it existed.
+-- Waits for writers holding the collection row (and, like creation, at most
+-- 10 s for the table lock). True when it existed.
 CREATE FUNCTION palisade_doc_drop_collection(p_name text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     dropped bigint;
 BEGIN
+    PERFORM set_config('lock_timeout', '10s', true);
     SELECT no INTO dropped FROM collections WHERE name = p_name FOR UPDATE;
     IF dropped IS NULL THEN
         RETURN false;

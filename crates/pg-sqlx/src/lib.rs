@@ -26,6 +26,12 @@
 //!   and swept by [`PgSessionCache::sweep`].
 //! - **Reputation**: the event log plus per-period score rows kept in step in
 //!   the same transaction; ranks come from `rank()` window functions.
+//! - **Documents** on JSONB, one partition per collection: filters become SQL
+//!   with bound parameters; every declared index is a btree expression index
+//!   that filters on its fields use ([`PgDocumentStore::explain`] shows it);
+//!   unique indexes are exclusion constraints over hash expression indexes
+//!   (exact at any value size; `1` equals `1.0`; missing fields skipped).
+//!   Declared indexes do not serve sorts yet: sorting runs over the matches.
 
 mod documents;
 mod error;
