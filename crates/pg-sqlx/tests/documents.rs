@@ -410,25 +410,6 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
     .await;
 }
 
-/// Unique values of any size are compared whole (no btree size limit, no
-/// prefix collisions), and queries on them still find exactly the right one.
-#[tokio::test]
-async fn unique_index_compares_long_values_whole() {
-    with_store(|store| async move {
-        let spec = CollectionSpec::new("c").with_index(IndexSpec::unique(vec![SortKey::asc("blob").unwrap()]));
-        store.ensure_collection(spec).await.unwrap();
-        let long = "x".repeat(20_000);
-        store.insert("c", json!({"_id": "a", "blob": format!("{long}a")})).await.unwrap();
-        store.insert("c", json!({"_id": "b", "blob": format!("{long}b")})).await.unwrap();
-        unique_violation(store.insert("c", json!({"_id": "c", "blob": format!("{long}a")})).await);
-        let hits = store.find("c", FindOptions::new(Filter::eq("blob", json!(format!("{long}b"))).unwrap())).await;
-        assert_eq!(hits.unwrap().iter().map(id_of).collect::<Vec<_>>(), ["b"]);
-        let above = Filter::parse(&json!({"blob": {"$gt": format!("{long}a")}})).unwrap();
-        assert_eq!(store.count("c", above).await.unwrap(), 1);
-    })
-    .await;
-}
-
 /// A namespace migrated before document partitions (0005) keeps its
 /// collections and live documents through the upgrade, and their unique
 /// indexes hold afterwards.

@@ -507,6 +507,21 @@ pub async fn compound_unique_index_considers_all_fields(store: &dyn DocumentStor
     assert_eq!(ids(&all(store).await), strings(&["a", "b", "c", "e", "f"]));
 }
 
+/// Unique indexes compare values whole at any size: long values differing
+/// only at their end both fit, an exact repeat conflicts, and filters on the
+/// field tell them apart.
+pub async fn unique_index_compares_long_values_whole(store: &dyn DocumentStore) {
+    ensure(store, CollectionSpec::new(COLL).with_index(IndexSpec::unique(vec![key("blob")]))).await;
+    let long = "x".repeat(20_000);
+    ok(store.insert(COLL, json!({"_id": "a", "blob": format!("{long}a")})).await, "first long value");
+    ok(store.insert(COLL, json!({"_id": "b", "blob": format!("{long}b")})).await, "differs in the last character");
+    unique_violation(store.insert(COLL, json!({"_id": "c", "blob": format!("{long}a")})).await, "exact repeat");
+    let hits = ok(store.find(COLL, FindOptions::new(f(&json!({"blob": format!("{long}b")})))).await, "find");
+    assert_eq!(ids(&hits), strings(&["b"]));
+    let above = f(&json!({"blob": {"$gt": format!("{long}a")}}));
+    assert_eq!(ok(store.count(COLL, above).await, "count"), 1);
+}
+
 // ---------------------------------------------------------------- replace
 
 /// `replace` stores the new body in full (dropping old fields) and increments `_version`.

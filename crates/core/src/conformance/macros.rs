@@ -158,6 +158,7 @@ macro_rules! __with_cases {
                 unique_index_treats_int_and_float_as_equal,
                 unique_index_ignores_documents_missing_the_field,
                 compound_unique_index_considers_all_fields,
+                unique_index_compares_long_values_whole,
                 replace_increments_version,
                 replace_with_stale_version_is_conflict,
                 replace_missing_is_not_found,
