@@ -167,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn violated_unique_constraints_name_the_spec_index() {
+        let spec = CollectionSpec::new("c")
+            .with_index(IndexSpec::on(vec![SortKey::asc("a").unwrap()]))
+            .with_index(IndexSpec::unique(vec![SortKey::asc("ip").unwrap(), SortKey::desc("port").unwrap()]));
+        let coll = Collection::compile("c", to_json(&spec)).unwrap();
+        let violation = |constraint: &str| {
+            Error::new(ErrorKind::Conflict, "postgres error 23P01")
+                .with_detail(ErrorDetail::UniqueViolation { index: constraint.to_owned() })
+        };
+        let index_of = |e: Error| match e.detail() {
+            Some(ErrorDetail::UniqueViolation { index }) => index.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(index_of(coll.named_unique(violation("documents_7_unique_1"))), "ip_1_port_-1");
+        assert_eq!(index_of(coll.named_unique(violation("documents_pkey"))), "documents_pkey");
+        assert_eq!(index_of(coll.named_unique(violation("documents_7_unique_9"))), "documents_7_unique_9");
+        assert_eq!(coll.unique_paths(), Some(json!([[["ip"], ["port"]]])));
+        assert_eq!(coll.indexed_paths().len(), 3);
+    }
+
+    #[test]
     fn unreadable_specs_are_unexpected() {
         let e = from_json("x", &json!({"indexes": 5})).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unexpected);
