@@ -23,22 +23,10 @@ use serde_json::{json, Map, Value};
 /// Runs `case` against a document store in a fresh namespace, dropped afterwards.
 async fn with_store<F, Fut>(case: F)
 where
-    F: FnOnce(PgDocumentStore) -> Fut,
+    F: FnOnce(PgDocumentStore) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
-        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
-        assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
-        eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
-        return;
-    };
-    let config = PgConfig::new(url, Namespace::random("pgdocs").unwrap());
-    let backend = PgBackend::connect(&config).await.expect("postgres is reachable");
-    let outcome = tokio::spawn(case(backend.documents())).await;
-    backend.drop_namespace().await.unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    with_backend(true, |backend| case(backend.documents())).await;
 }
 
 const KEYS: [&str; 8] = ["a", "b", "c", "a", "b", "c", "0", "1"];
@@ -300,7 +288,7 @@ where
         eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
         return;
     };
-    let config = PgConfig::new(url, Namespace::random("pgidx").unwrap());
+    let config = PgConfig::new(url, Namespace::random("pgdocs").unwrap());
     let backend = if migrate {
         PgBackend::connect(&config).await.expect("postgres is reachable")
     } else {
