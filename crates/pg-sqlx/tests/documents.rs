@@ -7,6 +7,7 @@
 //! unless `PALISADE_REQUIRE` names `postgres`.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use futures::future::join_all;
@@ -19,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 /// Runs `case` against a document store in a fresh namespace, dropped afterwards.
 async fn with_store<F, Fut>(case: F)
@@ -260,6 +262,28 @@ async fn update_may_shift_unique_values_between_documents() {
     .await;
 }
 
+/// An update of more documents than one statement writes (5,000) may still
+/// move unique values between them.
+#[tokio::test]
+async fn update_of_many_documents_may_shift_unique_values() {
+    with_store(|store| async move {
+        let index = IndexSpec::unique(vec![SortKey::asc("n").unwrap()]);
+        store.ensure_collection(CollectionSpec::new("c").with_index(index)).await.unwrap();
+        let docs = (1..=12_000).map(|n| json!({"_id": format!("d{n:05}"), "n": n})).collect();
+        store.insert_many("c", docs).await.unwrap();
+        let inc = UpdateOps::parse(&json!({"$inc": {"n": 1}})).unwrap();
+        let r = store.update("c", Filter::all(), inc).await.unwrap();
+        assert_eq!((r.matched, r.modified), (12_000, 12_000));
+        store.insert("c", json!({"_id": "d0", "n": 1})).await.expect("1 was released");
+        unique_violation(store.insert("c", json!({"_id": "dx", "n": 12_001})).await);
+        let clash = UpdateOps::parse(&json!({"$set": {"n": 7}})).unwrap();
+        let r = store.update("c", Filter::parse(&json!({"n": {"$gte": 5000}})).unwrap(), clash).await;
+        unique_violation(r);
+        assert_eq!(store.count("c", Filter::eq("n", json!(7)).unwrap()).await.unwrap(), 1, "nothing changed");
+    })
+    .await;
+}
+
 /// JSONB cannot hold NUL in strings: such documents are `InvalidInput`, and nothing is stored.
 #[tokio::test]
 async fn nul_in_a_string_is_invalid_input() {
@@ -361,6 +385,25 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
         .unwrap();
         assert_eq!(exclusions, 1, "one exclusion constraint per unique index");
 
+        // Index expressions work from any search_path (ANALYZE, REINDEX,
+        // autovacuum and restores do not use the namespace's).
+        let url = std::env::var("PALISADE_TEST_POSTGRES_URL").unwrap();
+        let mut plain = PgConnection::connect(&url).await.unwrap();
+        plain.execute("SET search_path TO public").await.unwrap();
+        for sql in [
+            format!("ANALYZE \"{ns}\".documents"),
+            format!("REINDEX SCHEMA \"{ns}\""),
+            format!(
+                "INSERT INTO \"{ns}\".documents (collection, id, body, version) \
+                 VALUES ('alerts', 'raw', '{{\"_id\": \"raw\", \"_version\": 1, \"ip\": \"10.9.9.9\", \"port\": 1, \"meta\": {{\"score\": -1}}}}', 1)"
+            ),
+        ] {
+            plain.execute(AssertSqlSafe(sql)).await.unwrap();
+        }
+        plain.close().await.unwrap();
+        let raw = Filter::parse(&json!({"meta.score": {"$lt": 0}})).unwrap();
+        assert_eq!(store.count("alerts", raw).await.unwrap(), 1);
+
         let uses = |filter: Value| {
             let store = store.clone();
             async move {
@@ -380,7 +423,7 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
             .find("alerts", FindOptions::new(Filter::parse(&json!({"meta.score": {"$lt": 10}})).unwrap()))
             .await
             .unwrap();
-        assert_eq!(found.len(), 10);
+        assert_eq!(found.len(), 11, "ten generated, one inserted raw");
 
         assert!(store.drop_collection("alerts").await.unwrap());
         let left: i64 = sqlx::query_scalar(
@@ -439,6 +482,35 @@ async fn upgrading_from_unpartitioned_documents_keeps_them() {
         let unchanged = CollectionSpec::new("hosts").with_index(IndexSpec::unique(vec![SortKey::asc("ip").unwrap()]));
         assert!(!store.ensure_collection(unchanged).await.unwrap(), "the stored spec is unchanged");
         assert!(store.drop_collection("hosts").await.unwrap());
+    })
+    .await;
+}
+
+/// Creating a collection while a long transaction has read documents waits
+/// for it, without stalling other document statements for more than a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creating_a_collection_waits_for_readers_without_stalling_others() {
+    with_backend(true, |backend| async move {
+        let store = backend.documents();
+        store.ensure_collection(CollectionSpec::new("a")).await.unwrap();
+        store.insert("a", json!({"_id": "x"})).await.unwrap();
+        let mut reader = backend.pool().begin().await.unwrap();
+        sqlx::query("SELECT count(*) FROM documents WHERE collection = 'a'").execute(&mut *reader).await.unwrap();
+        let creating = tokio::spawn({
+            let store = store.clone();
+            async move { store.ensure_collection(CollectionSpec::new("b")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        assert_eq!(store.count("a", Filter::all()).await.unwrap(), 1);
+        let waited = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!creating.is_finished(), "the creation waits for the reader");
+        reader.commit().await.unwrap();
+        assert!(creating.await.unwrap().unwrap(), "created once the reader is done");
+        assert!(waited < Duration::from_millis(1500), "a read waited {waited:?} behind the creation");
+        store.insert("b", json!({"_id": "y"})).await.unwrap();
+        assert!(store.drop_collection("b").await.unwrap());
     })
     .await;
 }

@@ -468,13 +468,15 @@ pub async fn unique_index_conflict_on_update_changes_nothing(store: &dyn Documen
     assert_eq!(all(store).await, before, "nothing changed");
 }
 
-/// Unique indexes compare numbers by value: `1` and `1.0` collide.
+/// Unique indexes compare numbers by value: `1` and `1.0` collide, and so do `10000000000000000` and `1e16`.
 pub async fn unique_index_treats_int_and_float_as_equal(store: &dyn DocumentStore) {
     ensure(store, CollectionSpec::new(COLL).with_index(IndexSpec::unique(vec![key("n")]))).await;
     ok(store.insert(COLL, json!({"_id": "int", "n": 1})).await, "insert 1");
     unique_violation(store.insert(COLL, json!({"_id": "float", "n": 1.0})).await, "insert 1.0");
     ok(store.insert(COLL, json!({"_id": "other", "n": 1.5})).await, "insert 1.5");
-    assert_eq!(ids(&all(store).await), strings(&["int", "other"]));
+    ok(store.insert(COLL, json!({"_id": "big", "n": 10_000_000_000_000_000u64})).await, "insert 10^16");
+    unique_violation(store.insert(COLL, json!({"_id": "bigfloat", "n": 1e16})).await, "insert 1e16");
+    assert_eq!(ids(&all(store).await), strings(&["big", "int", "other"]));
 }
 
 /// Unique indexes skip documents lacking the field, like a sparse index.

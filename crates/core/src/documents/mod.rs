@@ -112,14 +112,45 @@ impl IndexSpec {
 /// produce equal text.
 fn canonical(v: &Value) -> Value {
     match v {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => v.clone(),
-        },
+        Value::Number(n) => integral(n).unwrap_or_else(|| v.clone()),
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
         other => other.clone(),
     }
+}
+
+/// The integer a float's JSON text denotes, when it is one that fits an
+/// `i64` or `u64` (`1.0` → `1`, `1e16` → `10000000000000000`). Read from the
+/// text, as a database reading the stored JSON does (Postgres `jsonb`), so
+/// unique keys agree with it even where the text is shorter than the float
+/// (`1.152921504606847e18` is `1152921504606847000`, not 2^60).
+fn integral(n: &serde_json::Number) -> Option<Value> {
+    if !n.is_f64() {
+        return None;
+    }
+    let text = n.to_string();
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text.as_str(), 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = format!("{whole}{fraction}");
+    // value = digits × 10^scale
+    let mut scale = exp.checked_sub(i32::try_from(fraction.len()).ok()?)?;
+    while scale < 0 && digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        scale += 1;
+    }
+    if scale < 0 {
+        return None;
+    }
+    let value = digits.parse::<i128>().ok()?.checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?;
+    let value = if negative { -value } else { value };
+    i64::try_from(value).map(Value::from).or_else(|_| u64::try_from(value).map(Value::from)).ok()
 }
 
 /// Document expiry: a document expires `after` its `field` (an RFC 3339
@@ -467,3 +498,29 @@ pub trait DocumentStoreExt: DocumentStore {
 }
 
 impl<T: DocumentStore + ?Sized> DocumentStoreExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(doc: Value) -> Option<String> {
+        IndexSpec::unique(vec![SortKey::asc("n").unwrap()]).key_of(&doc)
+    }
+
+    #[test]
+    fn unique_keys_equal_for_numbers_equal_by_value() {
+        assert_eq!(key(json!({"n": 1})), key(json!({"n": 1.0})));
+        assert_eq!(key(json!({"n": 0})), key(json!({"n": -0.0})));
+        assert_eq!(key(json!({"n": 10_000_000_000_000_000u64})), key(json!({"n": 1e16})));
+        assert_eq!(key(json!({"n": -10_000_000_000_000_000i64})), key(json!({"n": -1e16})));
+        assert_eq!(key(json!({"n": 18_000_000_000_000_000_000u64})), key(json!({"n": 1.8e19})));
+        // 2^60 as a float is written `1.152921504606847e18`: the text decides, as in jsonb.
+        assert_eq!(key(json!({"n": 1_152_921_504_606_847_000i64})), key(json!({"n": 2f64.powi(60)})));
+        assert_ne!(key(json!({"n": 1})), key(json!({"n": 1.5})));
+        assert_ne!(key(json!({"n": 1e20})), key(json!({"n": 1e21})));
+        assert_ne!(key(json!({"n": 1})), key(json!({"n": "1"})));
+        assert_eq!(key(json!({"n": [1.0, {"m": 2.0}]})), key(json!({"n": [1, {"m": 2}]})));
+        assert_eq!(key(json!({"m": 1})), None, "missing field: no key");
+    }
+}
