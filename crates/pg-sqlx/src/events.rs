@@ -45,6 +45,18 @@ impl PgEventStore {
         PgEventStore { backend, channel }
     }
 
+    /// The plan Postgres picks for `query(filter, page)`, as `EXPLAIN (FORMAT
+    /// JSON)` prints it: which of the events indexes (session, client IP by
+    /// `inet <<=`, kind and time, BRIN on time, tags) serve the filter. Runs
+    /// nothing.
+    pub async fn explain(&self, filter: &EventFilter, page: &PageRequest) -> Result<serde_json::Value> {
+        filter.validate().map_err(tagged("explain"))?;
+        page.validate().map_err(tagged("explain"))?;
+        let mut q = query_sql(concat!("EXPLAIN (FORMAT JSON) SELECT ", columns!(), " FROM events"), filter, page);
+        let row = q.build().fetch_one(&self.backend.pool).await.map_err(|e| map("explain", e))?;
+        row.try_get::<serde_json::Value, _>(0).map_err(|e| map("explain", e))
+    }
+
     /// One round trip: `palisade_append` (migrations/0005) does the whole batch
     /// in one statement — and so in one transaction, whatever its size.
     async fn append_once(&self, batch: AppendBatch) -> Result<AppendOutcome> {
@@ -194,6 +206,20 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, f: &EventFilter) {
     }
 }
 
+/// The statement of `query(filter, page)`, after `select` (`… FROM events`).
+fn query_sql(select: &'static str, filter: &EventFilter, page: &PageRequest) -> QueryBuilder<Postgres> {
+    let mut q = QueryBuilder::<Postgres>::new(select);
+    push_filter(&mut q, filter);
+    let desc = page.order == Order::NewestFirst;
+    if let Some(after) = page.after {
+        let floor = i64::try_from(after.major).unwrap_or(i64::MAX);
+        q.push(if desc { " AND position < " } else { " AND position > " }).push_bind(floor);
+    }
+    q.push(if desc { " ORDER BY position DESC LIMIT " } else { " ORDER BY position LIMIT " });
+    q.push_bind(page.limit as i64 + 1);
+    q
+}
+
 /// State of one live tail.
 struct Tail {
     store: PgEventStore,
@@ -315,15 +341,7 @@ impl EventStore for PgEventStore {
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
         filter.validate().map_err(tagged("query"))?;
         page.validate().map_err(tagged("query"))?;
-        let mut q = QueryBuilder::<Postgres>::new(concat!("SELECT ", columns!(), " FROM events"));
-        push_filter(&mut q, &filter);
-        let desc = page.order == Order::NewestFirst;
-        if let Some(after) = page.after {
-            let floor = i64::try_from(after.major).unwrap_or(i64::MAX);
-            q.push(if desc { " AND position < " } else { " AND position > " }).push_bind(floor);
-        }
-        q.push(if desc { " ORDER BY position DESC LIMIT " } else { " ORDER BY position LIMIT " });
-        q.push_bind(page.limit as i64 + 1);
+        let mut q = query_sql(concat!("SELECT ", columns!(), " FROM events"), &filter, &page);
         let rows = q.build().fetch_all(&self.backend.pool).await.map_err(|e| map("query", e))?;
         let mut items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
         let more = items.len() > page.limit;

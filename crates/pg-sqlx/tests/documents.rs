@@ -6,6 +6,8 @@
 //! Needs `PALISADE_TEST_POSTGRES_URL`; skipped with a notice without it,
 //! unless `PALISADE_REQUIRE` names `postgres`.
 
+mod common;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -311,21 +313,6 @@ where
     }
 }
 
-/// Every `"Index Name"` in an `EXPLAIN (FORMAT JSON)` plan.
-fn index_names(plan: &Value) -> Vec<String> {
-    match plan {
-        Value::Object(m) => m
-            .iter()
-            .flat_map(|(k, v)| match (k.as_str(), v) {
-                ("Index Name", Value::String(name)) => vec![name.clone()],
-                _ => index_names(v),
-            })
-            .collect(),
-        Value::Array(a) => a.iter().flat_map(index_names).collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// Declared indexes exist in Postgres (a btree per index, an exclusion
 /// constraint per unique one, on the collection's own partition), range and
 /// equality filters on indexed fields use them, and dropping the collection
@@ -394,7 +381,7 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
             let store = store.clone();
             async move {
                 let plan = store.explain("alerts", &FindOptions::new(Filter::parse(&filter).unwrap())).await.unwrap();
-                index_names(&plan)
+                common::index_names(&plan)
             }
         };
         let names = uses(json!({"seen": {"$gte": "2026-11-28T20:00:00Z"}})).await;

@@ -1,12 +1,19 @@
 //! Postgres-specific proofs beyond the shared conformance suite: the
-//! slow-commit ordering test, 100,000-event atomic batches, migrations.
+//! slow-commit ordering test, 100,000-event atomic batches, migrations,
+//! event queries planned on the index of their filter.
 //! Needs `PALISADE_TEST_POSTGRES_URL`; skipped with a notice without it,
 //! unless `PALISADE_REQUIRE` names `postgres`.
 
+mod common;
+
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use palisade_core::events::{AppendBatch, Cursor, NewEvent};
+use chrono::{TimeDelta, Utc};
+use ipnet::IpNet;
+use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
+use palisade_core::time::TimeRange;
 use palisade_core::{ErrorKind, EventStore, Namespace};
 use palisade_pg_sqlx::{PgBackend, PgConfig};
 use serde_json::json;
@@ -220,4 +227,39 @@ async fn next(tail: &mut palisade_core::events::EventSubscription) -> palisade_c
         .expect("tail delivers")
         .expect("stream open")
         .expect("no error")
+}
+
+/// Selective event queries use the index made for their filter: session,
+/// client network (`inet <<=`), kind with a time window.
+#[tokio::test]
+async fn event_queries_use_the_index_of_their_filter() {
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    let start = Utc::now() - TimeDelta::days(60);
+    let batch: Vec<NewEvent> = (0..30_000u32)
+        .map(|i| {
+            NewEvent::new("waf", format!("kind{}", i % 20))
+                .with_session(format!("s{}", i % 500))
+                .with_client_ip(IpAddr::from([10, (i % 40) as u8, (i / 256 % 256) as u8, (i % 256) as u8]))
+                .with_occurred_at(start + TimeDelta::minutes(i64::from(i) * 2))
+        })
+        .collect();
+    store.append(AppendBatch::new(batch)).await.unwrap();
+    sqlx::query("ANALYZE events").execute(b.pool()).await.unwrap();
+
+    let uses = |filter: EventFilter| {
+        let store = store.clone();
+        async move { common::index_names(&store.explain(&filter, &PageRequest::oldest(100)).await.unwrap()) }
+    };
+    let names = uses(EventFilter::all().session("s42")).await;
+    assert!(names.contains(&"events_session".to_owned()), "session: {names:?}");
+    let net: IpNet = "10.7.3.0/24".parse().unwrap();
+    let names = uses(EventFilter::all().client_net(net)).await;
+    assert!(names.contains(&"events_client_ip".to_owned()), "client network: {names:?}");
+    let day = TimeRange::between(start + TimeDelta::days(10), start + TimeDelta::days(11));
+    let names = uses(EventFilter::all().kind("kind3").time(day)).await;
+    assert!(names.contains(&"events_kind_time".to_owned()), "kind and time: {names:?}");
+    let page = store.query(EventFilter::all().session("s42"), PageRequest::oldest(100)).await.unwrap();
+    assert_eq!(page.items.len(), 60, "the planned query returns the session's events");
+    b.drop_namespace().await.unwrap();
 }
