@@ -8,23 +8,32 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use ipnet::IpNet;
 use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
+use palisade_core::conformance::restart;
 use palisade_core::time::TimeRange;
 use palisade_core::{ErrorKind, EventStore, Namespace};
+use palisade_memory::{MemoryConfig, MemoryStores};
 use palisade_pg_sqlx::{PgBackend, PgConfig};
 use serde_json::json;
 
-async fn backend() -> Option<PgBackend> {
+/// The shared server's URL; `None` (skip) without one, unless required.
+fn url() -> Option<String> {
     let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
         let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
         assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
         eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
         return None;
     };
+    Some(url)
+}
+
+async fn backend() -> Option<PgBackend> {
+    let url = url()?;
     let config = PgConfig::new(url, Namespace::random("pgtest").unwrap());
     Some(PgBackend::connect(&config).await.expect("postgres is reachable"))
 }
@@ -262,4 +271,31 @@ async fn event_queries_use_the_index_of_their_filter() {
     let page = store.query(EventFilter::all().session("s42"), PageRequest::oldest(100)).await.unwrap();
     assert_eq!(page.items.len(), 60, "the planned query returns the session's events");
     b.drop_namespace().await.unwrap();
+}
+
+/// `Degradable` over a Postgres server that crashes and restarts loses no
+/// acknowledged event: the pool notices, writes go to memory, and the probe
+/// replays them once the server is back. Runs its own server (`PgServer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn degraded_store_loses_no_acknowledged_event_across_a_server_crash() {
+    // Postgres tests run where a server is (or must be) available; this one
+    // starts its own from the same installation.
+    if url().is_none() {
+        return;
+    }
+    let server = common::PgServer::init(5442);
+    server.start();
+    let namespace = Namespace::random("pgcrash").unwrap();
+    let mut config = PgConfig::new(server.url(), namespace.clone());
+    config.connect_timeout = Duration::from_secs(1);
+    config.statement_timeout = Duration::from_secs(2);
+    let backend = PgBackend::connect(&config).await.expect("connect to the test's own server");
+    let fallback = MemoryStores::new(namespace, &MemoryConfig::default()).events;
+    restart::no_acknowledged_event_is_lost_across_a_restart(
+        Arc::new(backend.events()),
+        fallback,
+        || server.crash(),
+        || server.start(),
+    )
+    .await;
 }

@@ -26,6 +26,7 @@ pub mod event_store;
 pub mod flaky;
 mod macros;
 pub mod reputation_repo;
+pub mod restart;
 pub mod session_cache;
 
 use std::fmt::Debug;
