@@ -111,12 +111,15 @@ pub struct RedisConfig {
     pub board_retention: Option<Duration>,
     /// How long one `XREAD BLOCK` of a live tail waits.
     pub tail_block: Duration,
+    /// Log entries one step of `rebuild` reads (each step is one script, so
+    /// this bounds how long a rebuild blocks the server at a time).
+    pub rebuild_chunk: usize,
 }
 
 impl RedisConfig {
     /// Defaults for `url` in `namespace`: client from the scheme, 4 pooled
     /// connections, 5 s connect, 10 s response, 100 000-entry scans, boards
-    /// kept 400 days, 1 s tail blocks.
+    /// kept 400 days, 1 s tail blocks, rebuilds in steps of 1 000 log entries.
     pub fn new(url: impl Into<String>, namespace: Namespace) -> Self {
         let url = url.into();
         let client = if url.trim_start().to_ascii_lowercase().contains("+fred") {
@@ -135,6 +138,7 @@ impl RedisConfig {
             scan_limit: 100_000,
             board_retention: Some(Duration::from_secs(400 * 24 * 3600)),
             tail_block: Duration::from_secs(1),
+            rebuild_chunk: 1_000,
         }
     }
 
@@ -225,6 +229,7 @@ pub(crate) struct Options {
     pub(crate) scan_limit: usize,
     pub(crate) board_retention: Option<Duration>,
     pub(crate) tail_block: Duration,
+    pub(crate) rebuild_chunk: usize,
 }
 
 /// One connection (or pool) to Redis, confined to one namespace.
@@ -262,6 +267,7 @@ impl RedisBackend {
                 scan_limit: config.scan_limit.max(1),
                 board_retention: config.board_retention,
                 tail_block: config.tail_block,
+                rebuild_chunk: config.rebuild_chunk.max(1),
             }),
         };
         backend.ping().await?;

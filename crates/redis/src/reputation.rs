@@ -6,6 +6,8 @@
 //! | `log` | zset | hex id by `at` (ms): the source of truth for `rebuild` |
 //! | `h:<u\|e>:<subject>` | zset | hex id by `at`, for `history` |
 //! | `b:<u\|e>:<period key>` | zset | subject → **negated** score |
+//! | `rb:<period key>` | hash | a rebuild under way: token and cursor (`at`, id) |
+//! | `rbb:<u\|e>:<period key>` | zset | the board that rebuild fills |
 //!
 //! **Ordering.** Redis orders a sorted set by score, then by member bytes
 //! ascending (for UTF-8 ids that is code point order), and `ZREVRANGE`
@@ -24,8 +26,14 @@
 //! **Expiry.** Day, week and month boards get `EXPIREAT` = the later of their
 //! period's end and now, plus [`RedisConfig::board_retention`](crate::RedisConfig::board_retention),
 //! refreshed on every write; the log and all-time boards never expire.
-//! `rebuild(period)` recomputes a board from the log in one script
-//! (O(events in the period)).
+//! `rebuild(period)` recomputes a period's boards from the log in steps of
+//! [`RedisConfig::rebuild_chunk`](crate::RedisConfig::rebuild_chunk) log
+//! entries, one script each, so the server is never blocked for long: the
+//! steps fill `rbb:<u|e>:<period>` and keep a cursor in `rb:<period>`; `record`
+//! adds events behind the cursor to those boards too, and the last step
+//! swaps them in with `RENAME`. Readers see the old boards until then. A
+//! second rebuild of the same period takes over (the first returns a
+//! temporary `Conflict`); an abandoned one expires after an hour.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -33,7 +41,7 @@ use palisade_core::reputation::{
     check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
-use palisade_core::{Capabilities, Error, ReputationRepo, Result};
+use palisade_core::{Capabilities, Error, ErrorKind, ReputationRepo, Result};
 use uuid::Uuid;
 
 use crate::clients::Reply;
@@ -79,6 +87,16 @@ impl RedisReputationRepo {
 
     fn board_key(&self, kind: SubjectKind, period: Period) -> Vec<u8> {
         key(&self.prefix, format!("b:{}:{}", kind_char(kind), period.key()).as_bytes())
+    }
+
+    /// The marker of a rebuild of `period` under way (token and cursor).
+    fn rebuild_marker_key(&self, period: Period) -> Vec<u8> {
+        key(&self.prefix, format!("rb:{}", period.key()).as_bytes())
+    }
+
+    /// The board a rebuild of `period` fills before it replaces the live one.
+    fn rebuild_board_key(&self, kind: SubjectKind, period: Period) -> Vec<u8> {
+        key(&self.prefix, format!("rbb:{}:{}", kind_char(kind), period.key()).as_bytes())
     }
 
     /// `EXPIREAT` seconds for a board of `period`, or '' to keep it.
@@ -165,6 +183,14 @@ impl ReputationRepo for RedisReputationRepo {
             self.board_key(kind, day),
             self.board_key(kind, week),
             self.board_key(kind, month),
+            self.rebuild_marker_key(all),
+            self.rebuild_marker_key(day),
+            self.rebuild_marker_key(week),
+            self.rebuild_marker_key(month),
+            self.rebuild_board_key(kind, all),
+            self.rebuild_board_key(kind, day),
+            self.rebuild_board_key(kind, week),
+            self.rebuild_board_key(kind, month),
         ];
         let expiry = |p| self.expire_at(p).map_err(self.backend.tagged("record"));
         let args = vec![
@@ -285,18 +311,58 @@ impl ReputationRepo for RedisReputationRepo {
     async fn rebuild(&self, period: Period) -> Result<u64> {
         period.validate().map_err(self.backend.tagged("rebuild"))?;
         let range = period.range().map_err(self.backend.tagged("rebuild"))?;
+        let token = Uuid::new_v4().simple().to_string();
+        let marker = self.rebuild_marker_key(period);
+        let (user, engine) = (SubjectKind::User, SubjectKind::Engine);
+        let start = range.from.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_else(|| "-1e300".into());
+        let keys = vec![marker.clone(), self.rebuild_board_key(user, period), self.rebuild_board_key(engine, period)];
+        let args = vec![token.clone().into_bytes(), start.into_bytes()];
+        self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD_BEGIN, keys, args).await?;
         let keys = vec![
+            marker,
             self.log_key(),
-            self.board_key(SubjectKind::User, period),
-            self.board_key(SubjectKind::Engine, period),
+            self.rebuild_board_key(user, period),
+            self.rebuild_board_key(engine, period),
+            self.board_key(user, period),
+            self.board_key(engine, period),
         ];
+        let below = range.from.map(|t| format!("({}", truncate_ms(t).timestamp_millis())).unwrap_or_default();
+        let end = range.to.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_default();
         let args = vec![
-            Self::ms_bound(range.from, false, "-inf").into_bytes(),
-            Self::ms_bound(range.to, true, "+inf").into_bytes(),
+            token.into_bytes(),
+            below.into_bytes(),
+            end.into_bytes(),
             self.ev_prefix().into_bytes(),
+            self.backend.options.rebuild_chunk.to_string().into_bytes(),
             self.expire_at(period).map_err(self.backend.tagged("rebuild"))?.into_bytes(),
         ];
-        let reply = self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD, keys, args).await?;
-        self.count(&reply).map_err(|e| e.with_op("rebuild"))
+        loop {
+            let reply = self
+                .backend
+                .client
+                .eval("rebuild", &scripts::REPUTATION_REBUILD_STEP, keys.clone(), args.clone())
+                .await?;
+            let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("rebuild"))?;
+            match parts.first().map(Reply::text) {
+                Some(Ok("more")) => continue,
+                Some(Ok("done")) => {
+                    let count = parts.get(1).ok_or_else(|| corrupt(self.backend.backend(), "rebuild reply"))?;
+                    return self.count(count).map_err(|e| e.with_op("rebuild"));
+                }
+                Some(Ok("superseded")) => {
+                    return Err(Error::new(ErrorKind::Conflict, "another rebuild of this period took over")
+                        .set_temporary(true)
+                        .with_backend(self.backend.backend())
+                        .with_op("rebuild"));
+                }
+                Some(Ok("lost")) => {
+                    return Err(Error::new(ErrorKind::Conflict, "the log changed under the rebuild; run it again")
+                        .set_temporary(true)
+                        .with_backend(self.backend.backend())
+                        .with_op("rebuild"));
+                }
+                _ => return Err(corrupt(self.backend.backend(), "rebuild reply").with_op("rebuild")),
+            }
+        }
     }
 }

@@ -95,7 +95,11 @@ return {redis.call('GET', KEYS[1]), ttl}
 /// `record`: idempotent by id (the event hash doubles as the marker), range
 /// check on every period board, then log + history + boards in one step.
 /// Boards hold *negated* scores (see `reputation.rs`).
-/// KEYS: event hash, log zset, history zset, all/day/week/month boards.
+/// While a `rebuild` of one of the periods is under way (its marker hash
+/// exists), an event the rebuild has already passed (at, id ≤ its cursor) is
+/// also added to the rebuild's board, which will replace the live one.
+/// KEYS: event hash, log zset, history zset, all/day/week/month boards,
+/// all/day/week/month rebuild markers, all/day/week/month rebuild boards.
 /// ARGV: id, event JSON, at ms, kind, subject id, delta, negated delta,
 /// day/week/month EXPIREAT seconds ('' = never), max |score|.
 /// Returns {0, all-time negated score} | {1, same (duplicate)} | {2} (out of range).
@@ -117,6 +121,16 @@ redis.call('HSET', KEYS[1], 'j', ARGV[2], 'k', ARGV[4], 's', member, 'd', ARGV[6
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 for i = 4, 7 do redis.call('ZINCRBY', KEYS[i], ARGV[7], member) end
+local at = tonumber(ARGV[3])
+for i = 8, 11 do
+  local cur = redis.call('HMGET', KEYS[i], 'at', 'id')
+  if cur[1] then
+    local cat = tonumber(cur[1])
+    if at < cat or (at == cat and ARGV[1] <= cur[2]) then
+      redis.call('ZINCRBY', KEYS[i + 4], ARGV[7], member)
+    end
+  end
+end
 for i = 5, 7 do
   local at = ARGV[i + 3]
   if at ~= '' then redis.call('EXPIREAT', KEYS[i], at) end
@@ -177,31 +191,87 @@ return {s, redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s)}
 "#,
 };
 
-/// `rebuild`: replaces both boards of a period by sums over the log entries
-/// with `at` in [min, max). KEYS: log, user board, engine board.
-/// ARGV: min, max (ZRANGE BYSCORE bounds), event key prefix, EXPIREAT or ''.
-/// Returns the number of subjects on both boards.
-pub static REPUTATION_REBUILD: Lua = Lua {
-    name: "reputation_rebuild",
+/// `rebuild`, first step: claims the period's rebuild for `token` (a later
+/// rebuild of the same period takes it over) with its cursor before the
+/// period's first log entry, and empties its boards.
+/// KEYS: marker hash, rebuild user board, rebuild engine board.
+/// ARGV: token, cursor `at` (the period's start in ms, or far in the past).
+pub static REPUTATION_REBUILD_BEGIN: Lua = Lua {
+    name: "reputation_rebuild_begin",
     source: r#"
 redis.call('DEL', KEYS[2], KEYS[3])
-local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE')
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[3] .. id, 'k', 's', 'd')
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'at', ARGV[2], 'id', '')
+redis.call('EXPIRE', KEYS[1], 3600)
+return 1
+"#,
+};
+
+/// `rebuild`, each further step: adds the next `chunk` log entries after the
+/// cursor (log order: `at`, then id) that lie before the period's end to the
+/// rebuild's boards and moves the cursor past them. When the period's entries
+/// are exhausted, the rebuild's boards replace the live ones (RENAME, with the
+/// board expiry) and the marker goes. Events recorded meanwhile behind the
+/// cursor were added by `record`; those ahead are read here.
+/// KEYS: marker, log, rebuild user board, rebuild engine board, user board, engine board.
+/// ARGV: token, ZCOUNT bound below the period ('' = none), period end ms ('' = none),
+/// event key prefix, chunk, EXPIREAT or ''.
+/// Returns {'more'} | {'done', subjects on both boards} | {'superseded'} | {'lost'}.
+pub static REPUTATION_REBUILD_STEP: Lua = Lua {
+    name: "reputation_rebuild_step",
+    source: r#"
+local m = redis.call('HMGET', KEYS[1], 'token', 'at', 'id')
+if m[1] ~= ARGV[1] then return {'superseded'} end
+local start = 0
+if m[3] ~= '' then
+  local r = redis.call('ZRANK', KEYS[2], m[3])
+  if not r then return {'lost'} end
+  start = r + 1
+elseif ARGV[2] ~= '' then
+  start = redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[2])
+end
+local n = tonumber(ARGV[5])
+local entries = redis.call('ZRANGE', KEYS[2], start, start + n - 1, 'WITHSCORES')
+local done = #entries < 2 * n
+local last_at, last_id
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  if ARGV[3] ~= '' and tonumber(entries[i + 1]) >= tonumber(ARGV[3]) then
+    done = true
+    break
+  end
+  local f = redis.call('HMGET', ARGV[4] .. id, 'k', 's', 'd')
   if f[1] then
-    local board = KEYS[2]
-    if f[1] == 'e' then board = KEYS[3] end
+    local board = KEYS[3]
+    if f[1] == 'e' then board = KEYS[4] end
     local d = f[3]
     local neg
     if string.sub(d, 1, 1) == '-' then neg = string.sub(d, 2) else neg = '-' .. d end
     redis.call('ZINCRBY', board, neg, f[2])
   end
+  last_at, last_id = entries[i + 1], id
 end
-if ARGV[4] ~= '' then
-  redis.call('EXPIREAT', KEYS[2], ARGV[4])
-  redis.call('EXPIREAT', KEYS[3], ARGV[4])
+if last_id then redis.call('HSET', KEYS[1], 'at', last_at, 'id', last_id) end
+if not done then
+  redis.call('EXPIRE', KEYS[1], 3600)
+  for i = 3, 4 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], 3600) end
+  end
+  return {'more'}
 end
-return redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
+for i = 3, 4 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('RENAME', KEYS[i], KEYS[i + 2])
+    if ARGV[6] ~= '' then
+      redis.call('EXPIREAT', KEYS[i + 2], ARGV[6])
+    else
+      redis.call('PERSIST', KEYS[i + 2])
+    end
+  else
+    redis.call('DEL', KEYS[i + 2])
+  end
+end
+redis.call('DEL', KEYS[1])
+return {'done', redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[6])}
 "#,
 };
 
@@ -347,7 +417,7 @@ return r[1]
 };
 
 /// Every script, for clients that register them up front.
-pub static ALL: [&Lua; 13] = [
+pub static ALL: [&Lua; 14] = [
     &SESSION_PUSH,
     &SESSION_INCR,
     &SESSION_HIT,
@@ -356,7 +426,8 @@ pub static ALL: [&Lua; 13] = [
     &REPUTATION_PAGE,
     &REPUTATION_AROUND,
     &REPUTATION_RANK,
-    &REPUTATION_REBUILD,
+    &REPUTATION_REBUILD_BEGIN,
+    &REPUTATION_REBUILD_STEP,
     &EVENTS_APPEND,
     &EVENTS_SCAN,
     &EVENTS_PURGE,
