@@ -16,6 +16,7 @@ use futures::future::join_all;
 use palisade_core::documents::{
     cmp_docs, matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, SortKey, SortOrder, UpdateOps,
 };
+use palisade_core::conformance::server_url;
 use palisade_core::{DocumentStore, ErrorDetail, ErrorKind, Namespace};
 use palisade_pg_sqlx::{PgBackend, PgConfig, PgDocumentStore};
 use rand::rngs::StdRng;
@@ -294,12 +295,7 @@ where
     F: FnOnce(PgBackend) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
-        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
-        assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
-        eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
-        return;
-    };
+    let Some(url) = server_url("postgres", "PALISADE_TEST_POSTGRES_URL") else { return };
     let config = PgConfig::new(url, Namespace::random("pgdocs").unwrap());
     let backend = if migrate {
         PgBackend::connect(&config).await.expect("postgres is reachable")

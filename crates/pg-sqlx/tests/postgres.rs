@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use ipnet::IpNet;
 use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
-use palisade_core::conformance::restart;
+use palisade_core::conformance::{restart, server_url};
 use palisade_core::time::TimeRange;
 use palisade_core::{ErrorKind, EventStore, Namespace};
 use palisade_memory::{MemoryConfig, MemoryStores};
@@ -23,13 +23,7 @@ use serde_json::json;
 
 /// The shared server's URL; `None` (skip) without one, unless required.
 fn url() -> Option<String> {
-    let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
-        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "postgres"));
-        assert!(!required, "PALISADE_REQUIRE names postgres but PALISADE_TEST_POSTGRES_URL is not set");
-        eprintln!("notice: PALISADE_TEST_POSTGRES_URL is not set; skipping");
-        return None;
-    };
-    Some(url)
+    server_url("postgres", "PALISADE_TEST_POSTGRES_URL")
 }
 
 async fn backend() -> Option<PgBackend> {

@@ -8,19 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
+use palisade_core::conformance::server_url;
 use palisade_core::reputation::{Period, PeriodKind, ReputationEvent, Subject, SubjectKind};
 use palisade_core::{Namespace, ReputationRepo};
 use palisade_redis::{RedisBackend, RedisConfig};
-
-fn url() -> Option<String> {
-    let Ok(url) = std::env::var("PALISADE_TEST_REDIS_URL") else {
-        let required = std::env::var("PALISADE_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "redis"));
-        assert!(!required, "PALISADE_REQUIRE names redis but PALISADE_TEST_REDIS_URL is not set");
-        eprintln!("notice: PALISADE_TEST_REDIS_URL is not set; skipping");
-        return None;
-    };
-    Some(url)
-}
 
 /// The `n`th event: one of 7 users or 3 engines, somewhere in the day.
 fn event(n: u32) -> ReputationEvent {
@@ -36,7 +27,7 @@ async fn board(repo: &dyn ReputationRepo, kind: SubjectKind, period: Period) -> 
 }
 
 async fn concurrent_records_land_on_the_rebuilt_board(scheme: &str) {
-    let Some(url) = url() else { return };
+    let Some(url) = server_url("redis", "PALISADE_TEST_REDIS_URL") else { return };
     let url = url.replacen("redis://", &format!("{scheme}://"), 1);
     let mut config = RedisConfig::new(url, Namespace::random("rebuild").unwrap());
     config.rebuild_chunk = 25;

@@ -93,6 +93,20 @@ pub fn required(server: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The URL of `server` from the environment variable `var`, for tests that
+/// need a server: `None` (skip, with a notice) when it is not set — or a
+/// panic if [`required`]`(server)`.
+pub fn server_url(server: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(!required(server), "PALISADE_REQUIRE names {server} but {var} is not set");
+            eprintln!("notice: {var} is not set; skipping a {server} test");
+            None
+        }
+    }
+}
+
 /// Builds a harness from the URL in `var` with `connect`. Without the variable,
 /// or when connecting fails, returns `None` (the case is skipped with a notice)
 /// — or panics if [`required`]`(server)`.
@@ -101,11 +115,7 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<Arc<dyn Harness>>>,
 {
-    let Ok(url) = std::env::var(var) else {
-        assert!(!required(server), "PALISADE_REQUIRE names {server} but {var} is not set");
-        eprintln!("notice: {var} is not set; skipping {server} conformance case");
-        return None;
-    };
+    let url = server_url(server, var)?;
     match connect(url).await {
         Ok(h) => Some(h),
         Err(e) => {
