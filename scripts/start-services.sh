@@ -60,6 +60,11 @@ ensure_redis() {
     log "installing Redis"
     apt_install redis-server
   fi
+  # The TLS tests make a throwaway CA with the openssl CLI.
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl"
+    apt_install openssl
+  fi
   if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     log "starting Redis"
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null

@@ -190,7 +190,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long one operation may take.
     pub op_timeout: Duration,
-    /// Use TLS to servers (where the URL scheme does not already say so).
+    /// Use TLS to servers where the URL does not already say how:
+    /// `redis://` is treated as `rediss://`, and a Postgres URL without an
+    /// `sslmode` gets `sslmode=require`.
     pub tls: bool,
 }
 

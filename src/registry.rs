@@ -101,6 +101,7 @@ impl PgSqlxConnector {
         pg.pool_size = config.pool_size;
         pg.connect_timeout = config.connect_timeout;
         pg.statement_timeout = config.op_timeout;
+        pg.tls = config.tls;
         pg
     }
 
@@ -150,6 +151,7 @@ impl RedisConnector {
         redis.pool_size = config.pool_size as usize;
         redis.connect_timeout = config.connect_timeout;
         redis.response_timeout = config.op_timeout;
+        redis.tls = config.tls;
         redis
     }
 
@@ -233,6 +235,20 @@ mod tests {
 
     fn url(s: &str) -> StoreUrl {
         StoreUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    #[cfg(all(feature = "pg-sqlx", any(feature = "redis-rs", feature = "fred")))]
+    fn the_tls_setting_reaches_the_backends() {
+        let mut config = Config::default();
+        let ns = config.namespace.clone();
+        let pg = |c: &Config| PgSqlxConnector::pg_config(&url("postgres://h/db"), c, &ns).tls;
+        let redis = |c: &Config| {
+            RedisConnector(palisade_redis::ClientKind::RedisRs).redis_config(&url("redis://h:1"), c, &ns).tls
+        };
+        assert!(!pg(&config) && !redis(&config));
+        config.tls = true;
+        assert!(pg(&config) && redis(&config));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use palisade_core::{Capabilities, Error, ErrorKind, Namespace, Result};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, Executor};
 
 pub use documents::PgDocumentStore;
@@ -71,6 +71,8 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Server-side `statement_timeout`.
     pub statement_timeout: Duration,
+    /// Require TLS (`sslmode=require`) unless the URL names an `sslmode`.
+    pub tls: bool,
 }
 
 impl PgConfig {
@@ -82,12 +84,18 @@ impl PgConfig {
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            tls: false,
         }
     }
 
     fn connect_options(&self) -> Result<PgConnectOptions> {
         let opts = PgConnectOptions::from_str(&self.url).map_err(|e| error::map("connect", e))?;
         let timeout_ms = self.statement_timeout.as_millis().to_string();
+        let names_sslmode = self
+            .url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.split('=').next() == Some("sslmode")));
+        let opts = if self.tls && !names_sslmode { opts.ssl_mode(PgSslMode::Require) } else { opts };
         Ok(opts
             .application_name("palisade")
             .options([("search_path", self.namespace.as_str()), ("statement_timeout", timeout_ms.as_str())]))
@@ -245,4 +253,29 @@ impl PgBackend {
 
 fn invalid_state(msg: &'static str) -> Error {
     Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str, tls: bool) -> PgSslMode {
+        let mut config = PgConfig::new(url, Namespace::new("t").unwrap());
+        config.tls = tls;
+        config.connect_options().unwrap().get_ssl_mode()
+    }
+
+    #[test]
+    fn the_tls_flag_requires_tls_unless_the_url_says_otherwise() {
+        assert!(matches!(mode("postgres://h/db", true), PgSslMode::Require));
+        assert!(matches!(mode("postgres://h/db?sslmode=verify-full", true), PgSslMode::VerifyFull));
+        assert!(matches!(mode("postgres://h/db?sslmode=disable", true), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://h/db", false), PgSslMode::Prefer));
+    }
+
+    #[test]
+    fn debug_never_shows_the_url() {
+        let config = PgConfig::new("postgres://app:s3cret@h/db", Namespace::new("t").unwrap());
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
 }

@@ -40,8 +40,10 @@
 //! ## URLs
 //! `redis://[user:pass@]host:port[/db]` (redis-rs) and `redis+fred://…` (fred).
 //! Query parameters: `cluster=true` connects to a Redis Cluster (the host is a
-//! seed node), `node=host:port` adds seed nodes (repeatable). `rediss://` (TLS)
-//! is not compiled in yet and fails with `Config`.
+//! seed node), `node=host:port` adds seed nodes (repeatable). `rediss://` and
+//! `rediss+fred://` connect with TLS (rustls with the ring provider), trusting
+//! the system's roots, or only the PEM certificates in the file that
+//! `tls_ca=<path>` names; [`RedisConfig::tls`] upgrades a `redis://` URL.
 
 // Without a client feature the crate only offers its types (connect says which
 // feature is missing); the client plumbing is then unused.
@@ -114,6 +116,8 @@ pub struct RedisConfig {
     /// Log entries one step of `rebuild` reads (each step is one script, so
     /// this bounds how long a rebuild blocks the server at a time).
     pub rebuild_chunk: usize,
+    /// Connect with TLS even when the URL says `redis://` (as `rediss://`).
+    pub tls: bool,
 }
 
 impl RedisConfig {
@@ -139,6 +143,7 @@ impl RedisConfig {
             board_retention: Some(Duration::from_secs(400 * 24 * 3600)),
             tail_block: Duration::from_secs(1),
             rebuild_chunk: 1_000,
+            tls: false,
         }
     }
 
@@ -146,20 +151,24 @@ impl RedisConfig {
         let config_err = |msg: &'static str| Error::new(ErrorKind::Config, msg).with_op("connect");
         let parsed = url::Url::parse(self.url.trim()).map_err(|_| config_err("malformed redis URL"))?;
         let scheme = parsed.scheme().to_ascii_lowercase();
-        match scheme.as_str() {
-            "redis" | "redis+fred" | "redis+cluster" | "redis+fred+cluster" => {}
-            "rediss" | "rediss+fred" => {
-                return Err(config_err("TLS (rediss://) is not compiled into palisade-redis yet"));
-            }
-            _ => return Err(config_err("a redis URL must start with redis:// or redis+fred://")),
-        }
+        let tls = match scheme.as_str() {
+            "redis" | "redis+fred" | "redis+cluster" | "redis+fred+cluster" => self.tls,
+            "rediss" | "rediss+fred" | "rediss+cluster" | "rediss+fred+cluster" => true,
+            _ => return Err(config_err("a redis URL must start with redis://, rediss://, redis+fred:// or rediss+fred://")),
+        };
         let mut cluster = self.cluster || scheme.ends_with("+cluster");
         let mut nodes = Vec::new();
         let mut kept = Vec::new();
+        let mut root_ca = None;
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
                 "cluster" => cluster |= matches!(v.as_ref(), "true" | "1" | "yes"),
                 "node" => nodes.push(v.into_owned()),
+                "tls_ca" if tls => {
+                    let pem = std::fs::read(v.as_ref()).map_err(|_| config_err("cannot read the tls_ca file"))?;
+                    root_ca = Some(pem);
+                }
+                "tls_ca" => return Err(config_err("tls_ca needs a rediss:// URL")),
                 _ => kept.push((k.into_owned(), v.into_owned())),
             }
         }
@@ -168,7 +177,7 @@ impl RedisConfig {
         if !kept.is_empty() {
             base.query_pairs_mut().extend_pairs(kept);
         }
-        let rebuilt = format!("redis{}", &base.as_str()[base.scheme().len()..]);
+        let rebuilt = format!("{}{}", if tls { "rediss" } else { "redis" }, &base.as_str()[base.scheme().len()..]);
         let mut urls = vec![rebuilt.clone()];
         for node in nodes {
             let mut u = url::Url::parse(&rebuilt).map_err(|_| config_err("malformed redis URL"))?;
@@ -184,6 +193,8 @@ impl RedisConfig {
             pool_size: self.pool_size,
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
+            tls,
+            root_ca,
         })
     }
 }
@@ -209,6 +220,10 @@ pub(crate) struct Settings {
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
+    /// `rediss://`: connect with TLS (rustls, ring provider).
+    pub(crate) tls: bool,
+    /// PEM roots to trust instead of the system's (`?tls_ca=<file>`).
+    pub(crate) root_ca: Option<Vec<u8>>,
 }
 
 /// What every Redis store guarantees. Not durable (see the crate docs);
@@ -404,11 +419,24 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_foreign_schemes_are_config_errors() {
-        for url in ["rediss://h:1", "postgres://h", "not a url"] {
+    fn foreign_schemes_and_unreadable_tls_roots_are_config_errors() {
+        for url in ["postgres://h", "not a url", "rediss://h:1?tls_ca=/nonexistent/ca.pem", "redis://h:1?tls_ca=/x"] {
             let e = RedisConfig::new(url, ns("t")).settings().err().map(|e| e.kind());
             assert_eq!(e, Some(ErrorKind::Config), "{url}");
         }
+    }
+
+    #[test]
+    fn rediss_urls_and_the_tls_flag_select_tls() {
+        let s = RedisConfig::new("rediss+fred://h:1/?x=1", ns("t")).settings().unwrap();
+        assert!(s.tls);
+        assert_eq!(s.urls, vec!["rediss://h:1/?x=1"]);
+        let mut c = RedisConfig::new("redis://h:1", ns("t"));
+        assert!(!c.settings().unwrap().tls);
+        c.tls = true;
+        let s = c.settings().unwrap();
+        assert!(s.tls);
+        assert_eq!(s.urls, vec!["rediss://h:1"]);
     }
 
     #[test]

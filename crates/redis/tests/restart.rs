@@ -5,9 +5,8 @@
 //! 6379), kills exactly that process, starts it again — for both clients.
 #![cfg(all(feature = "redis-rs", feature = "fred"))]
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,55 +17,7 @@ use palisade_memory::{MemoryConfig, MemoryStores};
 use palisade_redis::{ClientKind, RedisBackend, RedisConfig};
 use serde_json::json;
 
-/// A `redis-server` child process, killed (by its own PID) when dropped.
-struct Server {
-    child: Option<Child>,
-}
-
-impl Server {
-    /// A server that keeps nothing on disk.
-    fn start(port: u16) -> Server {
-        Server::spawn(port, &["--save", "", "--appendonly", "no"])
-    }
-
-    /// A server that writes every command to an append-only file in `dir`
-    /// before answering, so a killed and restarted server keeps what it acknowledged.
-    fn start_durable(port: u16, dir: &std::path::Path) -> Server {
-        let dir = dir.to_str().expect("temp dir is UTF-8");
-        Server::spawn(port, &["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir])
-    }
-
-    fn spawn(port: u16, persistence: &[&str]) -> Server {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(persistence)
-            .args(["--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/start-services.sh installs it)");
-        let server = Server { child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use common::{Server, TempDir};
 
 async fn survives_restart_while_idle(kind: ClientKind, port: u16) {
     let mut server = Server::start(port);
@@ -122,24 +73,6 @@ async fn redis_rs_store_survives_server_restart_while_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fred_store_survives_server_restart_while_idle() {
     survives_restart_while_idle(ClientKind::Fred, 6391).await;
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("palisade-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `Degradable` over a Redis server that is killed and restarted (keeping

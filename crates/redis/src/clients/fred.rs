@@ -48,7 +48,13 @@ impl Drop for Fred {
 
 fn fred_config(settings: &Settings) -> Result<Config> {
     let first = settings.urls.first().map(String::as_str).unwrap_or_default();
+    if settings.tls {
+        super::install_tls_provider();
+    }
     let mut config = Config::from_url(first).map_err(|e| map_fred("connect", e))?;
+    if let Some(pem) = &settings.root_ca {
+        config.tls = Some(fred::types::config::TlsConnector::from(rustls_config(pem)?).into());
+    }
     if settings.cluster {
         let mut hosts = Vec::new();
         for u in &settings.urls {
@@ -59,6 +65,27 @@ fn fred_config(settings: &Settings) -> Result<Config> {
         }
         config.server = ServerConfig::Clustered { hosts, policy: Default::default() };
     }
+    Ok(config)
+}
+
+/// A rustls client configuration trusting only the PEM certificates in `pem`.
+fn rustls_config(pem: &[u8]) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bad = || Error::new(ErrorKind::Config, "tls_ca holds no usable PEM certificate").with_op("connect");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.map_err(|_| bad())?).map_err(|_| bad())?;
+    }
+    if roots.is_empty() {
+        return Err(bad());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| bad())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(config)
 }
 

@@ -15,6 +15,16 @@ pub(crate) mod fred;
 #[cfg(feature = "redis-rs")]
 pub(crate) mod redis_rs;
 
+/// Makes ring the process's rustls crypto provider unless one is set (TLS
+/// for `rediss://`; sqlx uses ring too). Idempotent.
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+pub(crate) fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is set either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// One Redis command: a name and binary-safe arguments.
 #[derive(Debug, Clone)]
 pub struct Cmd {

@@ -11,6 +11,7 @@ use palisade_core::{Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::TlsCertificates;
 
 use super::{Client, Cmd, Lua, Reply};
 use crate::error::map_redis_rs;
@@ -42,18 +43,28 @@ pub(crate) async fn connect(settings: &Settings) -> Result<Arc<dyn Client>> {
 }
 
 async fn open(settings: &Settings, response_timeout: Duration) -> Result<Conn> {
+    if settings.tls {
+        super::install_tls_provider();
+    }
+    let roots = || TlsCertificates { client_tls: None, root_cert: settings.root_ca.clone() };
     let opening = async {
         if settings.cluster {
-            let client = ClusterClientBuilder::new(settings.urls.clone())
+            let mut builder = ClusterClientBuilder::new(settings.urls.clone())
                 .connection_timeout(settings.connect_timeout)
-                .response_timeout(response_timeout)
-                .build()
-                .map_err(|e| map_redis_rs("connect", e))?;
+                .response_timeout(response_timeout);
+            if settings.root_ca.is_some() {
+                builder = builder.certs(roots());
+            }
+            let client = builder.build().map_err(|e| map_redis_rs("connect", e))?;
             let conn = client.get_async_connection().await.map_err(|e| map_redis_rs("connect", e))?;
             Ok(Conn::Cluster(conn))
         } else {
             let url = settings.urls.first().map(String::as_str).unwrap_or_default();
-            let client = redis::Client::open(url).map_err(|e| map_redis_rs("connect", e))?;
+            let client = match settings.root_ca {
+                Some(_) => redis::Client::build_with_tls(url, roots()),
+                None => redis::Client::open(url),
+            }
+            .map_err(|e| map_redis_rs("connect", e))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
                 .set_response_timeout(Some(response_timeout))
