@@ -121,6 +121,11 @@ impl Stores {
 
     /// Opens the four stores `config` names, each in `config.namespace`,
     /// wrapped in `Degradable` where a fallback is configured.
+    ///
+    /// # Errors
+    /// Connecting is eager, also with a fallback: an unreachable server, a bad
+    /// URL or bad credentials fail here. The fallback serves outages after
+    /// start-up.
     pub async fn connect(config: &Config) -> Result<Self> {
         Stores::connect_in(config, &config.namespace).await
     }
