@@ -24,6 +24,7 @@ rm -f "$PALISADE_CONFORMANCE_LOG"
 status=0
 cargo test --workspace --all-features --all-targets --locked || status=$?
 cargo test --workspace --all-features --doc --locked || status=$?
+cargo fmt --all -- --check || status=$?
 cargo clippy --workspace --all-features --all-targets --locked --quiet -- -D warnings || status=$?
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet || status=$?
 

@@ -190,9 +190,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long one operation may take.
     pub op_timeout: Duration,
-    /// Use TLS to servers where the URL does not already say how:
-    /// `redis://` is treated as `rediss://`, and a Postgres URL without an
-    /// `sslmode` gets `sslmode=require`.
+    /// Use verified TLS to servers where the URL does not already say how:
+    /// `redis://` is treated as `rediss://`, and Postgres connections whose
+    /// `sslmode` is the default `prefer` (or `allow`) use `verify-full`.
     pub tls: bool,
 }
 

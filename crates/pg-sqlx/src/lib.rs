@@ -71,7 +71,9 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Server-side `statement_timeout`.
     pub statement_timeout: Duration,
-    /// Require TLS (`sslmode=require`) unless the URL names an `sslmode`.
+    /// Use verified TLS (`sslmode=verify-full`: system roots, or the URL's
+    /// `sslrootcert`) unless the URL or `PGSSLMODE` names a mode other than
+    /// `prefer`/`allow`.
     pub tls: bool,
 }
 
@@ -91,11 +93,11 @@ impl PgConfig {
     fn connect_options(&self) -> Result<PgConnectOptions> {
         let opts = PgConnectOptions::from_str(&self.url).map_err(|e| error::map("connect", e))?;
         let timeout_ms = self.statement_timeout.as_millis().to_string();
-        let names_sslmode = self
-            .url
-            .split_once('?')
-            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.split('=').next() == Some("sslmode")));
-        let opts = if self.tls && !names_sslmode { opts.ssl_mode(PgSslMode::Require) } else { opts };
+        // `tls` raises the optional modes (the default `prefer`, `allow`) to
+        // `verify-full`; a mode that already says how (`disable`, `require`,
+        // `verify-ca`, `verify-full`, from the URL or PGSSLMODE) stays.
+        let weak = matches!(opts.get_ssl_mode(), PgSslMode::Prefer | PgSslMode::Allow);
+        let opts = if self.tls && weak { opts.ssl_mode(PgSslMode::VerifyFull) } else { opts };
         Ok(opts
             .application_name("palisade")
             .options([("search_path", self.namespace.as_str()), ("statement_timeout", timeout_ms.as_str())]))
@@ -266,11 +268,13 @@ mod tests {
     }
 
     #[test]
-    fn the_tls_flag_requires_tls_unless_the_url_says_otherwise() {
-        assert!(matches!(mode("postgres://h/db", true), PgSslMode::Require));
-        assert!(matches!(mode("postgres://h/db?sslmode=verify-full", true), PgSslMode::VerifyFull));
+    fn the_tls_flag_makes_optional_tls_verified_and_keeps_explicit_modes() {
+        assert!(matches!(mode("postgres://h/db?sslmode=prefer", true), PgSslMode::VerifyFull));
+        assert!(matches!(mode("postgres://h/db?sslmode=allow", true), PgSslMode::VerifyFull));
+        assert!(matches!(mode("postgres://h/db?sslmode=prefer", false), PgSslMode::Prefer));
+        assert!(matches!(mode("postgres://h/db?sslmode=require", true), PgSslMode::Require));
+        assert!(matches!(mode("postgres://h/db?sslmode=verify-ca", true), PgSslMode::VerifyCa));
         assert!(matches!(mode("postgres://h/db?sslmode=disable", true), PgSslMode::Disable));
-        assert!(matches!(mode("postgres://h/db", false), PgSslMode::Prefer));
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use futures::future::join_all;
+use palisade_core::conformance::server_url;
 use palisade_core::documents::{
     cmp_docs, matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, SortKey, SortOrder, UpdateOps,
 };
-use palisade_core::conformance::server_url;
 use palisade_core::{DocumentStore, ErrorDetail, ErrorKind, Namespace};
 use palisade_pg_sqlx::{PgBackend, PgConfig, PgDocumentStore};
 use rand::rngs::StdRng;
@@ -186,7 +186,8 @@ async fn random_filters_and_sorts_agree_with_the_reference() {
             let mut options = FindOptions::new(parsed.clone()).skip(skip).limit(limit);
             options.sort = keys.clone();
             let got: Vec<String> = store.find(collection, options).await.unwrap().iter().map(id_of).collect();
-            let what = format!("seed {seed}: {collection}: filter {json_filter}, sort {keys:?}, skip {skip}, limit {limit}");
+            let what =
+                format!("seed {seed}: {collection}: filter {json_filter}, sort {keys:?}, skip {skip}, limit {limit}");
             assert_eq!(got, want, "{what}");
             let counted = store.count(collection, parsed).await.unwrap();
             assert_eq!(counted, expected_count, "seed {seed}: {collection}: count {json_filter}");

@@ -44,6 +44,8 @@
 //! `rediss+fred://` connect with TLS (rustls with the ring provider), trusting
 //! the system's roots, or only the PEM certificates in the file that
 //! `tls_ca=<path>` names; [`RedisConfig::tls`] upgrades a `redis://` URL.
+//! Opening a TLS connection makes ring rustls' process-wide crypto provider
+//! if none is installed yet (install yours first to use another).
 
 // Without a client feature the crate only offers its types (connect says which
 // feature is missing); the client plumbing is then unused.
@@ -114,7 +116,8 @@ pub struct RedisConfig {
     /// How long one `XREAD BLOCK` of a live tail waits.
     pub tail_block: Duration,
     /// Log entries one step of `rebuild` reads (each step is one script, so
-    /// this bounds how long a rebuild blocks the server at a time).
+    /// this bounds how long a rebuild blocks the server at a time); clamped
+    /// to 1..=[`MAX_REBUILD_CHUNK`].
     pub rebuild_chunk: usize,
     /// Connect with TLS even when the URL says `redis://` (as `rediss://`).
     pub tls: bool,
@@ -154,7 +157,11 @@ impl RedisConfig {
         let tls = match scheme.as_str() {
             "redis" | "redis+fred" | "redis+cluster" | "redis+fred+cluster" => self.tls,
             "rediss" | "rediss+fred" | "rediss+cluster" | "rediss+fred+cluster" => true,
-            _ => return Err(config_err("a redis URL must start with redis://, rediss://, redis+fred:// or rediss+fred://")),
+            _ => {
+                return Err(config_err(
+                    "a redis URL must start with redis://, rediss://, redis+fred:// or rediss+fred://",
+                ))
+            }
         };
         let mut cluster = self.cluster || scheme.ends_with("+cluster");
         let mut nodes = Vec::new();
@@ -210,6 +217,9 @@ impl fmt::Debug for RedisConfig {
             .finish_non_exhaustive()
     }
 }
+
+/// The largest [`RedisConfig::rebuild_chunk`] (Lua and `ZRANGE` need exact integers).
+pub const MAX_REBUILD_CHUNK: usize = 1_000_000;
 
 /// What a client needs to connect (URLs hold credentials: never logged).
 #[derive(Clone)]
@@ -282,7 +292,7 @@ impl RedisBackend {
                 scan_limit: config.scan_limit.max(1),
                 board_retention: config.board_retention,
                 tail_block: config.tail_block,
-                rebuild_chunk: config.rebuild_chunk.max(1),
+                rebuild_chunk: config.rebuild_chunk.clamp(1, MAX_REBUILD_CHUNK),
             }),
         };
         backend.ping().await?;

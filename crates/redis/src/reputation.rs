@@ -33,7 +33,7 @@
 //! adds events behind the cursor to those boards too, and the last step
 //! swaps them in with `RENAME`. Readers see the old boards until then. A
 //! second rebuild of the same period takes over (the first returns a
-//! temporary `Conflict`); an abandoned one expires after an hour.
+//! temporary `Conflict`); an abandoned one's keys expire after an hour.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -314,7 +314,8 @@ impl ReputationRepo for RedisReputationRepo {
         let token = Uuid::new_v4().simple().to_string();
         let marker = self.rebuild_marker_key(period);
         let (user, engine) = (SubjectKind::User, SubjectKind::Engine);
-        let start = range.from.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_else(|| "-1e300".into());
+        let start =
+            range.from.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_else(|| "-1e300".into());
         let keys = vec![marker.clone(), self.rebuild_board_key(user, period), self.rebuild_board_key(engine, period)];
         let args = vec![token.clone().into_bytes(), start.into_bytes()];
         self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD_BEGIN, keys, args).await?;
@@ -350,10 +351,13 @@ impl ReputationRepo for RedisReputationRepo {
                     return self.count(count).map_err(|e| e.with_op("rebuild"));
                 }
                 Some(Ok("superseded")) => {
-                    return Err(Error::new(ErrorKind::Conflict, "another rebuild of this period took over")
-                        .set_temporary(true)
-                        .with_backend(self.backend.backend())
-                        .with_op("rebuild"));
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        "another rebuild of this period took over, or this one was idle for an hour",
+                    )
+                    .set_temporary(true)
+                    .with_backend(self.backend.backend())
+                    .with_op("rebuild"));
                 }
                 Some(Ok("lost")) => {
                     return Err(Error::new(ErrorKind::Conflict, "the log changed under the rebuild; run it again")

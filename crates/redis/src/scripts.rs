@@ -128,6 +128,7 @@ for i = 8, 11 do
     local cat = tonumber(cur[1])
     if at < cat or (at == cat and ARGV[1] <= cur[2]) then
       redis.call('ZINCRBY', KEYS[i + 4], ARGV[7], member)
+      redis.call('EXPIRE', KEYS[i + 4], 3600)
     end
   end
 end

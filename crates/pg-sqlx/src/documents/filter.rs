@@ -224,7 +224,10 @@ impl Sql {
                 .bind(Bind::Jsonb(Value::Array(xs.to_vec())), "::jsonb")
                 .push("))"),
             IndexRange::From(x, bracket) => {
-                self.push("((").sort_key(path).push(" >= palisade_doc_value_key(").bind(Bind::Jsonb(x.clone()), "::jsonb");
+                self.push("((")
+                    .sort_key(path)
+                    .push(" >= palisade_doc_value_key(")
+                    .bind(Bind::Jsonb(x.clone()), "::jsonb");
                 self.push(") AND ").sort_key(path).push(" < ").push(bracket.end).push(") OR ").sort_key(path);
                 self.push(" = '9')")
             }
@@ -460,7 +463,11 @@ mod tests {
         };
         let key = "palisade_doc_sort_key(d.body, $1::text[]) COLLATE \"C\"";
         let sql = translate_indexed(json!({"seen": {"$gt": "2026"}}));
-        assert!(sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($2::jsonb) AND ")), "{}", sql.text());
+        assert!(
+            sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($2::jsonb) AND ")),
+            "{}",
+            sql.text()
+        );
         assert!(sql.text().contains("COLLATE \"C\" < '4') OR "), "strings end at the object bracket: {}", sql.text());
         assert!(sql.text().contains(" = '9') AND palisade_doc_compare_top("), "{}", sql.text());
         let sql = translate_indexed(json!({"seen": {"$lte": 5}}));

@@ -563,7 +563,9 @@ where
     let mut pause = Duration::from_millis(20);
     loop {
         match statement().await {
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") && started.elapsed() < DDL_PATIENCE => {
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("55P03") && started.elapsed() < DDL_PATIENCE =>
+            {
                 tracing::debug!("collection DDL is waiting for the documents table");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));

@@ -84,7 +84,8 @@ impl PgServer {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).stdin(Stdio::null()).output().expect("postgres server tools are installed");
+        let out =
+            self.command(tool).args(args).stdin(Stdio::null()).output().expect("postgres server tools are installed");
         assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -37,13 +37,19 @@ impl Server {
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let subject = ["-days", "1", "-subj", "/CN=palisade-test-ca"];
-        openssl(&[&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &ca_key, "-out", &ca][..], &subject].concat());
+        openssl(
+            &[&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &ca_key, "-out", &ca][..], &subject]
+                .concat(),
+        );
         openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
         let sign = ["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert];
         openssl(&[&sign[..], &["-days", "1", "-extfile", &ext]].concat());
         let port_text = port.to_string();
         let args = ["--port", "0", "--tls-port", &port_text, "--tls-cert-file", &cert, "--tls-key-file", &key];
-        let server = Server::spawn(port, &[&args[..], &["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]].concat());
+        let server = Server::spawn(
+            port,
+            &[&args[..], &["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]].concat(),
+        );
         (server, PathBuf::from(ca))
     }
 
@@ -96,4 +102,3 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
