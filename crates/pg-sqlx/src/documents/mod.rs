@@ -47,6 +47,7 @@
 mod filter;
 mod spec;
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -60,6 +61,8 @@ use palisade_core::documents::{
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result};
 use serde_json::{Map, Value};
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::query::Query;
 use sqlx::{PgConnection, Row};
 
 use self::filter::{Bind, Sql};
@@ -597,6 +600,22 @@ fn find_sql(select: &'static str, collection: &str, options: &FindOptions, index
     sql
 }
 
+/// `sql` with `$1` = the collection and `$2…$5` = the id, body, version and
+/// expiry columns of `rows`, as arrays (for `unnest`).
+fn with_rows<S: Borrow<Staged>>(
+    sql: &'static str,
+    collection: &str,
+    rows: &[S],
+) -> Query<'static, Postgres, PgArguments> {
+    let rows: Vec<&Staged> = rows.iter().map(Borrow::borrow).collect();
+    sqlx::query(sql)
+        .bind(collection.to_owned())
+        .bind(rows.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.version).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.expires_at).collect::<Vec<_>>())
+}
+
 /// Inserts new documents; returns those whose `_id` was taken.
 async fn insert_documents<'a>(
     conn: &mut PgConnection,
@@ -607,20 +626,16 @@ async fn insert_documents<'a>(
 ) -> Result<Vec<&'a Staged>> {
     let mut taken = Vec::new();
     for chunk in docs.chunks(CHUNK) {
-        let rows = sqlx::query(concat!(
+        const INSERT: &str = concat!(
             "INSERT INTO documents (collection, id, body, version, expires_at) ",
             "SELECT $1, t.id, t.body, t.version, t.expires_at ",
             "FROM unnest($2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[]) AS t(id, body, version, expires_at) ",
             "ON CONFLICT (collection, id) DO NOTHING RETURNING id"
-        ))
-        .bind(collection)
-        .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.version).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.expires_at).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| coll.named_unique(map(op, e)))?;
+        );
+        let rows = with_rows(INSERT, collection, chunk)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| coll.named_unique(map(op, e)))?;
         if rows.len() < chunk.len() {
             let inserted =
                 rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<HashSet<_>, _>>();
@@ -686,19 +701,12 @@ async fn write_back(
         sqlx::query("SET CONSTRAINTS ALL DEFERRED").execute(&mut *conn).await.map_err(|e| map(op, e))?;
     }
     for chunk in staged.chunks(CHUNK) {
-        sqlx::query(concat!(
+        const UPDATE: &str = concat!(
             "UPDATE documents AS d SET body = t.body, version = t.version, expires_at = t.expires_at ",
             "FROM unnest($2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[]) AS t(id, body, version, expires_at) ",
             "WHERE d.collection = $1 AND d.id = t.id"
-        ))
-        .bind(collection)
-        .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.version).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|s| s.expires_at).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| coll.named_unique(map(op, e)))?;
+        );
+        with_rows(UPDATE, collection, chunk).execute(&mut *conn).await.map_err(|e| coll.named_unique(map(op, e)))?;
     }
     Ok(())
 }
