@@ -81,5 +81,6 @@ fn config_file_selects_stores_and_env_overrides_it() {
     assert!(!out.status.success(), "redis offers no documents");
     assert!(text(&out).contains("does not offer the documents store"), "{}", text(&out));
     let out = palisade(&["--config", file.to_str().unwrap(), "health"], &[("PALISADE_DOCUMENTS_URL", "memory://")]);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{}", text(&out));
 }
