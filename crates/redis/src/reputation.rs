@@ -314,8 +314,8 @@ impl ReputationRepo for RedisReputationRepo {
         let token = Uuid::new_v4().simple().to_string();
         let marker = self.rebuild_marker_key(period);
         let (user, engine) = (SubjectKind::User, SubjectKind::Engine);
-        let start =
-            range.from.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_else(|| "-1e300".into());
+        // Cursor before the period's first entry; AllTime starts before any time.
+        let start = Self::ms_bound(range.from, false, "-1e300");
         let keys = vec![marker.clone(), self.rebuild_board_key(user, period), self.rebuild_board_key(engine, period)];
         let args = vec![token.clone().into_bytes(), start.into_bytes()];
         self.backend.client.eval("rebuild", &scripts::REPUTATION_REBUILD_BEGIN, keys, args).await?;
@@ -327,8 +327,8 @@ impl ReputationRepo for RedisReputationRepo {
             self.board_key(user, period),
             self.board_key(engine, period),
         ];
-        let below = range.from.map(|t| format!("({}", truncate_ms(t).timestamp_millis())).unwrap_or_default();
-        let end = range.to.map(|t| truncate_ms(t).timestamp_millis().to_string()).unwrap_or_default();
+        let below = Self::ms_bound(range.from, true, "");
+        let end = Self::ms_bound(range.to, false, "");
         let args = vec![
             token.into_bytes(),
             below.into_bytes(),

@@ -234,10 +234,18 @@ impl PgDocumentStore {
             .fetch_optional(&self.backend.pool)
             .await
             .map_err(|e| map(op, e))?;
-        let Some(stored) = stored else { return Ok(None) };
+        stored.map(|stored| self.compiled(name, stored)).transpose()
+    }
+
+    /// `stored` (the spec of collection `name`) compiled, from the cache when
+    /// it holds that very spec; the cache keeps the result.
+    fn compiled(&self, name: &str, stored: Value) -> Result<Arc<Collection>> {
+        if let Some(c) = lock(&self.state.collections).get(name).filter(|c| c.stored == stored) {
+            return Ok(Arc::clone(c));
+        }
         let compiled = Arc::new(Collection::compile(name, stored)?);
         lock(&self.state.collections).insert(name.to_owned(), Arc::clone(&compiled));
-        Ok(Some(compiled))
+        Ok(compiled)
     }
 
     /// The indexed paths of `collection`, for [`Sql::with_indexed`].
@@ -262,12 +270,7 @@ impl PgDocumentStore {
             .await
             .map_err(|e| map(op, e))?;
         let stored = stored.ok_or(DocumentFault::NoCollection)?;
-        if let Some(c) = lock(&self.state.collections).get(name).filter(|c| c.stored == stored) {
-            return Ok(Arc::clone(c));
-        }
-        let compiled = Arc::new(Collection::compile(name, stored)?);
-        lock(&self.state.collections).insert(name.to_owned(), Arc::clone(&compiled));
-        Ok(compiled)
+        self.compiled(name, stored)
     }
 
     /// `NotFound` unless collection `name` exists.
