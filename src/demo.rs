@@ -115,10 +115,10 @@ pub async fn run(stores: &Stores, args: &DemoArgs) -> Result<String> {
         let c =
             if rng.gen_bool(0.2) { &clients[rng.gen_range(0..hot)] } else { &clients[rng.gen_range(0..clients.len())] };
         let decision = stores.sessions.hit(&format!("rl:{}", c.session), RATE_LIMIT, TimeDelta::seconds(10)).await?;
-        stores.sessions.incr(&format!("requests:{}", c.session), 1, Some(TimeDelta::minutes(30))).await?;
+        stores.sessions.incr(&format!("requests:{}", c.session), 1, Some(TimeDelta::minutes(30).into())).await?;
         stores
             .sessions
-            .push(&format!("history:{}", c.session), json!({"n": n}), 20, Some(TimeDelta::minutes(30)))
+            .push(&format!("history:{}", c.session), json!({"n": n}), 20, Some(TimeDelta::minutes(30).into()))
             .await?;
         let attack = c.malicious && rng.gen_bool(0.6);
         let mut event = NewEvent::new("gatekeeper", "allowed").with_session(&c.session).with_client_ip(c.ip);

@@ -248,7 +248,7 @@ async fn session_writes_are_replayed_in_order_when_configured() {
     store.set("k", json!("a"), None, SetMode::Always).await.unwrap();
     store.incr("n", 2, None).await.unwrap();
     store.incr("n", 3, None).await.unwrap();
-    store.push("h", json!(1), 10, Some(TimeDelta::minutes(5))).await.unwrap();
+    store.push("h", json!(1), 10, Some(TimeDelta::minutes(5).into())).await.unwrap();
     store.push("h", json!(2), 10, None).await.unwrap();
     assert!(!store.set("k", json!("b"), None, SetMode::IfAbsent).await.unwrap(), "a set that did not write");
     store.hit("rl", 5, TimeDelta::seconds(10)).await.unwrap();

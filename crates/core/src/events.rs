@@ -281,13 +281,16 @@ impl AppendBatch {
     /// Checks the whole batch before any I/O: 1..=[`MAX_BATCH`] valid events,
     /// no id twice, valid stream names in expectations, `Exact(0)` rejected
     /// (use `NoStream`).
-    pub fn validate(&self) -> Result<()> {
+    ///
+    /// Each event's `data` is held to `policy` (depth, serialized size).
+    pub fn validate(&self, policy: &crate::InputPolicy) -> Result<()> {
         if self.events.is_empty() || self.events.len() > MAX_BATCH {
             return Err(Error::invalid(format!("a batch holds 1..={MAX_BATCH} events")).with_op("append"));
         }
         let mut ids = HashSet::with_capacity(self.events.len());
         for e in &self.events {
             e.validate().map_err(|err| err.with_op("append"))?;
+            policy.check_event_data(&e.data).map_err(|err| err.with_op("append"))?;
             if !ids.insert(e.id) {
                 return Err(Error::invalid("the same event id appears twice in one batch").with_op("append"));
             }
@@ -398,8 +401,13 @@ impl EventFilter {
         self
     }
 
-    /// Checks names and the time range.
+    /// Checks names, list lengths (at most [`MAX_IN_LIST`](crate::policy::MAX_IN_LIST)
+    /// kinds, sources and tags) and the time range.
     pub fn validate(&self) -> Result<()> {
+        let max = crate::policy::MAX_IN_LIST;
+        if self.kinds.len() > max || self.sources.len() > max || self.tags.len() > max {
+            return Err(Error::invalid(format!("an event filter lists at most {max} kinds, sources and tags each")));
+        }
         for k in &self.kinds {
             check_name("kind", k)?;
         }

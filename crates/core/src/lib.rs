@@ -18,6 +18,7 @@ pub mod documents;
 pub mod error;
 pub mod events;
 pub mod namespace;
+pub mod policy;
 pub mod reputation;
 pub mod sessions;
 pub mod time;
@@ -31,8 +32,9 @@ pub use documents::{DocumentStore, DocumentStoreExt};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use events::{EventStore, EventStoreExt};
 pub use namespace::Namespace;
+pub use policy::InputPolicy;
 pub use reputation::{ReputationRepo, ReputationRepoExt};
-pub use sessions::{SessionCache, SessionCacheExt};
+pub use sessions::{Expiry, SessionCache, SessionCacheExt};
 
 #[cfg(feature = "mock")]
 pub use documents::MockDocumentStore;

@@ -15,7 +15,7 @@ use crate::time::{truncate_ms, TimeRange};
 /// Largest absolute delta, and largest absolute score in any period: 2^53 − 1,
 /// the biggest integer every backend (including sorted-set doubles) holds exactly.
 pub const MAX_SCORE: i64 = (1 << 53) - 1;
-/// Longest `reason`, in bytes.
+/// Longest `reason` by default, in bytes ([`InputPolicy::max_reason_bytes`](crate::InputPolicy::max_reason_bytes)).
 pub const MAX_REASON_LEN: usize = 1024;
 /// Largest leaderboard / history page and largest `around` radius.
 pub const MAX_RANKED: usize = 10_000;
@@ -99,14 +99,19 @@ impl ReputationEvent {
         self.id = id;
         self
     }
-    /// Checks subject, delta and reason.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks subject, delta and reason (at most `policy.max_reason_bytes`,
+    /// no control characters but tab and newline).
+    pub fn validate(&self, policy: &crate::InputPolicy) -> Result<()> {
         self.subject.validate()?;
         if self.delta.unsigned_abs() > MAX_SCORE as u64 {
             return Err(Error::invalid("|delta| must be at most 2^53 - 1"));
         }
-        if self.reason.len() > MAX_REASON_LEN || self.reason.contains('\0') {
-            return Err(Error::invalid(format!("reason must be at most {MAX_REASON_LEN} bytes without NUL")));
+        let max = policy.max_reason_bytes;
+        if self.reason.len() > max {
+            return Err(Error::invalid(format!("reason must be at most {max} bytes")));
+        }
+        if self.reason.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+            return Err(Error::invalid("reason must not contain control characters (U+0000 included)"));
         }
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! Short-lived session state and the [`SessionCache`] trait.
 
 use async_trait::async_trait;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
+use crate::time::{now_ms, truncate_ms, ttl_millis, MAX_TTL_MS};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -28,6 +29,69 @@ pub fn check_history_len(n: usize) -> Result<()> {
         return Err(Error::invalid(format!("history length must be 1..={MAX_HISTORY}")));
     }
     Ok(())
+}
+
+/// When a key expires: after a relative TTL or at an absolute instant.
+///
+/// Either way the store keeps an **absolute instant**, fixed on the caller's
+/// clock when the call is made ([`Expiry::deadline`]), at millisecond
+/// precision — never when the server happens to run the statement. A key is
+/// expired when `now >= deadline`.
+///
+/// Clocks: Postgres and memory decide expiry on the caller's clock (the
+/// instant is computed and compared client-side and bound into the SQL);
+/// Redis expires keys on its own clock (`PXAT`/`PEXPIREAT`), so there a clock
+/// skew of *d* between service and server shifts expiry by *d*. Keep service
+/// and server clocks in sync (NTP), as any TTL'd system assumes.
+///
+/// `TimeDelta` and `DateTime<Utc>` convert into it, so `Some(ttl.into())` and
+/// `Some(record.expiry_date.into())` both read naturally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiry {
+    /// This long after the call (whole milliseconds, `1 ms ..= 100 years`).
+    After(TimeDelta),
+    /// At this instant (truncated to milliseconds; must lie in the future).
+    At(DateTime<Utc>),
+}
+
+impl From<TimeDelta> for Expiry {
+    fn from(ttl: TimeDelta) -> Self {
+        Expiry::After(ttl)
+    }
+}
+
+impl From<DateTime<Utc>> for Expiry {
+    fn from(at: DateTime<Utc>) -> Self {
+        Expiry::At(at)
+    }
+}
+
+impl Expiry {
+    /// The absolute instant this expiry denotes when the call is made at
+    /// `now`. `InvalidInput` for a zero, negative or sub-millisecond TTL, for
+    /// an instant that is not after `now`, and for anything beyond 100 years.
+    pub fn deadline(self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let now = truncate_ms(now);
+        let at = match self {
+            Expiry::After(ttl) => now + TimeDelta::milliseconds(ttl_millis(ttl)?),
+            Expiry::At(at) => {
+                let at = truncate_ms(at);
+                if at <= now {
+                    return Err(Error::invalid("expiry instant must lie in the future"));
+                }
+                if (at - now).num_milliseconds() > MAX_TTL_MS {
+                    return Err(Error::invalid("expiry must be at most 100 years ahead"));
+                }
+                at
+            }
+        };
+        Ok(at)
+    }
+}
+
+/// The deadline of an optional expiry, fixed now (see [`Expiry::deadline`]).
+pub fn deadline(expiry: Option<Expiry>) -> Result<Option<DateTime<Utc>>> {
+    expiry.map(|e| e.deadline(now_ms())).transpose()
 }
 
 /// When `set` writes.
@@ -84,15 +148,21 @@ impl Decision {
 /// - **Keys** are 1..=1024 bytes of any UTF-8; nothing a key contains reaches
 ///   outside the store's namespace. Values, lists and counters share one keyspace:
 ///   using a key as another type than it holds is `Conflict` (like Redis `WRONGTYPE`).
-/// - **TTLs** are whole milliseconds; zero, negative or sub-millisecond TTLs are
-///   `InvalidInput`. Expiry is an absolute instant: a key is expired when
+/// - **Expiry** ([`Expiry`]) is a relative TTL or an absolute instant; both
+///   become an absolute instant fixed on the caller's clock when the call is
+///   made, at millisecond precision. Zero, negative or sub-millisecond TTLs and
+///   instants not in the future are `InvalidInput`. A key is expired when
 ///   `now >= expires_at`, and an expired key is invisible at once on every
 ///   backend, whatever the backend's own sweep does later.
+/// - **Values** and history entries are held to the store's
+///   [`InputPolicy`](crate::policy::InputPolicy) (nesting depth, serialized
+///   size); U+0000 inside them is stored and returned byte-exact.
 /// - **`set`** replaces the value *and* the TTL (`None` = never expires), like
 ///   Redis `SET` without `KEEPTTL`. It returns whether it wrote.
 /// - **History** (`push`/`range`) keeps the newest `max_len` entries; `range`
-///   returns newest first. `push` with a TTL (re)sets the list's expiry; without
-///   one it leaves the expiry as it was.
+///   returns newest first. `push` with an expiry (re)sets the list's expiry;
+///   without one it leaves the expiry as it was (a list that has expired is
+///   gone: a push onto it starts a new list).
 /// - **Counters** (`incr`) are atomic under concurrency; `ttl_on_create` applies
 ///   only when this call creates the key. A counter is an ordinary value (a JSON
 ///   integer) that `get` reads. Overflow is `Conflict`.
@@ -115,22 +185,22 @@ pub trait SessionCache: Send + Sync {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
     /// Writes `value` under `key` per `mode`; returns whether it wrote.
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool>;
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool>;
     /// The value under `key`, if present and not expired.
     async fn get(&self, key: &str) -> Result<Option<Value>>;
     /// Deletes `key` (of any type); returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool>;
-    /// Sets `key` to expire after `ttl`; returns false if the key is missing.
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool>;
+    /// Sets `key` to expire per `expiry`; returns false if the key is missing.
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool>;
     /// The remaining lifetime of `key`.
     async fn ttl(&self, key: &str) -> Result<KeyTtl>;
     /// Prepends `entry` to the history list at `key`, trims it to the newest
     /// `max_len` entries, and returns the new length.
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize>;
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize>;
     /// Up to `limit` newest entries of the history list at `key`, newest first.
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>>;
     /// Adds `by` to the counter at `key` (created at 0) and returns the new value.
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64>;
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64>;
     /// Counts one hit against a fixed-window rate limit of `limit` per `window`.
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision>;
 }
@@ -139,8 +209,8 @@ pub trait SessionCache: Send + Sync {
 #[async_trait]
 pub trait SessionCacheExt: SessionCache {
     /// `set` (mode `Always`) of a serde value.
-    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Option<TimeDelta>) -> Result<()> {
-        self.set(key, serde_json::to_value(value)?, ttl, SetMode::Always).await.map(|_| ())
+    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, expiry: Option<Expiry>) -> Result<()> {
+        self.set(key, serde_json::to_value(value)?, expiry, SetMode::Always).await.map(|_| ())
     }
 
     /// `get` decoded into `T`; a stored value of another shape is `Serialization`.
@@ -157,9 +227,9 @@ pub trait SessionCacheExt: SessionCache {
         key: &str,
         entry: &T,
         max_len: usize,
-        ttl: Option<TimeDelta>,
+        expiry: Option<Expiry>,
     ) -> Result<usize> {
-        self.push(key, serde_json::to_value(entry)?, max_len, ttl).await
+        self.push(key, serde_json::to_value(entry)?, max_len, expiry).await
     }
 
     /// `range` decoded into `T`s.

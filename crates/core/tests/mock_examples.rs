@@ -77,7 +77,8 @@ async fn session_cache_mock_checks_set_if_absent() {
             key == "lock:job" && value == &json!("me") && ttl.is_some() && *mode == SetMode::IfAbsent
         })
         .returning(|_, _, _, _| Ok(false));
-    let took = sessions.set("lock:job", json!("me"), Some(TimeDelta::seconds(5)), SetMode::IfAbsent).await.unwrap();
+    let took =
+        sessions.set("lock:job", json!("me"), Some(TimeDelta::seconds(5).into()), SetMode::IfAbsent).await.unwrap();
     assert!(!took, "another worker holds the lock");
 }
 

@@ -13,7 +13,7 @@ use palisade_core::documents::{
     SchemaValidator, UpdateOps, UpdateResult,
 };
 use palisade_core::time::now_ms;
-use palisade_core::{Capabilities, DocumentStore, Namespace, Result};
+use palisade_core::{Capabilities, DocumentStore, InputPolicy, Namespace, Result};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 
@@ -179,6 +179,7 @@ pub struct MemoryDocumentStore {
     /// Serializes `ensure_collection` so concurrent calls agree on the spec.
     ddl: Mutex<()>,
     sweep_every: Duration,
+    policy: InputPolicy,
 }
 
 impl MemoryDocumentStore {
@@ -189,6 +190,7 @@ impl MemoryDocumentStore {
             collections: DashMap::new(),
             ddl: Mutex::new(()),
             sweep_every: config.sweep_interval,
+            policy: config.policy,
         }
     }
 
@@ -280,7 +282,7 @@ impl DocumentStore for MemoryDocumentStore {
                     palisade_core::documents::MAX_INSERT_MANY
                 )));
             }
-            let prepared = docs.into_iter().map(prepare_insert).collect::<Result<Vec<_>>>()?;
+            let prepared = docs.into_iter().map(|d| prepare_insert(d, &self.policy)).collect::<Result<Vec<_>>>()?;
             self.write(collection, |c, now| {
                 for (_, body) in &prepared {
                     c.check_schema(body)?;
@@ -306,7 +308,7 @@ impl DocumentStore for MemoryDocumentStore {
     #[tracing::instrument(name = "palisade.replace", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn replace(&self, collection: &str, id: &str, doc: Value, expected_version: Option<u64>) -> Result<Value> {
         let run = || {
-            let (body, expected) = prepare_replace(id, doc, expected_version)?;
+            let (body, expected) = prepare_replace(id, doc, expected_version, &self.policy)?;
             self.write(collection, |c, now| {
                 let actual = c.docs.get(id).filter(|d| d.live(now)).ok_or(Fault::NoDocument)?.version();
                 if let Some(expected) = expected.filter(|e| *e != actual) {
@@ -330,7 +332,7 @@ impl DocumentStore for MemoryDocumentStore {
                 for (id, d) in c.live_matching(&filter, now) {
                     matched += 1;
                     let mut next = d.doc.clone();
-                    ops.apply(&mut next)?;
+                    ops.apply(&mut next, &self.policy)?;
                     if next == d.doc {
                         continue;
                     }

@@ -13,7 +13,7 @@ use palisade_core::events::{
     EventFilter, EventSubscription, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::{now_ms, truncate_ms};
-use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Namespace, Result};
+use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, InputPolicy, Namespace, Result};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -56,17 +56,19 @@ struct Shared {
 pub struct MemoryEventStore {
     namespace: Namespace,
     shared: Arc<Shared>,
+    policy: InputPolicy,
 }
 
 impl MemoryEventStore {
     /// An empty store for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
-        MemoryEventStore { namespace, shared: Arc::new(Shared { log: RwLock::new(Log::default()), live }) }
+        let shared = Arc::new(Shared { log: RwLock::new(Log::default()), live });
+        MemoryEventStore { namespace, shared, policy: config.policy }
     }
 
     fn append_sync(&self, batch: AppendBatch) -> Result<AppendOutcome> {
-        batch.validate()?;
+        batch.validate(&self.policy)?;
         let recorded_at = now_ms();
         let mut log = self.shared.log.write();
         let known: Vec<Option<Position>> = batch.events.iter().map(|e| log.by_id.get(&e.id).copied()).collect();

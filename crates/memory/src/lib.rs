@@ -27,7 +27,7 @@ mod sessions;
 
 use std::time::Duration;
 
-use palisade_core::{Capabilities, Namespace};
+use palisade_core::{Capabilities, InputPolicy, Namespace};
 
 pub use documents::MemoryDocumentStore;
 pub use events::MemoryEventStore;
@@ -48,11 +48,18 @@ pub struct MemoryConfig {
     /// Buffer of the live-tail broadcast channel; a subscriber that falls
     /// further behind re-reads the log (nothing is skipped).
     pub live_buffer: usize,
+    /// What the stores accept (depth and size limits).
+    pub policy: InputPolicy,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        MemoryConfig { session_capacity: 1_000_000, sweep_interval: Duration::from_secs(1), live_buffer: 4096 }
+        MemoryConfig {
+            session_capacity: 1_000_000,
+            sweep_interval: Duration::from_secs(1),
+            live_buffer: 4096,
+            policy: InputPolicy::default(),
+        }
     }
 }
 
@@ -83,7 +90,7 @@ impl MemoryStores {
             events: std::sync::Arc::new(MemoryEventStore::new(namespace.clone(), config)),
             sessions: std::sync::Arc::new(MemorySessionCache::new(namespace.clone(), config)),
             documents: std::sync::Arc::new(MemoryDocumentStore::new(namespace.clone(), config)),
-            reputation: std::sync::Arc::new(MemoryReputationRepo::new(namespace)),
+            reputation: std::sync::Arc::new(MemoryReputationRepo::with_policy(namespace, config.policy)),
         }
     }
 }

@@ -8,7 +8,7 @@ use palisade_core::reputation::{
     check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::TimeRange;
-use palisade_core::{Capabilities, Error, Namespace, ReputationRepo, Result};
+use palisade_core::{Capabilities, Error, InputPolicy, Namespace, ReputationRepo, Result};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ impl Board {
                 rank = i as u64 + 1;
                 prev = Some(*score);
             }
-            if i >= offset + limit {
+            if i >= offset.saturating_add(limit) {
                 break;
             }
             if i >= offset {
@@ -81,12 +81,18 @@ impl State {
 pub struct MemoryReputationRepo {
     namespace: Namespace,
     state: Mutex<State>,
+    policy: InputPolicy,
 }
 
 impl MemoryReputationRepo {
     /// An empty repo for `namespace`.
     pub fn new(namespace: Namespace) -> Self {
-        MemoryReputationRepo { namespace, state: Mutex::new(State::default()) }
+        MemoryReputationRepo::with_policy(namespace, InputPolicy::default())
+    }
+
+    /// An empty repo for `namespace` that holds reasons to `policy`.
+    pub fn with_policy(namespace: Namespace, policy: InputPolicy) -> Self {
+        MemoryReputationRepo { namespace, state: Mutex::new(State::default()), policy }
     }
 }
 
@@ -107,7 +113,7 @@ impl ReputationRepo for MemoryReputationRepo {
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let run = || {
-            event.validate()?;
+            event.validate(&self.policy)?;
             let event = ReputationEvent { at: palisade_core::time::truncate_ms(event.at), ..event };
             let mut st = self.state.lock();
             if st.log.contains_key(&event.id) {

@@ -1,17 +1,19 @@
 //! `SessionCache` on a bounded moka cache with exact expiry on read.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
-use moka::policy::{EvictionPolicy, Expiry};
+use moka::policy::{EvictionPolicy, Expiry as MokaExpiry};
 use moka::sync::Cache;
-use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
+use palisade_core::sessions::{check_history_len, check_key, deadline, Decision, KeyTtl, SetMode};
 use palisade_core::time::{expiry_after, now_ms, ttl_millis};
-use palisade_core::{Capabilities, Error, Namespace, Result, SessionCache};
+use palisade_core::{Capabilities, Error, Expiry, InputPolicy, Namespace, Result, SessionCache};
 use serde_json::Value;
 
 use crate::error::{tagged, Fault};
@@ -42,7 +44,7 @@ fn until(at: Option<DateTime<Utc>>) -> Option<Duration> {
     at.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
 }
 
-impl Expiry<String, Slot> for SlotExpiry {
+impl MokaExpiry<String, Slot> for SlotExpiry {
     fn expire_after_create(&self, _: &String, v: &Slot, _: Instant) -> Option<Duration> {
         until(v.expires_at)
     }
@@ -53,20 +55,37 @@ impl Expiry<String, Slot> for SlotExpiry {
 
 /// In-memory [`SessionCache`]: bounded (LRU eviction beyond
 /// [`MemoryConfig::session_capacity`]), atomic per key, expired keys invisible at once.
+/// Keys evicted for capacity are counted ([`evictions`](Self::evictions)) so
+/// health reports show memory pressure.
 pub struct MemorySessionCache {
     namespace: Namespace,
     cache: Cache<String, Slot>,
+    policy: InputPolicy,
+    evictions: Arc<AtomicU64>,
 }
 
 impl MemorySessionCache {
     /// An empty cache for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&evictions);
         let cache = Cache::builder()
             .max_capacity(config.session_capacity)
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(SlotExpiry)
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
-        MemorySessionCache { namespace, cache }
+        MemorySessionCache { namespace, cache, policy: config.policy, evictions }
+    }
+
+    /// How many live keys were evicted because the cache was at
+    /// [`MemoryConfig::session_capacity`] (expired keys do not count).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Reclaims expired entries now (moka also does so as it goes).
@@ -111,10 +130,6 @@ enum Change {
     Keep,
 }
 
-fn ttl_opt(ttl: Option<TimeDelta>) -> Result<Option<i64>> {
-    ttl.map(ttl_millis).transpose()
-}
-
 fn integer(slot: &Slot) -> Result<i64> {
     match &slot.data {
         Data::Value(v) => v.as_i64().ok_or_else(|| Fault::WrongType("an integer counter").into()),
@@ -137,12 +152,11 @@ impl SessionCache for MemorySessionCache {
     }
 
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let run = || {
             check_key(key)?;
-            let ttl = ttl_opt(ttl)?;
-            let now = now_ms();
-            let slot = Slot { data: Data::Value(Arc::new(value)), expires_at: ttl.map(|ms| expiry_after(now, ms)) };
+            self.policy.check_session_value(&value)?;
+            let slot = Slot { data: Data::Value(Arc::new(value)), expires_at: deadline(expiry)? };
             self.compute(key, |live| {
                 let write = match mode {
                     SetMode::Always => true,
@@ -178,11 +192,10 @@ impl SessionCache for MemorySessionCache {
     }
 
     #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let run = || {
             check_key(key)?;
-            let ms = ttl_millis(ttl)?;
-            let at = expiry_after(now_ms(), ms);
+            let at = expiry.deadline(now_ms())?;
             self.compute(key, |live| match live {
                 Some(slot) => Ok((Change::Put(Slot { data: slot.data.clone(), expires_at: Some(at) }), true)),
                 None => Ok((Change::Keep, false)),
@@ -208,12 +221,12 @@ impl SessionCache for MemorySessionCache {
     }
 
     #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         let run = || {
             check_key(key)?;
             check_history_len(max_len)?;
-            let ttl = ttl_opt(ttl)?;
-            let now = now_ms();
+            self.policy.check_session_value(&entry)?;
+            let at = deadline(expiry)?;
             self.compute(key, |live| {
                 let (mut list, expires_at) = match live {
                     None => (VecDeque::with_capacity(1), None),
@@ -223,7 +236,7 @@ impl SessionCache for MemorySessionCache {
                 list.push_front(entry);
                 list.truncate(max_len);
                 let len = list.len();
-                let expires_at = ttl.map(|ms| expiry_after(now, ms)).or(expires_at);
+                let expires_at = at.or(expires_at);
                 Ok((Change::Put(Slot { data: Data::List(Arc::new(list)), expires_at }), len))
             })
         };
@@ -245,14 +258,13 @@ impl SessionCache for MemorySessionCache {
     }
 
     #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         let run = || {
             check_key(key)?;
-            let ttl = ttl_opt(ttl_on_create)?;
-            let now = now_ms();
+            let at = deadline(expiry_on_create)?;
             self.compute(key, |live| {
                 let (next, expires_at) = match live {
-                    None => (by, ttl.map(|ms| expiry_after(now, ms))),
+                    None => (by, at),
                     Some(slot) => (integer(slot)?.checked_add(by).ok_or(Fault::Overflow)?, slot.expires_at),
                 };
                 Ok((Change::Put(Slot { data: Data::Value(Arc::new(Value::from(next))), expires_at }), next))

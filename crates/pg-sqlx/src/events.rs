@@ -18,6 +18,7 @@ use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::{map, tagged};
+use crate::json::StoredJson;
 use crate::{capabilities, PgBackend};
 
 /// Events a live tail reads per catch-up query.
@@ -74,7 +75,7 @@ impl PgEventStore {
             sessions.push(e.session_id);
             ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
             tags.push(serde_json::Value::from(e.tags));
-            data.push(e.data);
+            data.push(crate::json::encoded(e.data));
             occurred.push(truncate_ms(e.occurred_at));
         }
         let mut expect_streams = Vec::new();
@@ -168,7 +169,7 @@ fn decode(row: &PgRow) -> Result<Event> {
             session_id: row.try_get("session_id")?,
             client_ip: client_ip.map(|n| n.addr()),
             tags: row.try_get("tags")?,
-            data: row.try_get("data")?,
+            data: row.try_get::<StoredJson, _>("data")?.0,
             occurred_at: row.try_get("occurred_at")?,
             position: Position::new(position as u64, 0),
             recorded_at: row.try_get("recorded_at")?,
@@ -310,7 +311,7 @@ impl EventStore for PgEventStore {
 
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
-        batch.validate().map_err(tagged("append"))?;
+        batch.validate(&self.backend.policy).map_err(tagged("append"))?;
         self.append_once(batch).await.map_err(tagged("append"))
     }
 

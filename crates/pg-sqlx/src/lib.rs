@@ -22,8 +22,15 @@
 //!   `LISTEN/NOTIFY`, polling as a fallback, and re-listen after a dropped
 //!   connection.
 //! - **Sessions** live in an UNLOGGED table: fast, but emptied if Postgres
-//!   crashes — acceptable for ephemeral state. Expired rows are filtered on read
-//!   and swept by [`PgSessionCache::sweep`].
+//!   crashes — acceptable for ephemeral state. Expiry instants are computed
+//!   on the client when the call is made and bound into the SQL, together
+//!   with the client's "now" for liveness checks, so a slow connection never
+//!   stretches a TTL. Expired rows are filtered on read and swept by
+//!   [`PgSessionCache::sweep`].
+//! - **Hostile values**: JSON is decoded without serde_json's recursion limit,
+//!   so one deep row written before the input policy existed never breaks a
+//!   read; U+0000 inside values (which `jsonb` refuses) is stored with a
+//!   reversible, order-preserving encoding (see `json.rs`).
 //! - **Reputation**: the event log plus per-period score rows kept in step in
 //!   the same transaction; ranks come from `rank()` window functions.
 //! - **Documents** on JSONB, one partition per collection: filters become SQL
@@ -36,6 +43,7 @@
 mod documents;
 mod error;
 mod events;
+mod json;
 mod reputation;
 mod sessions;
 
@@ -43,7 +51,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use palisade_core::{Capabilities, Error, ErrorKind, Namespace, Result};
+use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, Executor};
 
@@ -75,6 +83,8 @@ pub struct PgConfig {
     /// `sslrootcert`) unless the URL or `PGSSLMODE` names a mode other than
     /// `prefer`/`allow`.
     pub tls: bool,
+    /// What the stores accept (depth and size limits), checked before any I/O.
+    pub policy: InputPolicy,
 }
 
 impl PgConfig {
@@ -87,6 +97,7 @@ impl PgConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             tls: false,
+            policy: InputPolicy::default(),
         }
     }
 
@@ -138,6 +149,7 @@ pub struct MigrationStatus {
 pub struct PgBackend {
     pool: PgPool,
     namespace: Namespace,
+    policy: InputPolicy,
 }
 
 impl PgBackend {
@@ -167,7 +179,7 @@ impl PgBackend {
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(options);
-        Ok(PgBackend { pool, namespace: config.namespace.clone() })
+        Ok(PgBackend { pool, namespace: config.namespace.clone(), policy: config.policy })
     }
 
     /// The namespace (schema).

@@ -82,7 +82,7 @@ impl ReputationRepo for PgReputationRepo {
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let op = "record";
-        event.validate().map_err(tagged(op))?;
+        event.validate(&self.backend.policy).map_err(tagged(op))?;
         let at = truncate_ms(event.at);
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(op, e))?;
         let inserted = sqlx::query(

@@ -8,25 +8,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
-use palisade_core::time::ttl_millis;
-use palisade_core::{Capabilities, Error, ErrorKind, Result, SessionCache};
+use palisade_core::time::{now_ms, ttl_millis};
+use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache};
 use serde_json::Value;
 use sqlx::Row;
 
 use crate::error::{map, tagged};
 use crate::{capabilities, PgBackend};
 
-/// A row is live unless `now >= expires_at`.
+/// A row is live unless `now >= expires_at`, with `now` bound as `$now`
+/// (the caller's clock, like the expiry instants it wrote).
 macro_rules! live {
-    () => {
-        "(expires_at IS NULL OR expires_at > clock_timestamp())"
-    };
-}
-
-/// The expiry instant for a TTL of `$3` milliseconds (NULL = never).
-macro_rules! expiry {
-    () => {
-        "CASE WHEN $3::bigint IS NULL THEN NULL ELSE clock_timestamp() + $3 * interval '1 millisecond' END"
+    ($now:literal) => {
+        concat!("(expires_at IS NULL OR expires_at > $", $now, ")")
     };
 }
 
@@ -66,9 +60,10 @@ impl PgSessionCache {
         }
         let swept = sqlx::query(
             "DELETE FROM sessions WHERE key IN \
-             (SELECT key FROM sessions WHERE expires_at <= clock_timestamp() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+             (SELECT key FROM sessions WHERE expires_at <= $2 LIMIT $1 FOR UPDATE SKIP LOCKED)",
         )
         .bind(SWEEP_BATCH)
+        .bind(now_ms())
         .execute(&self.backend.pool)
         .await;
         if let Err(e) = swept {
@@ -78,7 +73,8 @@ impl PgSessionCache {
 
     /// Deletes expired rows (reads already ignore them).
     pub async fn sweep(&self) -> Result<u64> {
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= clock_timestamp()")
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms())
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected())
@@ -86,13 +82,9 @@ impl PgSessionCache {
     }
 }
 
-fn ttl_opt(ttl: Option<TimeDelta>) -> Result<Option<i64>> {
-    ttl.map(ttl_millis).transpose()
-}
-
+/// Values are JSON text (NUL-safe); decoded without a recursion limit.
 fn decode_value(text: &str) -> Result<Value> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::new(ErrorKind::Serialization, "stored session value is not JSON").with_source(e))
+    palisade_core::policy::decode_stored_json(text.as_bytes())
 }
 
 fn wrong_type(want: &'static str) -> Error {
@@ -114,33 +106,30 @@ impl SessionCache for PgSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(tagged("set"))?;
-        let ttl = ttl_opt(ttl).map_err(tagged("set"))?;
-        let text = value.to_string();
+        self.backend.policy.check_session_value(&value).map_err(tagged("set"))?;
+        let now = now_ms();
+        let expires_at = expiry.map(|e| e.deadline(now)).transpose().map_err(tagged("set"))?;
         let sql: &'static str = match mode {
-            SetMode::Always => concat!(
-                "INSERT INTO sessions (key, value, list, expires_at) VALUES ($1, $2, NULL, ",
-                expiry!(),
-                ") ON CONFLICT (key) DO UPDATE SET value = excluded.value, list = NULL, expires_at = excluded.expires_at"
-            ),
-            SetMode::IfAbsent => concat!(
-                "INSERT INTO sessions (key, value, list, expires_at) VALUES ($1, $2, NULL, ",
-                expiry!(),
-                ") ON CONFLICT (key) DO UPDATE SET value = excluded.value, list = NULL, expires_at = excluded.expires_at \
-                 WHERE NOT (sessions.expires_at IS NULL OR sessions.expires_at > clock_timestamp())"
-            ),
-            SetMode::IfPresent => concat!(
-                "UPDATE sessions SET value = $2, list = NULL, expires_at = ",
-                expiry!(),
-                " WHERE key = $1 AND ",
-                live!()
-            ),
+            SetMode::Always => {
+                "INSERT INTO sessions (key, value, list, expires_at) VALUES ($1, $2, NULL, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, list = NULL, expires_at = excluded.expires_at"
+            }
+            SetMode::IfAbsent => {
+                "INSERT INTO sessions (key, value, list, expires_at) VALUES ($1, $2, NULL, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, list = NULL, expires_at = excluded.expires_at \
+                 WHERE NOT (sessions.expires_at IS NULL OR sessions.expires_at > $4)"
+            }
+            SetMode::IfPresent => {
+                concat!("UPDATE sessions SET value = $2, list = NULL, expires_at = $3 WHERE key = $1 AND ", live!(4))
+            }
         };
         let wrote = sqlx::query(sql)
             .bind(key.as_bytes())
-            .bind(text)
-            .bind(ttl)
+            .bind(value.to_string())
+            .bind(expires_at)
+            .bind(now)
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected() > 0)
@@ -152,8 +141,9 @@ impl SessionCache for PgSessionCache {
     #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         check_key(key).map_err(tagged("get"))?;
-        let row = sqlx::query(concat!("SELECT value FROM sessions WHERE key = $1 AND ", live!()))
+        let row = sqlx::query(concat!("SELECT value FROM sessions WHERE key = $1 AND ", live!(2)))
             .bind(key.as_bytes())
+            .bind(now_ms())
             .fetch_optional(&self.backend.pool)
             .await
             .map_err(|e| map("get", e))?;
@@ -170,8 +160,9 @@ impl SessionCache for PgSessionCache {
     async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key).map_err(tagged("delete"))?;
         let was_live: Option<bool> =
-            sqlx::query_scalar(concat!("DELETE FROM sessions WHERE key = $1 RETURNING ", live!()))
+            sqlx::query_scalar(concat!("DELETE FROM sessions WHERE key = $1 RETURNING ", live!(2)))
                 .bind(key.as_bytes())
+                .bind(now_ms())
                 .fetch_optional(&self.backend.pool)
                 .await
                 .map_err(|e| map("delete", e))?;
@@ -179,35 +170,32 @@ impl SessionCache for PgSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key).map_err(tagged("expire"))?;
-        let ms = ttl_millis(ttl).map_err(tagged("expire"))?;
-        sqlx::query(concat!(
-            "UPDATE sessions SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE key = $1 AND ",
-            live!()
-        ))
-        .bind(key.as_bytes())
-        .bind(ms)
-        .execute(&self.backend.pool)
-        .await
-        .map(|r| r.rows_affected() > 0)
-        .map_err(|e| map("expire", e))
+        let now = now_ms();
+        let at = expiry.deadline(now).map_err(tagged("expire"))?;
+        sqlx::query(concat!("UPDATE sessions SET expires_at = $2 WHERE key = $1 AND ", live!(3)))
+            .bind(key.as_bytes())
+            .bind(at)
+            .bind(now)
+            .execute(&self.backend.pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(|e| map("expire", e))
     }
 
     #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         check_key(key).map_err(tagged("ttl"))?;
-        let row = sqlx::query(concat!(
-            "SELECT expires_at, clock_timestamp() AS now FROM sessions WHERE key = $1 AND ",
-            live!()
-        ))
-        .bind(key.as_bytes())
-        .fetch_optional(&self.backend.pool)
-        .await
-        .map_err(|e| map("ttl", e))?;
+        let now = now_ms();
+        let row = sqlx::query(concat!("SELECT expires_at FROM sessions WHERE key = $1 AND ", live!(2)))
+            .bind(key.as_bytes())
+            .bind(now)
+            .fetch_optional(&self.backend.pool)
+            .await
+            .map_err(|e| map("ttl", e))?;
         let Some(row) = row else { return Ok(KeyTtl::Missing) };
-        let (at, now): (Option<DateTime<Utc>>, DateTime<Utc>) =
-            (row.try_get("expires_at").map_err(|e| map("ttl", e))?, row.try_get("now").map_err(|e| map("ttl", e))?);
+        let at: Option<DateTime<Utc>> = row.try_get("expires_at").map_err(|e| map("ttl", e))?;
         Ok(match at {
             None => KeyTtl::Persistent,
             Some(at) => KeyTtl::ExpiresIn(TimeDelta::milliseconds((at - now).num_milliseconds().max(1))),
@@ -215,16 +203,19 @@ impl SessionCache for PgSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         check_key(key).map_err(tagged("push"))?;
         check_history_len(max_len).map_err(tagged("push"))?;
-        let ttl = ttl_opt(ttl).map_err(tagged("push"))?;
+        self.backend.policy.check_session_value(&entry).map_err(tagged("push"))?;
+        let now = now_ms();
+        let expires_at = expiry.map(|e| e.deadline(now)).transpose().map_err(tagged("push"))?;
         self.maybe_sweep().await;
-        let len: i32 = sqlx::query_scalar("SELECT palisade_session_push($1, $2, $3, $4)")
+        let len: i32 = sqlx::query_scalar("SELECT palisade_session_push($1, $2, $3, $4, $5)")
             .bind(key.as_bytes())
             .bind(entry.to_string())
             .bind(max_len as i32)
-            .bind(ttl)
+            .bind(expires_at)
+            .bind(now)
             .fetch_one(&self.backend.pool)
             .await
             .map_err(|e| map("push", e))?;
@@ -235,9 +226,10 @@ impl SessionCache for PgSessionCache {
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         check_key(key).map_err(tagged("range"))?;
         check_history_len(limit).map_err(tagged("range"))?;
-        let row = sqlx::query(concat!("SELECT list[1:$2] AS list FROM sessions WHERE key = $1 AND ", live!()))
+        let row = sqlx::query(concat!("SELECT list[1:$2] AS list FROM sessions WHERE key = $1 AND ", live!(3)))
             .bind(key.as_bytes())
             .bind(limit as i32)
+            .bind(now_ms())
             .fetch_optional(&self.backend.pool)
             .await
             .map_err(|e| map("range", e))?;
@@ -249,13 +241,15 @@ impl SessionCache for PgSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         check_key(key).map_err(tagged("incr"))?;
-        let ttl = ttl_opt(ttl_on_create).map_err(tagged("incr"))?;
-        sqlx::query_scalar("SELECT palisade_session_incr($1, $2, $3)")
+        let now = now_ms();
+        let expires_at = expiry_on_create.map(|e| e.deadline(now)).transpose().map_err(tagged("incr"))?;
+        sqlx::query_scalar("SELECT palisade_session_incr($1, $2, $3, $4)")
             .bind(key.as_bytes())
             .bind(by)
-            .bind(ttl)
+            .bind(expires_at)
+            .bind(now)
             .fetch_one(&self.backend.pool)
             .await
             .map_err(|e| map("incr", e))
@@ -269,16 +263,18 @@ impl SessionCache for PgSessionCache {
         }
         let window_ms = ttl_millis(window).map_err(tagged("hit"))?;
         self.maybe_sweep().await;
-        let row = sqlx::query("SELECT hits, window_end, clock_timestamp() AS now FROM palisade_session_hit($1, $2)")
+        let now = now_ms();
+        let row = sqlx::query("SELECT hits, window_end FROM palisade_session_hit($1, $2, $3)")
             .bind(key.as_bytes())
             .bind(window_ms)
+            .bind(now)
             .fetch_one(&self.backend.pool)
             .await
             .map_err(|e| map("hit", e))?;
-        let get = || -> std::result::Result<(i64, DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
-            Ok((row.try_get("hits")?, row.try_get("window_end")?, row.try_get("now")?))
+        let get = || -> std::result::Result<(i64, DateTime<Utc>), sqlx::Error> {
+            Ok((row.try_get("hits")?, row.try_get("window_end")?))
         };
-        let (hits, end, now) = get().map_err(|e| map("hit", e))?;
+        let (hits, end) = get().map_err(|e| map("hit", e))?;
         Ok(Decision::from_count(u64::try_from(hits).unwrap_or(0), limit, end - now))
     }
 }

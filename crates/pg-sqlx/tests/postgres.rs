@@ -173,7 +173,7 @@ async fn expired_sessions_are_swept() {
     let sessions = b.sessions();
     for i in 0..20 {
         sessions
-            .set(&format!("k{i}"), json!(i), Some(chrono::TimeDelta::milliseconds(50)), SetMode::Always)
+            .set(&format!("k{i}"), json!(i), Some(chrono::TimeDelta::milliseconds(50).into()), SetMode::Always)
             .await
             .unwrap();
     }
@@ -184,7 +184,7 @@ async fn expired_sessions_are_swept() {
     // A fresh instance sweeps on its first write.
     b.sessions().set("fresh", json!(1), None, SetMode::Always).await.unwrap();
     assert_eq!(rows().await, 1, "the write swept the 20 expired rows");
-    sessions.set("gone", json!(1), Some(chrono::TimeDelta::milliseconds(20)), SetMode::Always).await.unwrap();
+    sessions.set("gone", json!(1), Some(chrono::TimeDelta::milliseconds(20).into()), SetMode::Always).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(sessions.sweep().await.unwrap(), 1);
     b.drop_namespace().await.unwrap();

@@ -62,7 +62,7 @@ async fn store_ops(cache: Arc<dyn SessionCache>) -> (f64, f64) {
     let set = measure(move |t, i| {
         let c = Arc::clone(&c);
         async move {
-            let ok = c.set(&bench_key(t, i), value(), Some(TimeDelta::seconds(60)), SetMode::Always).await;
+            let ok = c.set(&bench_key(t, i), value(), Some(TimeDelta::seconds(60).into()), SetMode::Always).await;
             assert!(ok.expect("store set"));
         }
     })

@@ -73,6 +73,31 @@ fn stream_id(p: Position) -> String {
     format!("{}-{}", p.major, p.minor)
 }
 
+/// The exclusive `XRANGE`/`XREVRANGE` bound just past `p` in `order`, or
+/// `None` when no stream id lies beyond it (Redis refuses `(` on the largest
+/// id going up and on `0-0` going down), so the page is empty.
+fn exclusive(p: Position, order: Order) -> Option<String> {
+    let edge = match order {
+        Order::OldestFirst => Position::new(u64::MAX, u64::MAX),
+        Order::NewestFirst => Position::new(0, 0),
+    };
+    (p != edge).then(|| format!("({}", stream_id(p)))
+}
+
+/// A stored event's JSON. `data` may nest deeper than serde_json's recursion
+/// limit (written before the input policy, or by another writer): it is
+/// decoded without one and kept out of the typed decoding of the rest.
+fn decode_event(bytes: &[u8]) -> Result<NewEvent> {
+    let mut v = palisade_core::policy::decode_stored_json(bytes)?;
+    let data = match v.as_object_mut() {
+        Some(m) => m.insert("data".to_owned(), serde_json::Value::Null),
+        None => None,
+    };
+    let mut new: NewEvent = serde_json::from_value(v)?;
+    new.data = data.unwrap_or_default();
+    Ok(new)
+}
+
 fn parse_position(s: &str) -> Option<Position> {
     let (a, b) = s.split_once('-')?;
     Some(Position::new(a.parse().ok()?, b.parse().ok()?))
@@ -122,9 +147,8 @@ impl RedisEventStore {
                     .ok_or_else(|| corrupt(self.backend.backend(), "stream version"))?,
             ),
         };
-        let new: NewEvent =
-            serde_json::from_slice(json.bytes().map_err(|_| corrupt(self.backend.backend(), "event JSON"))?)
-                .map_err(|e| Error::from(e).with_backend(self.backend.backend()))?;
+        let bytes = json.bytes().map_err(|_| corrupt(self.backend.backend(), "event JSON"))?;
+        let new = decode_event(bytes).map_err(|e| e.with_backend(self.backend.backend()))?;
         let recorded_at = DateTime::<Utc>::from_timestamp_millis(position.major as i64)
             .ok_or_else(|| corrupt(self.backend.backend(), "stream id time"))?;
         Ok(Event::from_new(new, position, version, recorded_at))
@@ -220,7 +244,7 @@ impl EventStore for RedisEventStore {
 
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
-        batch.validate().map_err(self.backend.tagged("append"))?;
+        batch.validate(&self.backend.options.policy).map_err(self.backend.tagged("append"))?;
         let mut args = self.append_args(&batch);
         for e in &batch.events {
             let stored = NewEvent {
@@ -283,7 +307,10 @@ impl EventStore for RedisEventStore {
         check_limit(limit).map_err(self.backend.tagged("read"))?;
         let start = match after {
             Cursor::Start => "-".to_owned(),
-            Cursor::After(p) => format!("({}", stream_id(p)),
+            Cursor::After(p) => match exclusive(p, Order::OldestFirst) {
+                Some(start) => start,
+                None => return Ok(Vec::new()),
+            },
         };
         let (_, _, events) = self.scan_step("read", &Source::Log, Order::OldestFirst, &start, limit).await?;
         Ok(events)
@@ -320,7 +347,10 @@ impl EventStore for RedisEventStore {
         page.validate().map_err(self.backend.tagged("query"))?;
         let source = self.source(&filter);
         let mut start = match (page.after, page.order) {
-            (Some(p), _) => format!("({}", stream_id(p)),
+            (Some(p), order) => match exclusive(p, order) {
+                Some(start) => start,
+                None => return Ok(Page { items: Vec::new(), next: None }),
+            },
             (None, Order::OldestFirst) => "-".to_owned(),
             (None, Order::NewestFirst) => "+".to_owned(),
         };
@@ -461,7 +491,16 @@ impl Tail {
     }
 
     async fn catch_up_step(&mut self) -> Result<()> {
-        let start = self.cursor.map_or_else(|| "-".to_owned(), |p| format!("({}", stream_id(p)));
+        let start = match self.cursor {
+            None => Some("-".to_owned()),
+            Some(p) => exclusive(p, Order::OldestFirst),
+        };
+        let Some(start) = start else {
+            // Nothing can follow the largest position: caught up for good.
+            self.caught_up = true;
+            self.pending.push_back(SubscriptionItem::CaughtUp);
+            return Ok(());
+        };
         let (_, scanned, events) =
             self.store.scan_step("subscribe", &Source::Log, Order::OldestFirst, &start, TAIL_PAGE).await?;
         self.examine(events);

@@ -62,7 +62,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{Capabilities, Error, ErrorKind, Namespace, Result};
+use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
 
 pub use clients::{Client, Cmd, Lua, Reply};
 pub use events::RedisEventStore;
@@ -121,6 +121,8 @@ pub struct RedisConfig {
     pub rebuild_chunk: usize,
     /// Connect with TLS even when the URL says `redis://` (as `rediss://`).
     pub tls: bool,
+    /// What the stores accept (depth and size limits), checked before any I/O.
+    pub policy: InputPolicy,
 }
 
 impl RedisConfig {
@@ -147,6 +149,7 @@ impl RedisConfig {
             tail_block: Duration::from_secs(1),
             rebuild_chunk: 1_000,
             tls: false,
+            policy: InputPolicy::default(),
         }
     }
 
@@ -255,6 +258,7 @@ pub(crate) struct Options {
     pub(crate) board_retention: Option<Duration>,
     pub(crate) tail_block: Duration,
     pub(crate) rebuild_chunk: usize,
+    pub(crate) policy: InputPolicy,
 }
 
 /// One connection (or pool) to Redis, confined to one namespace.
@@ -293,6 +297,7 @@ impl RedisBackend {
                 board_retention: config.board_retention,
                 tail_block: config.tail_block,
                 rebuild_chunk: config.rebuild_chunk.clamp(1, MAX_REBUILD_CHUNK),
+                policy: config.policy,
             }),
         };
         backend.ping().await?;

@@ -169,7 +169,7 @@ impl ReputationRepo for RedisReputationRepo {
 
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
-        event.validate().map_err(self.backend.tagged("record"))?;
+        event.validate(&self.backend.options.policy).map_err(self.backend.tagged("record"))?;
         let event = ReputationEvent { at: truncate_ms(event.at), ..event };
         let [all, day, week, month] = Period::all_containing(event.at);
         let kind = event.subject.kind;
@@ -260,7 +260,12 @@ impl ReputationRepo for RedisReputationRepo {
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
         period.validate().map_err(self.backend.tagged("leaderboard"))?;
         check_ranked_limit(limit).map_err(self.backend.tagged("leaderboard"))?;
-        let args = vec![offset.to_string().into_bytes(), (offset + limit - 1).to_string().into_bytes()];
+        // Sorted-set ranks are i64 (and Lua numbers doubles): no board holds
+        // anything past 2^53, so a page from there is empty.
+        let Some(last) = offset.checked_add(limit - 1).filter(|l| *l < MAX_SCORE as usize) else {
+            return Ok(Vec::new());
+        };
+        let args = vec![offset.to_string().into_bytes(), last.to_string().into_bytes()];
         let keys = vec![self.board_key(kind, period)];
         let reply = self.backend.client.eval("leaderboard", &scripts::REPUTATION_PAGE, keys, args).await?;
         let parts = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op("leaderboard"))?;

@@ -14,8 +14,8 @@
 
 use crate::clients::Lua;
 
-/// `push`: type check, `LPUSH`, `LTRIM`, optional `PEXPIRE`; returns `LLEN`.
-/// KEYS: list. ARGV: entry, max_len, ttl ms or ''.
+/// `push`: type check, `LPUSH`, `LTRIM`, optional `PEXPIREAT`; returns `LLEN`.
+/// KEYS: list. ARGV: entry, max_len, expiry (unix ms) or ''.
 pub static SESSION_PUSH: Lua = Lua {
     name: "session_push",
     source: r#"
@@ -25,21 +25,21 @@ if t ~= 'none' and t ~= 'list' then
 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return redis.call('LLEN', KEYS[1])
 "#,
 };
 
 /// `incr`: creates the counter with the TTL, or adds to a stored JSON integer
 /// keeping its expiry. Returns the new value as a decimal string.
-/// KEYS: counter. ARGV: by, ttl ms or ''.
+/// KEYS: counter. ARGV: by, expiry (unix ms) or ''.
 pub static SESSION_INCR: Lua = Lua {
     name: "session_incr",
     source: r#"
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then
   if ARGV[2] ~= '' then
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
   else
     redis.call('SET', KEYS[1], ARGV[1])
   end

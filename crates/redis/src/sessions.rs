@@ -9,16 +9,21 @@
 //! - `push`, `incr` and `hit` are one script each (atomic); `hit` is a
 //!   **fixed window** starting at the first hit, counted in the key that
 //!   expires with the window.
-//! - Expiry is Redis' own (millisecond `PX`/`PEXPIRE`), exact on access: an
-//!   expired key is invisible at once. Redis treats a key as expired when
-//!   `now > expires_at` (ours: `>=`), one millisecond later than the contract.
+//! - Expiry is Redis' own, exact on access: an expired key is invisible at
+//!   once. Instants are fixed on the client when the call is made and sent as
+//!   absolute unix milliseconds (`SET PXAT`, `PEXPIREAT`), so a slow network
+//!   never stretches them; Redis compares them with its own clock (keep the
+//!   clocks in sync). Redis treats a key as expired when `now > expires_at`
+//!   (ours: `>=`), one millisecond later than the contract.
+//! - Values are JSON text (U+0000 is an escape in it, so it round-trips), held
+//!   to the input policy before any I/O and decoded without a recursion limit.
 //! - TTLs and keys are validated before any I/O.
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
-use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
-use palisade_core::time::ttl_millis;
-use palisade_core::{Capabilities, Error, ErrorKind, Result, SessionCache};
+use palisade_core::sessions::{check_history_len, check_key, deadline, Decision, KeyTtl, SetMode};
+use palisade_core::time::{now_ms, ttl_millis};
+use palisade_core::{Capabilities, Error, Expiry, Result, SessionCache};
 use serde_json::Value;
 
 use crate::clients::{Cmd, Reply};
@@ -44,14 +49,13 @@ impl RedisSessionCache {
     }
 }
 
-fn ttl_opt(ttl: Option<TimeDelta>) -> Result<Option<i64>> {
-    ttl.map(ttl_millis).transpose()
+/// The deadline of `expiry` as unix milliseconds (see the module docs).
+fn unix_ms(expiry: Option<Expiry>) -> Result<Option<i64>> {
+    Ok(deadline(expiry)?.map(|at| at.timestamp_millis()))
 }
 
 fn decode(backend: &'static str, reply: &Reply) -> Result<Value> {
-    serde_json::from_slice(reply.bytes()?).map_err(|e| {
-        Error::new(ErrorKind::Serialization, "stored session value is not JSON").with_backend(backend).with_source(e)
-    })
+    palisade_core::policy::decode_stored_json(reply.bytes()?).map_err(|e| e.with_backend(backend))
 }
 
 fn decimal(reply: &Reply, backend: &'static str) -> Result<i64> {
@@ -73,12 +77,13 @@ impl SessionCache for RedisSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("set"))?;
-        let ttl = ttl_opt(ttl).map_err(self.backend.tagged("set"))?;
+        self.backend.options.policy.check_session_value(&value).map_err(self.backend.tagged("set"))?;
+        let at = unix_ms(expiry).map_err(self.backend.tagged("set"))?;
         let mut cmd = Cmd::keyed("SET", self.key(key)).arg(value.to_string());
-        if let Some(ms) = ttl {
-            cmd = cmd.arg("PX").arg(ms.to_string());
+        if let Some(ms) = at {
+            cmd = cmd.arg("PXAT").arg(ms.to_string());
         }
         cmd = match mode {
             SetMode::Always => cmd,
@@ -108,10 +113,10 @@ impl SessionCache for RedisSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("expire"))?;
-        let ms = ttl_millis(ttl).map_err(self.backend.tagged("expire"))?;
-        let cmd = Cmd::keyed("PEXPIRE", self.key(key)).arg(ms.to_string());
+        let at = expiry.deadline(now_ms()).map_err(self.backend.tagged("expire"))?;
+        let cmd = Cmd::keyed("PEXPIREAT", self.key(key)).arg(at.timestamp_millis().to_string());
         let reply = self.backend.client.call("expire", cmd).await?;
         Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("expire"))? == 1)
     }
@@ -129,14 +134,15 @@ impl SessionCache for RedisSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         check_key(key).map_err(self.backend.tagged("push"))?;
         check_history_len(max_len).map_err(self.backend.tagged("push"))?;
-        let ttl = ttl_opt(ttl).map_err(self.backend.tagged("push"))?;
+        self.backend.options.policy.check_session_value(&entry).map_err(self.backend.tagged("push"))?;
+        let at = unix_ms(expiry).map_err(self.backend.tagged("push"))?;
         let args = vec![
             entry.to_string().into_bytes(),
             max_len.to_string().into_bytes(),
-            ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes(),
+            at.map(|ms| ms.to_string()).unwrap_or_default().into_bytes(),
         ];
         let reply = self.backend.client.eval("push", &scripts::SESSION_PUSH, vec![self.key(key)], args).await?;
         let len = reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("push"))?;
@@ -154,10 +160,10 @@ impl SessionCache for RedisSessionCache {
     }
 
     #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         check_key(key).map_err(self.backend.tagged("incr"))?;
-        let ttl = ttl_opt(ttl_on_create).map_err(self.backend.tagged("incr"))?;
-        let args = vec![by.to_string().into_bytes(), ttl.map(|ms| ms.to_string()).unwrap_or_default().into_bytes()];
+        let at = unix_ms(expiry_on_create).map_err(self.backend.tagged("incr"))?;
+        let args = vec![by.to_string().into_bytes(), at.map(|ms| ms.to_string()).unwrap_or_default().into_bytes()];
         let reply = self.backend.client.eval("incr", &scripts::SESSION_INCR, vec![self.key(key)], args).await?;
         decimal(&reply, self.backend.backend()).map_err(|e| e.with_op("incr"))
     }

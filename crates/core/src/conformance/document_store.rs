@@ -1421,3 +1421,6 @@ pub async fn namespaces_are_isolated(a: &dyn DocumentStore, b: &dyn DocumentStor
         vec![json!({"_id": "x", "_version": 1, "v": "a"})]
     );
 }
+
+mod hostile;
+pub use hostile::*;

@@ -1068,3 +1068,6 @@ pub async fn namespaces_are_isolated(a: &dyn EventStore, b: &dyn EventStore) {
     let left: Vec<Uuid> = in_a.events.iter().map(|x| x.id).collect();
     assert_eq!(ids(&read_all(a).await), left, "purging b touched a");
 }
+
+mod hostile;
+pub use hostile::*;

@@ -15,7 +15,7 @@ use crate::events::{
 use crate::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
 use crate::sessions::{Decision, KeyTtl, SetMode};
 use crate::time::TimeRange;
-use crate::{Capabilities, DocumentStore, Error, ErrorKind, EventStore, ReputationRepo, Result, SessionCache};
+use crate::{Capabilities, DocumentStore, Error, ErrorKind, EventStore, Expiry, ReputationRepo, Result, SessionCache};
 
 /// How a [`Flaky`] store behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +144,8 @@ impl SessionCache for Flaky<dyn SessionCache> {
     async fn ping(&self) -> Result<()> {
         self.call("ping", self.inner.ping()).await
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
-        self.call("set", self.inner.set(key, value, ttl, mode)).await
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
+        self.call("set", self.inner.set(key, value, expiry, mode)).await
     }
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         self.call("get", self.inner.get(key)).await
@@ -153,20 +153,20 @@ impl SessionCache for Flaky<dyn SessionCache> {
     async fn delete(&self, key: &str) -> Result<bool> {
         self.call("delete", self.inner.delete(key)).await
     }
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
-        self.call("expire", self.inner.expire(key, ttl)).await
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.call("expire", self.inner.expire(key, expiry)).await
     }
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         self.call("ttl", self.inner.ttl(key)).await
     }
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
-        self.call("push", self.inner.push(key, entry, max_len, ttl)).await
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
+        self.call("push", self.inner.push(key, entry, max_len, expiry)).await
     }
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         self.call("range", self.inner.range(key, limit)).await
     }
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
-        self.call("incr", self.inner.incr(key, by, ttl_on_create)).await
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
+        self.call("incr", self.inner.incr(key, by, expiry_on_create)).await
     }
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
         self.call("hit", self.inner.hit(key, limit, window)).await

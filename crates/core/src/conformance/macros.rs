@@ -85,6 +85,11 @@ macro_rules! __with_cases {
                 concurrent_appenders_lose_no_events,
                 large_batch_over_bind_parameter_limit_is_atomic,
                 reader_never_sees_a_position_below_one_already_seen,
+                event_data_nested_beyond_the_depth_limit_is_invalid_input,
+                event_data_over_the_size_limit_is_invalid_input,
+                nul_in_event_data_round_trips_byte_exact,
+                cursors_at_the_edges_give_empty_pages,
+                event_filter_with_too_many_values_is_invalid_input,
             ],
             pair: [namespaces_are_isolated]);
     };
@@ -130,6 +135,11 @@ macro_rules! __with_cases {
                 unicode_keys_round_trip,
                 key_of_1024_bytes_is_accepted_and_1025_rejected,
                 empty_key_is_invalid_input,
+                values_nested_beyond_the_depth_limit_are_invalid_input,
+                values_over_the_size_limit_are_invalid_input,
+                nul_in_values_and_keys_round_trips_byte_exact,
+                push_without_expiry_keeps_the_list_expiry,
+                absolute_expiry_instants_are_honoured,
             ],
             pair: [namespaces_are_isolated, hostile_keys_cannot_reach_another_namespace]);
     };
@@ -200,6 +210,10 @@ macro_rules! __with_cases {
                 large_insert_many_round_trips,
                 concurrent_incs_lose_no_update,
                 random_filters_agree_with_reference_semantics,
+                documents_over_the_limits_are_invalid_input,
+                update_that_breaks_the_limits_is_invalid_input_and_changes_nothing,
+                nul_in_values_round_trips_and_matches_filters,
+                in_with_ten_thousand_values_matches_like_the_reference,
             ],
             pair: [namespaces_are_isolated]);
     };
@@ -235,6 +249,8 @@ macro_rules! __with_cases {
                 invalid_period_is_invalid_input,
                 leaderboard_limit_zero_is_invalid_input,
                 unicode_subject_ids_order_by_code_point,
+                hostile_reasons_are_invalid_input_and_record_nothing,
+                leaderboard_offsets_past_any_board_are_empty,
             ],
             pair: [namespaces_are_isolated]);
     };

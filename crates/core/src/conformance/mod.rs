@@ -260,6 +260,11 @@ pub async fn run<S, H>(
     }
 }
 
+/// `{"a": {"a": … 1}}` with `depth` objects (for the input-policy cases).
+pub(crate) fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(serde_json::json!(1), |v, _| serde_json::json!({ "a": v }))
+}
+
 /// Asserts that `r` failed with `kind`; `what` names the call in the message.
 #[track_caller]
 pub fn assert_kind<T: Debug>(r: Result<T>, kind: ErrorKind, what: &str) {

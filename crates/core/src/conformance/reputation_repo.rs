@@ -538,3 +538,6 @@ pub async fn namespaces_are_isolated(a: &dyn ReputationRepo, b: &dyn ReputationR
     assert_eq!(users(a, Period::AllTime).await, expect(&[("alice", 6, 1)]));
     assert_eq!(history(b, &alice).await.len(), 1);
 }
+
+mod hostile;
+pub use hostile::*;

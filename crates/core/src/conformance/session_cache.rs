@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{assert_kind, ok};
 use crate::error::ErrorKind;
 use crate::sessions::{KeyTtl, SetMode, MAX_HISTORY, MAX_KEY_LEN};
-use crate::SessionCache;
+use crate::{Expiry, SessionCache};
 
 // ---------------------------------------------------------------- helpers
 
@@ -24,13 +24,13 @@ fn ms(n: i64) -> TimeDelta {
 }
 
 /// A TTL short enough to watch expire.
-fn short() -> Option<TimeDelta> {
-    Some(ms(200))
+fn short() -> Option<Expiry> {
+    Some(ms(200).into())
 }
 
 /// A TTL no case outlives.
-fn long() -> Option<TimeDelta> {
-    Some(TimeDelta::seconds(60))
+fn long() -> Option<Expiry> {
+    Some(TimeDelta::seconds(60).into())
 }
 
 /// Sleeps long enough for a [`short`] TTL to have passed, with margin.
@@ -42,8 +42,8 @@ async fn sleep_ms(n: u64) {
     tokio::time::sleep(Duration::from_millis(n)).await;
 }
 
-async fn set(cache: &dyn SessionCache, key: &str, value: Value, ttl: Option<TimeDelta>) {
-    assert!(ok(cache.set(key, value, ttl, SetMode::Always).await, "set"), "set(Always) must write");
+async fn set(cache: &dyn SessionCache, key: &str, value: Value, expiry: Option<Expiry>) {
+    assert!(ok(cache.set(key, value, expiry, SetMode::Always).await, "set"), "set(Always) must write");
 }
 
 async fn get(cache: &dyn SessionCache, key: &str) -> Option<Value> {
@@ -237,7 +237,7 @@ pub async fn set_replaces_ttl_and_none_persists(cache: &dyn SessionCache) {
     past_short_ttl().await;
     assert_eq!(get(cache, "k").await, Some(json!(2)), "the old TTL survived the set");
 
-    set(cache, "k", json!(3), Some(TimeDelta::seconds(30))).await;
+    set(cache, "k", json!(3), Some(TimeDelta::seconds(30).into())).await;
     assert_expires_within(ttl(cache, "k").await, TimeDelta::seconds(20), TimeDelta::seconds(30));
 }
 
@@ -246,13 +246,17 @@ pub async fn ttl_zero_or_negative_is_invalid_input_and_changes_nothing(cache: &d
     set(cache, "k", json!("kept"), None).await;
     for bad in [TimeDelta::zero(), ms(-1), TimeDelta::seconds(-60), TimeDelta::microseconds(500)] {
         assert_kind(
-            cache.set("k", json!("new"), Some(bad), SetMode::Always).await,
+            cache.set("k", json!("new"), Some(bad.into()), SetMode::Always).await,
             ErrorKind::InvalidInput,
             "set existing",
         );
-        assert_kind(cache.set("fresh", json!(1), Some(bad), SetMode::Always).await, ErrorKind::InvalidInput, "set new");
-        assert_kind(cache.push("list", json!(1), 10, Some(bad)).await, ErrorKind::InvalidInput, "push");
-        assert_kind(cache.incr("counter", 1, Some(bad)).await, ErrorKind::InvalidInput, "incr");
+        assert_kind(
+            cache.set("fresh", json!(1), Some(bad.into()), SetMode::Always).await,
+            ErrorKind::InvalidInput,
+            "set new",
+        );
+        assert_kind(cache.push("list", json!(1), 10, Some(bad.into())).await, ErrorKind::InvalidInput, "push");
+        assert_kind(cache.incr("counter", 1, Some(bad.into())).await, ErrorKind::InvalidInput, "incr");
     }
     assert_eq!(get(cache, "k").await, Some(json!("kept")));
     assert_eq!(ttl(cache, "k").await, KeyTtl::Persistent);
@@ -266,7 +270,7 @@ pub async fn ttl_zero_or_negative_is_invalid_input_and_changes_nothing(cache: &d
 /// A key is invisible to `get` and `ttl` as soon as its TTL has passed, whatever the backend's sweep does later.
 pub async fn expired_key_is_invisible_immediately(cache: &dyn SessionCache) {
     let started = tokio::time::Instant::now();
-    set(cache, "k", json!("v"), Some(ms(1_000))).await;
+    set(cache, "k", json!("v"), Some(ms(1_000).into())).await;
     assert_eq!(get(cache, "k").await, Some(json!("v")), "key gone before its TTL");
     tokio::time::sleep_until(started + Duration::from_millis(1_400)).await;
     assert_eq!(get(cache, "k").await, None, "expired key still visible");
@@ -285,38 +289,41 @@ pub async fn ttl_reports_missing_persistent_and_remaining(cache: &dyn SessionCac
 /// `expire` sets a new TTL on an existing key, which then expires by it.
 pub async fn expire_sets_ttl_on_existing_key(cache: &dyn SessionCache) {
     set(cache, "k", json!(1), None).await;
-    assert!(ok(cache.expire("k", TimeDelta::seconds(60)).await, "expire"));
+    assert!(ok(cache.expire("k", TimeDelta::seconds(60).into()).await, "expire"));
     assert_expires_within(ttl(cache, "k").await, TimeDelta::seconds(50), TimeDelta::seconds(60));
     assert_eq!(get(cache, "k").await, Some(json!(1)), "expire changed the value");
-    assert!(ok(cache.expire("k", ms(200)).await, "expire shorter"));
+    assert!(ok(cache.expire("k", ms(200).into()).await, "expire shorter"));
     past_short_ttl().await;
     assert_eq!(get(cache, "k").await, None);
 }
 
 /// `expire` on a missing or expired key returns false and creates nothing.
 pub async fn expire_on_missing_key_returns_false(cache: &dyn SessionCache) {
-    assert!(!ok(cache.expire("missing", TimeDelta::seconds(60)).await, "expire missing"));
+    assert!(!ok(cache.expire("missing", TimeDelta::seconds(60).into()).await, "expire missing"));
     assert_eq!(ttl(cache, "missing").await, KeyTtl::Missing);
     set(cache, "gone", json!(1), short()).await;
     past_short_ttl().await;
-    assert!(!ok(cache.expire("gone", TimeDelta::seconds(60)).await, "expire expired"), "expire revived an expired key");
+    assert!(
+        !ok(cache.expire("gone", TimeDelta::seconds(60).into()).await, "expire expired"),
+        "expire revived an expired key"
+    );
     assert_eq!(get(cache, "gone").await, None);
 }
 
 /// `expire` with a zero or negative TTL is `InvalidInput` and keeps the key (unlike Redis `EXPIRE k 0`).
 pub async fn expire_with_zero_ttl_is_invalid_input(cache: &dyn SessionCache) {
     set(cache, "k", json!(1), None).await;
-    assert_kind(cache.expire("k", TimeDelta::zero()).await, ErrorKind::InvalidInput, "expire 0");
-    assert_kind(cache.expire("k", ms(-1)).await, ErrorKind::InvalidInput, "expire -1ms");
+    assert_kind(cache.expire("k", TimeDelta::zero().into()).await, ErrorKind::InvalidInput, "expire 0");
+    assert_kind(cache.expire("k", ms(-1).into()).await, ErrorKind::InvalidInput, "expire -1ms");
     assert_eq!(get(cache, "k").await, Some(json!(1)));
     assert_eq!(ttl(cache, "k").await, KeyTtl::Persistent);
 }
 
 /// Setting a key again with a TTL restarts its lifetime from the new write.
 pub async fn update_refreshes_ttl(cache: &dyn SessionCache) {
-    set(cache, "k", json!(1), Some(ms(2_000))).await;
+    set(cache, "k", json!(1), Some(ms(2_000).into())).await;
     sleep_ms(1_200).await;
-    set(cache, "k", json!(2), Some(ms(2_000))).await;
+    set(cache, "k", json!(2), Some(ms(2_000).into())).await;
     sleep_ms(1_200).await;
     assert_eq!(get(cache, "k").await, Some(json!(2)), "expired by the first write's TTL");
     assert!(matches!(ttl(cache, "k").await, KeyTtl::ExpiresIn(_)), "refreshed key lost its TTL");
@@ -643,7 +650,7 @@ async fn assert_invalid_key_everywhere(cache: &dyn SessionCache, key: &str) {
     assert_kind(cache.set(key, json!(1), None, SetMode::Always).await, ErrorKind::InvalidInput, &what("set"));
     assert_kind(cache.get(key).await, ErrorKind::InvalidInput, &what("get"));
     assert_kind(cache.delete(key).await, ErrorKind::InvalidInput, &what("delete"));
-    assert_kind(cache.expire(key, minute).await, ErrorKind::InvalidInput, &what("expire"));
+    assert_kind(cache.expire(key, minute.into()).await, ErrorKind::InvalidInput, &what("expire"));
     assert_kind(cache.ttl(key).await, ErrorKind::InvalidInput, &what("ttl"));
     assert_kind(cache.push(key, json!(1), 10, None).await, ErrorKind::InvalidInput, &what("push"));
     assert_kind(cache.range(key, 10).await, ErrorKind::InvalidInput, &what("range"));
@@ -687,7 +694,7 @@ pub async fn hostile_keys_cannot_reach_another_namespace(a: &dyn SessionCache, b
     }
     for k in &keys {
         set(b, k, json!("b"), None).await;
-        ok(b.expire(k, ms(200)).await, "expire in b");
+        ok(b.expire(k, ms(200).into()).await, "expire in b");
     }
     past_short_ttl().await;
     for (i, k) in keys.iter().enumerate() {
@@ -695,3 +702,6 @@ pub async fn hostile_keys_cannot_reach_another_namespace(a: &dyn SessionCache, b
         assert_eq!(ttl(a, k).await, KeyTtl::Persistent, "b's expire reached a's key {k:?}");
     }
 }
+
+mod hostile;
+pub use hostile::*;

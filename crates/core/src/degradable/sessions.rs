@@ -1,29 +1,37 @@
 //! `SessionCache` for `Degradable<dyn SessionCache>`.
 
 use async_trait::async_trait;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::{Degradable, Replay, WritePolicy};
-use crate::sessions::{Decision, KeyTtl, SetMode};
-use crate::{Capabilities, Result, SessionCache};
+use crate::sessions::{deadline, Decision, KeyTtl, SetMode};
+use crate::time::now_ms;
+use crate::{Capabilities, Expiry, Result, SessionCache};
 
 /// A buffered session write (only with `DegradeConfig::replay_sessions`).
-/// TTLs are replayed as given, so they restart at replay time.
-/// Fields mirror the parameters of the trait method of the same name.
+/// Expiries are pinned to absolute instants when the call is made, so a
+/// replayed write expires when the original would have; a write whose
+/// instant has passed by replay time is not replayed (an `expire` becomes a
+/// `delete`). Fields mirror the parameters of the trait method of the same name.
 #[allow(missing_docs)]
 #[derive(Debug, Clone)]
 pub enum SessionOp {
     /// `set` (replayed only if it wrote).
-    Set { key: String, value: Value, ttl: Option<TimeDelta>, mode: SetMode },
+    Set { key: String, value: Value, expires_at: Option<DateTime<Utc>>, mode: SetMode },
     /// `delete`.
     Delete { key: String },
     /// `expire`.
-    Expire { key: String, ttl: TimeDelta },
+    Expire { key: String, expires_at: DateTime<Utc> },
     /// `push`.
-    Push { key: String, entry: Value, max_len: usize, ttl: Option<TimeDelta> },
+    Push { key: String, entry: Value, max_len: usize, expires_at: Option<DateTime<Utc>> },
     /// `incr`.
-    Incr { key: String, by: i64, ttl: Option<TimeDelta> },
+    Incr { key: String, by: i64, expires_at: Option<DateTime<Utc>> },
+}
+
+/// Whether an optional instant has passed at `now`.
+fn passed(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    at.is_some_and(|at| at <= now)
 }
 
 #[async_trait]
@@ -31,12 +39,26 @@ impl<'a> Replay for dyn SessionCache + 'a {
     type Op = SessionOp;
 
     async fn replay(&self, op: &SessionOp) -> Result<()> {
+        let now = now_ms();
+        let at = |t: Option<DateTime<Utc>>| t.map(Expiry::At);
         match op.clone() {
-            SessionOp::Set { key, value, ttl, mode } => self.set(&key, value, ttl, mode).await.map(|_| ()),
+            SessionOp::Set { expires_at, .. }
+            | SessionOp::Push { expires_at, .. }
+            | SessionOp::Incr { expires_at, .. }
+                if passed(expires_at, now) =>
+            {
+                Ok(())
+            }
+            SessionOp::Set { key, value, expires_at, mode } => {
+                self.set(&key, value, at(expires_at), mode).await.map(|_| ())
+            }
             SessionOp::Delete { key } => self.delete(&key).await.map(|_| ()),
-            SessionOp::Expire { key, ttl } => self.expire(&key, ttl).await.map(|_| ()),
-            SessionOp::Push { key, entry, max_len, ttl } => self.push(&key, entry, max_len, ttl).await.map(|_| ()),
-            SessionOp::Incr { key, by, ttl } => self.incr(&key, by, ttl).await.map(|_| ()),
+            SessionOp::Expire { key, expires_at } if expires_at <= now => self.delete(&key).await.map(|_| ()),
+            SessionOp::Expire { key, expires_at } => self.expire(&key, Expiry::At(expires_at)).await.map(|_| ()),
+            SessionOp::Push { key, entry, max_len, expires_at } => {
+                self.push(&key, entry, max_len, at(expires_at)).await.map(|_| ())
+            }
+            SessionOp::Incr { key, by, expires_at } => self.incr(&key, by, at(expires_at)).await.map(|_| ()),
         }
     }
 
@@ -80,12 +102,13 @@ impl SessionCache for Degradable<dyn SessionCache> {
         self.read("ping", |s| s.ping()).await
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<TimeDelta>, mode: SetMode) -> Result<bool> {
-        let op = SessionOp::Set { key: key.to_owned(), value: value.clone(), ttl, mode };
+    async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
+        let expires_at = deadline(expiry).map_err(|e| e.with_op("set"))?;
+        let op = SessionOp::Set { key: key.to_owned(), value: value.clone(), expires_at, mode };
         self.write(
             "set",
             WritePolicy::Idempotent,
-            |s| s.set(key, value.clone(), ttl, mode),
+            |s| s.set(key, value.clone(), expires_at.map(Expiry::At), mode),
             |wrote| if *wrote { self.keep(op) } else { None },
         )
         .await
@@ -100,28 +123,43 @@ impl SessionCache for Degradable<dyn SessionCache> {
         self.write("delete", WritePolicy::Idempotent, |s| s.delete(key), |_| self.keep(op)).await
     }
 
-    async fn expire(&self, key: &str, ttl: TimeDelta) -> Result<bool> {
-        let op = SessionOp::Expire { key: key.to_owned(), ttl };
-        self.write("expire", WritePolicy::Idempotent, |s| s.expire(key, ttl), |_| self.keep(op)).await
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let expires_at = expiry.deadline(now_ms()).map_err(|e| e.with_op("expire"))?;
+        let op = SessionOp::Expire { key: key.to_owned(), expires_at };
+        self.write("expire", WritePolicy::Idempotent, |s| s.expire(key, Expiry::At(expires_at)), |_| self.keep(op))
+            .await
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         self.read("ttl", |s| s.ttl(key)).await
     }
 
-    async fn push(&self, key: &str, entry: Value, max_len: usize, ttl: Option<TimeDelta>) -> Result<usize> {
-        let op = SessionOp::Push { key: key.to_owned(), entry: entry.clone(), max_len, ttl };
-        self.write("push", WritePolicy::NotIdempotent, |s| s.push(key, entry.clone(), max_len, ttl), |_| self.keep(op))
-            .await
+    async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
+        let expires_at = deadline(expiry).map_err(|e| e.with_op("push"))?;
+        let op = SessionOp::Push { key: key.to_owned(), entry: entry.clone(), max_len, expires_at };
+        self.write(
+            "push",
+            WritePolicy::NotIdempotent,
+            |s| s.push(key, entry.clone(), max_len, expires_at.map(Expiry::At)),
+            |_| self.keep(op),
+        )
+        .await
     }
 
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         self.read("range", |s| s.range(key, limit)).await
     }
 
-    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<TimeDelta>) -> Result<i64> {
-        let op = SessionOp::Incr { key: key.to_owned(), by, ttl: ttl_on_create };
-        self.write("incr", WritePolicy::NotIdempotent, |s| s.incr(key, by, ttl_on_create), |_| self.keep(op)).await
+    async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
+        let expires_at = deadline(expiry_on_create).map_err(|e| e.with_op("incr"))?;
+        let op = SessionOp::Incr { key: key.to_owned(), by, expires_at };
+        self.write(
+            "incr",
+            WritePolicy::NotIdempotent,
+            |s| s.incr(key, by, expires_at.map(Expiry::At)),
+            |_| self.keep(op),
+        )
+        .await
     }
 
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {

@@ -10,12 +10,15 @@
 //! - `$exists` takes a boolean; `$in`/`$nin` take an array; `$and`/`$or` a
 //!   non-empty array of filter objects; `$not` an operator object;
 //! - no operand may contain an object key starting with `$`;
-//! - filters nest at most 32 levels and hold at most 1,000 conditions.
+//! - filters nest at most 32 levels and hold at most 1,000 conditions;
+//! - `$in`/`$nin` lists hold at most 10,000 values ([`MAX_IN_LIST`]) and
+//!   operand values nest at most 64 levels (the input policy's default).
 
 use serde_json::{Map, Value};
 
 use super::path::FieldPath;
 use crate::error::{Error, Result};
+use crate::policy::{depth_exceeds, DEFAULT_MAX_DEPTH, MAX_IN_LIST};
 
 /// Deepest `$and`/`$or`/`$not` nesting accepted.
 pub const MAX_FILTER_DEPTH: usize = 32;
@@ -208,19 +211,30 @@ fn comparable(key: &str, v: &Value) -> Result<Value> {
 
 fn list(key: &str, v: &Value) -> Result<Vec<Value>> {
     let items = v.as_array().ok_or_else(|| Error::invalid(format!("`{key}` takes an array")))?;
+    if items.len() > MAX_IN_LIST {
+        return Err(Error::invalid(format!("`{key}` takes at most {MAX_IN_LIST} values")));
+    }
     items.iter().map(literal).collect()
 }
 
-/// Rejects operand values that contain `$`-prefixed object keys anywhere.
+/// Rejects operand values nested deeper than stored values may be, or that
+/// contain `$`-prefixed object keys anywhere.
 fn check_operand_keys(v: &Value) -> Result<()> {
+    if depth_exceeds(v, DEFAULT_MAX_DEPTH) {
+        return Err(Error::invalid(format!("filter operands nest at most {DEFAULT_MAX_DEPTH} levels")));
+    }
+    check_dollar_keys(v)
+}
+
+fn check_dollar_keys(v: &Value) -> Result<()> {
     match v {
         Value::Object(m) => {
             if m.keys().any(|k| k.starts_with('$')) {
                 return Err(Error::invalid("operand values cannot contain `$` keys"));
             }
-            m.values().try_for_each(check_operand_keys)
+            m.values().try_for_each(check_dollar_keys)
         }
-        Value::Array(a) => a.iter().try_for_each(check_operand_keys),
+        Value::Array(a) => a.iter().try_for_each(check_dollar_keys),
         _ => Ok(()),
     }
 }

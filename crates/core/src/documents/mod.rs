@@ -342,9 +342,9 @@ pub fn check_id(id: &str) -> Result<()> {
 
 /// Prepares a document for insertion: must be an object with valid field
 /// names, without `_version` (store-managed); `_id` is checked, or generated as
-/// a UUID v7 string when absent. Returns the id and the body with `_id` set and
-/// no `_version`.
-pub fn prepare_insert(doc: Value) -> Result<(String, Map<String, Value>)> {
+/// a UUID v7 string when absent; the stored form is held to `policy`. Returns
+/// the id and the body with `_id` set and no `_version`.
+pub fn prepare_insert(doc: Value, policy: &crate::InputPolicy) -> Result<(String, Map<String, Value>)> {
     let Value::Object(mut m) = doc else {
         return Err(Error::invalid("a document must be a JSON object"));
     };
@@ -357,10 +357,11 @@ pub fn prepare_insert(doc: Value) -> Result<(String, Map<String, Value>)> {
         Some(_) => return Err(Error::invalid("`_id` must be a string")),
     };
     check_id(&id)?;
+    m.insert("_id".to_owned(), Value::String(id.clone()));
     let body = Value::Object(m);
     validate_fields(&body, 0)?;
-    let Value::Object(mut m) = body else { unreachable!("constructed as object above") };
-    m.insert("_id".to_owned(), Value::String(id.clone()));
+    policy.check_document(&body)?;
+    let Value::Object(m) = body else { unreachable!("constructed as object above") };
     Ok((id, m))
 }
 
@@ -369,7 +370,12 @@ pub fn prepare_insert(doc: Value) -> Result<(String, Map<String, Value>)> {
 /// taken as the expected version (it must agree with `expected` if both are
 /// given). Returns the body (with `_id`, without `_version`) and the expected
 /// version.
-pub fn prepare_replace(id: &str, doc: Value, expected: Option<u64>) -> Result<(Map<String, Value>, Option<u64>)> {
+pub fn prepare_replace(
+    id: &str,
+    doc: Value,
+    expected: Option<u64>,
+    policy: &crate::InputPolicy,
+) -> Result<(Map<String, Value>, Option<u64>)> {
     check_id(id)?;
     let Value::Object(mut m) = doc else {
         return Err(Error::invalid("a document must be a JSON object"));
@@ -390,7 +396,7 @@ pub fn prepare_replace(id: &str, doc: Value, expected: Option<u64>) -> Result<(M
         Some(_) => return Err(Error::invalid("`_id` in the body differs from the id replaced")),
     }
     m.insert("_id".to_owned(), Value::String(id.to_owned()));
-    let (_, body) = prepare_insert(Value::Object(m))?;
+    let (_, body) = prepare_insert(Value::Object(m), policy)?;
     Ok((body, expected))
 }
 
@@ -410,7 +416,11 @@ pub fn with_version(mut body: Map<String, Value>, version: u64) -> Value {
 ///   a different spec it is `Conflict`.
 /// - **Documents** are JSON objects. `_id` is a string (a UUID v7 is generated
 ///   when absent); `_version` is store-managed: 1 on insert, +1 on every change.
-///   Field names must not start with `$` or contain `.`.
+///   Field names must not start with `$` or contain `.` or control characters;
+///   documents nest at most 32 levels ([`MAX_DEPTH`]) and are held to the
+///   store's [`InputPolicy`](crate::InputPolicy) (serialized size), also after
+///   `update` operators are applied. U+0000 inside string values is stored and
+///   returned byte-exact and compares like any other code point.
 /// - **Writes are all-or-nothing**: `insert_many` and `update` change every
 ///   document or none. A write that breaks the schema is `SchemaViolation`; a
 ///   duplicate `_id` or unique-index value is `Conflict` with

@@ -89,12 +89,13 @@ impl UpdateOps {
     /// Applies the operations to `doc` (an object). On error `doc` may be half
     /// updated: callers apply to a copy and keep the original on error. Errors
     /// (`InvalidInput`): a path through a non-container, `$inc` on a non-number or
-    /// an overflow, `$push` onto a non-array.
-    pub fn apply(&self, doc: &mut Value) -> Result<()> {
+    /// an overflow, `$push` onto a non-array, and a result that breaks the
+    /// document nesting rule or `policy` (depth, serialized size).
+    pub fn apply(&self, doc: &mut Value, policy: &crate::InputPolicy) -> Result<()> {
         for op in &self.0 {
             apply_one(doc, op).map_err(|e| e.with_op("update"))?;
         }
-        Ok(())
+        validate_fields(doc, 0).and_then(|()| policy.check_document(doc)).map_err(|e| e.with_op("update"))
     }
 }
 
@@ -220,7 +221,7 @@ mod tests {
     use serde_json::json;
 
     fn run(update: Value, mut doc: Value) -> Result<Value> {
-        UpdateOps::parse(&update)?.apply(&mut doc)?;
+        UpdateOps::parse(&update)?.apply(&mut doc, &crate::InputPolicy::default())?;
         Ok(doc)
     }
 

@@ -20,12 +20,15 @@ use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
 use sqlx::AssertSqlSafe;
 
+use crate::json::{encode_str, encoded};
+
 /// A bound parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Bind {
     Text(String),
     TextArray(Vec<String>),
     Jsonb(Value),
+    JsonbArray(Vec<Value>),
     BigInt(i64),
 }
 
@@ -76,12 +79,15 @@ impl Sql {
     /// index expression, nor prune to the collection's partition at plan time).
     pub(super) fn query(self) -> Query<'static, Postgres, PgArguments> {
         // Only fixed fragments and `$n` placeholders were ever appended.
+        // Values are compared with stored documents, so they take the same
+        // U+0000 encoding (see `json.rs`).
         let mut q = sqlx::query(AssertSqlSafe(self.text)).persistent(false);
         for b in self.binds {
             q = match b {
-                Bind::Text(v) => q.bind(v),
-                Bind::TextArray(v) => q.bind(v),
-                Bind::Jsonb(v) => q.bind(v),
+                Bind::Text(v) => q.bind(encode_str(&v).into_owned()),
+                Bind::TextArray(v) => q.bind(v.iter().map(|s| encode_str(s).into_owned()).collect::<Vec<_>>()),
+                Bind::Jsonb(v) => q.bind(encoded(v)),
+                Bind::JsonbArray(v) => q.bind(v.into_iter().map(encoded).collect::<Vec<_>>()),
                 Bind::BigInt(v) => q.bind(v),
             };
         }
@@ -185,9 +191,21 @@ impl Sql {
         self.push(", ").bind(Bind::Jsonb(x.clone()), "::jsonb").push(close)
     }
 
+    /// `$in`: a candidate (the reached value, or an element of a reached
+    /// array) is `=` to one of `xs`, tested against the whole list bound as
+    /// one `jsonb[]` — a hashed lookup, so 10,000 values cost about what one
+    /// does. `null` in `xs` also matches a missing field, as `$eq` does.
     fn is_in(&mut self, path: &FieldPath, xs: &[Value]) -> &mut Self {
-        self.push("palisade_doc_in(").reached(path);
-        self.push(", ").bind(Bind::Jsonb(Value::Array(xs.to_vec())), "::jsonb").push(")")
+        let with_null = xs.iter().any(Value::is_null);
+        if with_null {
+            self.push("(palisade_doc_eq(").reached(path).push(", 'null'::jsonb) OR ");
+        }
+        self.push("EXISTS (SELECT 1 FROM palisade_doc_candidates(").reached(path);
+        self.push(") AS c WHERE c = ANY(").bind(Bind::JsonbArray(xs.to_vec()), "::jsonb[]").push("))");
+        if with_null {
+            self.push(")");
+        }
+        self
     }
 
     /// `((body @> s1 OR body @> s2 …) AND <exact>)` when every document that

@@ -68,6 +68,7 @@ use sqlx::{PgConnection, Row};
 use self::filter::{Bind, Sql};
 use self::spec::Collection;
 use crate::error::{map, tagged, DocumentFault};
+use crate::json::{encode, encoded, StoredJson};
 use crate::{capabilities, PgBackend};
 
 /// A row of `documents d` is live unless `now >= expires_at`.
@@ -229,12 +230,12 @@ impl PgDocumentStore {
         if let Some(c) = lock(&self.state.collections).get(name) {
             return Ok(Some(Arc::clone(c)));
         }
-        let stored: Option<Value> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
+        let stored: Option<StoredJson> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.backend.pool)
             .await
             .map_err(|e| map(op, e))?;
-        stored.map(|stored| self.compiled(name, stored)).transpose()
+        stored.map(|stored| self.compiled(name, stored.0)).transpose()
     }
 
     /// `stored` (the spec of collection `name`) compiled, from the cache when
@@ -264,13 +265,14 @@ impl PgDocumentStore {
     /// The compiled spec of `name`, whose row stays locked against a
     /// concurrent drop until the transaction ends.
     async fn collection(&self, conn: &mut PgConnection, name: &str, op: &'static str) -> Result<Arc<Collection>> {
-        let stored: Option<Value> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1 FOR KEY SHARE")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| map(op, e))?;
+        let stored: Option<StoredJson> =
+            sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1 FOR KEY SHARE")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| map(op, e))?;
         let stored = stored.ok_or(DocumentFault::NoCollection)?;
-        self.compiled(name, stored)
+        self.compiled(name, stored.0)
     }
 
     /// `NotFound` unless collection `name` exists.
@@ -292,7 +294,7 @@ impl PgDocumentStore {
         if docs.is_empty() || docs.len() > MAX_INSERT_MANY {
             return Err(Error::invalid(format!("insert_many takes 1..={MAX_INSERT_MANY} documents")));
         }
-        let prepared = docs.into_iter().map(prepare_insert).collect::<Result<Vec<_>>>()?;
+        let prepared = docs.into_iter().map(|d| prepare_insert(d, &self.backend.policy)).collect::<Result<Vec<_>>>()?;
         self.write_retrying(collection, op, || self.insert_prepared(op, collection, &prepared)).await
     }
 
@@ -344,13 +346,14 @@ impl PgDocumentStore {
         .await
         .map_err(|e| map("get", e))?;
         let row = row.ok_or(DocumentFault::NoCollection)?;
-        row.try_get::<Option<Value>, _>(0).map_err(|e| map("get", e))
+        let doc = row.try_get::<Option<StoredJson>, _>(0).map_err(|e| map("get", e))?;
+        Ok(doc.map(|d| d.0))
     }
 
     async fn replace_doc(&self, collection: &str, id: &str, doc: Value, expected: Option<u64>) -> Result<Value> {
         const OP: &str = "replace";
         check_collection_name(collection)?;
-        let (body, expected) = prepare_replace(id, doc, expected)?;
+        let (body, expected) = prepare_replace(id, doc, expected, &self.backend.policy)?;
         self.write_retrying(collection, OP, || self.replace_prepared(collection, id, &body, expected)).await
     }
 
@@ -405,10 +408,10 @@ impl PgDocumentStore {
         let mut staged = Vec::new();
         for row in &rows {
             let id: String = row.try_get(0).map_err(|e| map(OP, e))?;
-            let doc: Value = row.try_get(1).map_err(|e| map(OP, e))?;
+            let doc = row.try_get::<StoredJson, _>(1).map_err(|e| map(OP, e))?.0;
             let version = version_of(row.try_get(2).map_err(|e| map(OP, e))?);
             let mut next = doc.clone();
-            ops.apply(&mut next)?;
+            ops.apply(&mut next, &self.backend.policy)?;
             if next == doc {
                 continue;
             }
@@ -455,7 +458,7 @@ impl PgDocumentStore {
             self.find_sorted_in_rust(collection, options, &indexed).await?
         } else {
             rows.iter()
-                .map(|r| r.try_get::<Value, _>(0))
+                .map(|r| r.try_get::<StoredJson, _>(0).map(|d| d.0))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| map(OP, e))?
         };
@@ -481,7 +484,7 @@ impl PgDocumentStore {
             .await
             .map_err(|e| map("find", e))?
             .iter()
-            .map(|r| r.try_get::<Value, _>(0))
+            .map(|r| r.try_get::<StoredJson, _>(0).map(|d| d.0))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| map("find", e))?;
         docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
@@ -507,7 +510,7 @@ impl PgDocumentStore {
     async fn ensure(&self, spec: CollectionSpec) -> Result<bool> {
         const OP: &str = "ensure_collection";
         spec.validate()?;
-        let stored = spec::to_json(&spec);
+        let stored = encoded(spec::to_json(&spec));
         // A concurrent drop between the two statements is retried.
         for _ in 0..3 {
             let created = ddl_retrying(|| {
@@ -523,12 +526,12 @@ impl PgDocumentStore {
             if created {
                 return Ok(true);
             }
-            let existing: Option<Value> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
+            let existing: Option<StoredJson> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
                 .bind(&spec.name)
                 .fetch_optional(&self.backend.pool)
                 .await
                 .map_err(|e| map(OP, e))?;
-            if let Some(existing) = existing {
+            if let Some(StoredJson(existing)) = existing {
                 return if spec::from_json(&spec.name, &existing)? == spec {
                     Ok(false)
                 } else {
@@ -614,7 +617,7 @@ fn with_rows<S: Borrow<Staged>>(
     sqlx::query(sql)
         .bind(collection.to_owned())
         .bind(rows.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| encode(&s.doc).into_owned()).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.version).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.expires_at).collect::<Vec<_>>())
 }
@@ -680,7 +683,7 @@ async fn lock_unique_keys(
     }
     sqlx::query("SELECT palisade_doc_lock_unique_keys($1, $2, $3)")
         .bind(collection)
-        .bind(staged.iter().map(|s| s.doc.clone()).collect::<Vec<_>>())
+        .bind(staged.iter().map(|s| encode(&s.doc).into_owned()).collect::<Vec<_>>())
         .bind(paths)
         .execute(&mut *conn)
         .await

@@ -1,0 +1,79 @@
+//! Hostile input against an [`EventStore`]: the input policy, U+0000 and edge
+//! cursors (see [`crate::policy`]).
+
+use serde_json::json;
+
+use super::{append, ev, expect_caught_up, ids, next_event, query_all, read_all, subscribe};
+use crate::conformance::{assert_kind, nested, ok};
+use crate::error::ErrorKind;
+use crate::events::{AppendBatch, Cursor, EventFilter, Order, PageRequest, Position};
+use crate::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_DATA_BYTES, MAX_IN_LIST};
+use crate::EventStore;
+
+/// Event data nested deeper than the policy allows is `InvalidInput` and
+/// stores nothing of its batch; data at the limit round-trips.
+pub async fn event_data_nested_beyond_the_depth_limit_is_invalid_input(store: &dyn EventStore) {
+    let fine = ev("fine").with_data(nested(DEFAULT_MAX_DEPTH));
+    let deep = ev("deep").with_data(nested(DEFAULT_MAX_DEPTH + 1));
+    let e = store.append(AppendBatch::new(vec![fine.clone(), deep])).await;
+    assert_kind(e, ErrorKind::InvalidInput, "data one level too deep");
+    assert!(read_all(store).await.is_empty(), "the refused batch stored something");
+    append(store, vec![fine.clone()]).await;
+    assert_eq!(read_all(store).await[0].data, fine.data, "data at the depth limit round-trips");
+}
+
+/// Event data larger than the policy allows (serialized) is `InvalidInput`.
+pub async fn event_data_over_the_size_limit_is_invalid_input(store: &dyn EventStore) {
+    let big = json!({ "payload": "x".repeat(DEFAULT_MAX_EVENT_DATA_BYTES) });
+    assert_kind(store.append(AppendBatch::new(vec![ev("big").with_data(big)])).await, ErrorKind::InvalidInput, "big");
+    assert!(read_all(store).await.is_empty());
+}
+
+/// U+0000 in strings and keys of event data is stored and returned
+/// byte-exact by `read`, `query` and `subscribe`.
+pub async fn nul_in_event_data_round_trips_byte_exact(store: &dyn EventStore) {
+    let data = json!({"pay\u{0}load": "GET /etc/passwd\u{0}.png", "list": ["\u{0}", "\u{1}", "\u{1}\u{1}", ""]});
+    let e = ev("waf").with_data(data.clone());
+    append(store, vec![e.clone()]).await;
+    assert_eq!(read_all(store).await[0].data, data, "read");
+    assert_eq!(query_all(store, EventFilter::all(), Order::NewestFirst).await[0].data, data, "query");
+    if let Some(mut sub) = subscribe(store, Cursor::Start, EventFilter::all()).await {
+        assert_eq!(next_event(&mut sub, "catch-up").await.data, data, "subscribe");
+    }
+}
+
+/// Cursors at the edges of the position space give empty pages, never errors:
+/// after the largest position (`read`, oldest-first `query`, `subscribe`) and
+/// before the smallest (newest-first `query` after `0-0`).
+pub async fn cursors_at_the_edges_give_empty_pages(store: &dyn EventStore) {
+    append(store, vec![ev("a"), ev("b")]).await;
+    let max = Position::new(u64::MAX, u64::MAX);
+    assert!(ok(store.read(Cursor::After(max), 10).await, "read after max").is_empty());
+    let page = |after, order| match order {
+        Order::OldestFirst => PageRequest::oldest(10).continue_after(after),
+        Order::NewestFirst => PageRequest::newest(10).continue_after(after),
+    };
+    let got = ok(store.query(EventFilter::all(), page(max, Order::OldestFirst)).await, "query after max");
+    assert!(got.items.is_empty() && got.next.is_none(), "oldest first after the largest position");
+    let zero = Position::new(0, 0);
+    let got = ok(store.query(EventFilter::all(), page(zero, Order::NewestFirst)).await, "query before 0-0");
+    assert!(got.items.is_empty() && got.next.is_none(), "newest first after 0-0");
+    let got = ok(store.query(EventFilter::all(), page(zero, Order::OldestFirst)).await, "query after 0-0");
+    assert_eq!(ids(&got.items).len(), 2, "oldest first after 0-0 sees everything");
+    if let Some(mut sub) = subscribe(store, Cursor::After(max), EventFilter::all()).await {
+        expect_caught_up(&mut sub, "subscribe after max").await;
+    }
+}
+
+/// An event filter listing more kinds, sources or tags than the policy's
+/// list bound is `InvalidInput`.
+pub async fn event_filter_with_too_many_values_is_invalid_input(store: &dyn EventStore) {
+    let many: Vec<String> = (0..=MAX_IN_LIST).map(|i| format!("k{i}")).collect();
+    let mut filter = EventFilter::all();
+    filter.kinds = many.clone();
+    assert_kind(store.query(filter.clone(), PageRequest::newest(10)).await, ErrorKind::InvalidInput, "query kinds");
+    assert_kind(store.subscribe(Cursor::Start, filter).await.map(|_| ()), ErrorKind::InvalidInput, "subscribe kinds");
+    let mut filter = EventFilter::all();
+    filter.tags = many;
+    assert_kind(store.query(filter, PageRequest::newest(10)).await, ErrorKind::InvalidInput, "query tags");
+}

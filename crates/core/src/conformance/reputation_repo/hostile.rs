@@ -1,0 +1,33 @@
+//! Hostile input against a [`ReputationRepo`]: reasons and edge offsets.
+
+use super::{add, score, t0, user, users};
+use crate::conformance::{assert_kind, ok};
+use crate::error::ErrorKind;
+use crate::reputation::{Period, ReputationEvent, SubjectKind, MAX_REASON_LEN};
+use crate::ReputationRepo;
+
+/// A reason over the policy's length, or with control characters (U+0000
+/// included; tab and newline are fine), is `InvalidInput` and records nothing.
+pub async fn hostile_reasons_are_invalid_input_and_record_nothing(repo: &dyn ReputationRepo) {
+    let alice = user("alice");
+    for reason in ["x".repeat(MAX_REASON_LEN + 1), "a\u{0}b".to_owned(), "bell\u{7}".to_owned()] {
+        let e = ReputationEvent::new(alice.clone(), 5, reason).at(t0());
+        assert_kind(repo.record(e).await, ErrorKind::InvalidInput, "hostile reason");
+    }
+    assert_eq!(score(repo, &alice).await, 0, "a refused record changed the score");
+    let fine = ReputationEvent::new(alice.clone(), 5, "line one\n\tline two").at(t0());
+    assert_eq!(ok(repo.record(fine).await, "record").score, 5);
+    let history = ok(repo.history(&alice, crate::time::TimeRange::all(), 10).await, "history");
+    assert_eq!(history[0].reason, "line one\n\tline two");
+}
+
+/// Offsets past any possible board (up to `usize::MAX`) give empty pages,
+/// never errors.
+pub async fn leaderboard_offsets_past_any_board_are_empty(repo: &dyn ReputationRepo) {
+    add(repo, &user("a"), 1, t0()).await;
+    for offset in [1usize << 53, 1 << 63, usize::MAX - 1, usize::MAX] {
+        let page = ok(repo.leaderboard(SubjectKind::User, Period::AllTime, offset, 10).await, "leaderboard");
+        assert!(page.is_empty(), "offset {offset}");
+    }
+    assert_eq!(users(repo, Period::AllTime).await.len(), 1);
+}
