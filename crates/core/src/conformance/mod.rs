@@ -25,6 +25,7 @@ pub mod document_store;
 pub mod event_store;
 pub mod flaky;
 mod macros;
+pub mod poisoned;
 pub mod reputation_repo;
 pub mod restart;
 pub mod session_cache;

@@ -1,0 +1,82 @@
+//! Rows that today's input policy would refuse — written by a permissive
+//! writer or straight into the tables, as older versions could — never make
+//! a read fail (see `palisade_core::conformance::poisoned`).
+//! Needs `PALISADE_TEST_POSTGRES_URL`; skipped with a notice without it,
+//! unless `PALISADE_REQUIRE` names `postgres`.
+
+use palisade_core::conformance::poisoned::{self, POISON_DEPTH};
+use palisade_core::conformance::server_url;
+use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
+use palisade_core::policy::decode_stored_json;
+use palisade_core::{DocumentStore, Namespace};
+use palisade_pg_sqlx::{PgBackend, PgConfig};
+use serde_json::json;
+
+/// A strict and a permissive backend on one fresh namespace.
+async fn backends() -> Option<(PgBackend, PgBackend)> {
+    let url = server_url("postgres", "PALISADE_TEST_POSTGRES_URL")?;
+    let ns = Namespace::random("pghostile").unwrap();
+    let strict = PgBackend::connect(&PgConfig::new(url.clone(), ns.clone())).await.expect("postgres is reachable");
+    let mut config = PgConfig::new(url, ns);
+    config.policy = poisoned::permissive();
+    let permissive = PgBackend::connect(&config).await.expect("postgres is reachable");
+    Some((strict, permissive))
+}
+
+/// `{"a": … 1}` nested `depth` deep, as JSON text.
+fn deep_text(depth: usize) -> String {
+    format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_event_rows_read_back_intact() {
+    let Some((strict, permissive)) = backends().await else { return };
+    poisoned::deep_event_reads_back_intact(&permissive.events(), &strict.events()).await;
+    strict.drop_namespace().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_session_rows_read_back_intact() {
+    let Some((strict, permissive)) = backends().await else { return };
+    poisoned::deep_session_value_reads_back_intact(&permissive.sessions(), &strict.sessions()).await;
+    strict.drop_namespace().await.unwrap();
+}
+
+/// A document body written straight into the table, deeper than any write
+/// path allows, reads back intact and leaves the other documents readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_document_rows_written_by_sql_read_back_intact() {
+    let Some((strict, _)) = backends().await else { return };
+    let docs = strict.documents();
+    docs.ensure_collection(CollectionSpec::new("legacy")).await.unwrap();
+    docs.insert("legacy", json!({"_id": "deep", "s": 1})).await.unwrap();
+    docs.insert("legacy", json!({"_id": "plain", "s": 1})).await.unwrap();
+    let body = format!(r#"{{"_id": "deep", "_version": 1, "s": 1, "d": {}}}"#, deep_text(POISON_DEPTH));
+    sqlx::query("UPDATE documents SET body = $1::jsonb WHERE collection = 'legacy' AND id = 'deep'")
+        .bind(&body)
+        .execute(strict.pool())
+        .await
+        .unwrap();
+    let want = decode_stored_json(body.as_bytes()).unwrap();
+    assert_eq!(docs.get("legacy", "deep").await.unwrap(), Some(want.clone()));
+    let found = docs.find("legacy", FindOptions::new(Filter::parse(&json!({"s": 1})).unwrap())).await.unwrap();
+    assert_eq!(found, vec![want, json!({"_id": "plain", "_version": 1, "s": 1})]);
+    assert_eq!(docs.count("legacy", Filter::all()).await.unwrap(), 2);
+    strict.drop_namespace().await.unwrap();
+}
+
+/// Event data written straight into the table (not through `append`) reads
+/// back intact: the binary `jsonb` decoding has no recursion limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_event_data_written_by_sql_reads_back_intact() {
+    let Some((strict, _)) = backends().await else { return };
+    let events = strict.events();
+    let e = palisade_core::events::NewEvent::new("legacy", "raw");
+    events.append(palisade_core::events::AppendBatch::new(vec![e])).await.unwrap();
+    let data = deep_text(POISON_DEPTH);
+    sqlx::query("UPDATE events SET data = $1::jsonb").bind(&data).execute(strict.pool()).await.unwrap();
+    use palisade_core::EventStore;
+    let read = events.read(palisade_core::events::Cursor::Start, 10).await.unwrap();
+    assert_eq!(read[0].data, decode_stored_json(data.as_bytes()).unwrap());
+    strict.drop_namespace().await.unwrap();
+}
