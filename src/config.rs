@@ -12,6 +12,12 @@
 //! | connect timeout (ms) | `PALISADE_CONNECT_TIMEOUT_MS` | `connect_timeout_ms` | 5000 |
 //! | operation timeout (ms) | `PALISADE_OP_TIMEOUT_MS` | `op_timeout_ms` | 10000 |
 //! | TLS | `PALISADE_TLS` (`true`/`false`) | `tls` | false |
+//! | memory session capacity (keys; LRU beyond) | `PALISADE_MEMORY_SESSION_CAPACITY` | `memory_session_capacity` | 1,000,000 |
+//! | input limits, all stores | — | `[limits]` | see `palisade_core::policy` |
+//! | input limits, one store | — | `[<store>.limits]` | `[limits]` |
+//!
+//! Limits keys: `max_depth`, `max_session_value_bytes`, `max_event_data_bytes`,
+//! `max_document_bytes`, `max_reason_bytes`.
 //!
 //! Precedence: defaults, then the TOML file (`--config FILE` or
 //! `PALISADE_CONFIG`), then environment variables. URLs are kept as
@@ -21,7 +27,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_core::{Error, ErrorKind, Namespace, Result};
+use palisade_core::{Error, ErrorKind, InputPolicy, Namespace, Result};
 use serde::Deserialize;
 
 /// A store URL. Its password never appears in `Debug`, `Display` or errors.
@@ -115,6 +121,8 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     /// Degraded-mode fallback.
     pub fallback: Fallback,
+    /// What the store accepts (applies to its fallback too).
+    pub limits: InputPolicy,
 }
 
 impl Default for StoreConfig {
@@ -122,6 +130,7 @@ impl Default for StoreConfig {
         StoreConfig {
             url: StoreUrl(url::Url::parse("memory://").expect("static URL parses")),
             fallback: Fallback::None,
+            limits: InputPolicy::default(),
         }
     }
 }
@@ -194,6 +203,9 @@ pub struct Config {
     /// `redis://` is treated as `rediss://`, and Postgres connections whose
     /// `sslmode` is the default `prefer` (or `allow`) use `verify-full`.
     pub tls: bool,
+    /// Most session keys a memory session cache (primary or fallback) keeps;
+    /// beyond it the least recently used are evicted and counted in health.
+    pub memory_session_capacity: u64,
 }
 
 impl Default for Config {
@@ -208,6 +220,7 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(5000),
             op_timeout: Duration::from_millis(10_000),
             tls: false,
+            memory_session_capacity: 1_000_000,
         }
     }
 }
@@ -217,6 +230,27 @@ impl Default for Config {
 struct FileStore {
     url: Option<String>,
     fallback: Option<Fallback>,
+    limits: Option<FileLimits>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_depth: Option<usize>,
+    max_session_value_bytes: Option<usize>,
+    max_event_data_bytes: Option<usize>,
+    max_document_bytes: Option<usize>,
+    max_reason_bytes: Option<usize>,
+}
+
+impl FileLimits {
+    fn apply(self, p: InputPolicy) -> InputPolicy {
+        let p = self.max_depth.map_or(p, |n| p.with_max_depth(n));
+        let p = self.max_session_value_bytes.map_or(p, |n| p.with_max_session_value_bytes(n));
+        let p = self.max_event_data_bytes.map_or(p, |n| p.with_max_event_data_bytes(n));
+        let p = self.max_document_bytes.map_or(p, |n| p.with_max_document_bytes(n));
+        self.max_reason_bytes.map_or(p, |n| p.with_max_reason_bytes(n))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +261,8 @@ struct File {
     connect_timeout_ms: Option<u64>,
     op_timeout_ms: Option<u64>,
     tls: Option<bool>,
+    memory_session_capacity: Option<u64>,
+    limits: Option<FileLimits>,
     events: Option<FileStore>,
     sessions: Option<FileStore>,
     documents: Option<FileStore>,
@@ -270,6 +306,15 @@ impl Config {
         if let Some(tls) = file.tls {
             self.tls = tls;
         }
+        if let Some(n) = file.memory_session_capacity {
+            self.memory_session_capacity = check_capacity(n)?;
+        }
+        if let Some(limits) = file.limits {
+            for kind in StoreKind::ALL {
+                let target = self.store_mut(kind);
+                target.limits = limits.apply(target.limits);
+            }
+        }
         for (kind, store) in [
             (StoreKind::Events, file.events),
             (StoreKind::Sessions, file.sessions),
@@ -284,6 +329,9 @@ impl Config {
             }
             if let Some(fb) = store.fallback {
                 target.fallback = fb;
+            }
+            if let Some(limits) = store.limits {
+                target.limits = limits.apply(target.limits);
             }
         }
         Ok(())
@@ -308,6 +356,10 @@ impl Config {
         }
         if let Some(tls) = get("PALISADE_TLS") {
             self.tls = tls.parse().map_err(|_| config_error("PALISADE_TLS must be true or false"))?;
+        }
+        if let Some(n) = get("PALISADE_MEMORY_SESSION_CAPACITY") {
+            let n = n.parse().map_err(|_| config_error("PALISADE_MEMORY_SESSION_CAPACITY must be a number"))?;
+            self.memory_session_capacity = check_capacity(n)?;
         }
         let all_fallback = get("PALISADE_FALLBACK").map(|f| f.parse::<Fallback>()).transpose()?;
         for kind in StoreKind::ALL {
@@ -349,6 +401,13 @@ impl Config {
             StoreKind::Reputation => &mut self.reputation,
         }
     }
+}
+
+fn check_capacity(n: u64) -> Result<u64> {
+    if n == 0 {
+        return Err(config_error("memory session capacity must be at least 1"));
+    }
+    Ok(n)
 }
 
 fn check_pool(n: u32) -> Result<u32> {

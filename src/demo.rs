@@ -198,8 +198,9 @@ async fn report(stores: &Stores, rate_limited_sessions: usize) -> Result<String>
     }
     let _ = writeln!(out, "\nStore health");
     for s in stores.health().await {
+        let pressure = s.pressure().map(|p| format!(" — {p}")).unwrap_or_default();
         let detail = s.detail.map(|d| format!(" ({d})")).unwrap_or_default();
-        let _ = writeln!(out, "  {:<11} {:<9} {}{detail}", s.store.as_str(), s.backend, s.status);
+        let _ = writeln!(out, "  {:<11} {:<9} {}{detail}{pressure}", s.store.as_str(), s.backend, s.status);
     }
     Ok(out)
 }

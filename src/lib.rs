@@ -29,9 +29,9 @@ pub use stores::{probe, StoreStatus, Stores};
 pub use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps};
 pub use palisade_core::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest};
 pub use palisade_core::reputation::{Period, PeriodKind, ReputationEvent, Subject, SubjectKind};
-pub use palisade_core::sessions::SetMode;
+pub use palisade_core::sessions::{Expiry, SetMode};
 pub use palisade_core::{
-    Capabilities, DocumentStore, DocumentStoreExt, Error, ErrorKind, EventStore, EventStoreExt, Namespace,
+    Capabilities, DocumentStore, DocumentStoreExt, Error, ErrorKind, EventStore, EventStoreExt, InputPolicy, Namespace,
     ReputationRepo, ReputationRepoExt, Result, SessionCache, SessionCacheExt,
 };
 pub use palisade_memory as memory;

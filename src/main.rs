@@ -66,8 +66,8 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
                 println!("{:<11} {:<10} {:<9} url / detail", "store", "backend", "status");
                 for s in &statuses {
                     println!("{:<11} {:<10} {:<9} {}", s.store.as_str(), s.backend, s.status, s.url);
-                    if let Some(detail) = &s.detail {
-                        println!("{:<32}{detail}", "");
+                    for line in s.detail.iter().cloned().chain(s.pressure()) {
+                        println!("{:<32}{line}", "");
                     }
                 }
             }

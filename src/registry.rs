@@ -61,23 +61,33 @@ pub trait Connector: Send + Sync {
 /// The memory backend's connector. Every call opens a fresh, empty store.
 pub struct MemoryConnector;
 
-fn memory_config() -> palisade_memory::MemoryConfig {
-    palisade_memory::MemoryConfig::default()
+/// The memory backend's settings for store `kind` (also used for the
+/// degraded-mode fallback of that store).
+pub fn memory_config(config: &Config, kind: StoreKind) -> palisade_memory::MemoryConfig {
+    palisade_memory::MemoryConfig {
+        session_capacity: config.memory_session_capacity,
+        policy: config.store(kind).limits,
+        ..palisade_memory::MemoryConfig::default()
+    }
 }
 
 #[async_trait]
 impl Connector for MemoryConnector {
-    async fn events(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Ok(Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), &memory_config())))
+    async fn events(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        let m = memory_config(config, StoreKind::Events);
+        Ok(Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), &m)))
     }
-    async fn sessions(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        Ok(Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), &memory_config())))
+    async fn sessions(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
+        let m = memory_config(config, StoreKind::Sessions);
+        Ok(Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), &m)))
     }
-    async fn documents(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Ok(Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), &memory_config())))
+    async fn documents(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        let m = memory_config(config, StoreKind::Documents);
+        Ok(Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), &m)))
     }
-    async fn reputation(&self, _: &StoreUrl, _: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Ok(Arc::new(palisade_memory::MemoryReputationRepo::new(ns.clone())))
+    async fn reputation(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        let policy = config.store(StoreKind::Reputation).limits;
+        Ok(Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), policy)))
     }
     /// Memory stores vanish with their last handle; nothing to drop.
     async fn drop_namespace(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<()> {
@@ -105,8 +115,15 @@ impl PgSqlxConnector {
         pg
     }
 
-    async fn backend(url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<palisade_pg_sqlx::PgBackend> {
-        palisade_pg_sqlx::PgBackend::connect(&Self::pg_config(url, config, ns)).await
+    async fn backend(
+        url: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        kind: StoreKind,
+    ) -> Result<palisade_pg_sqlx::PgBackend> {
+        let mut pg = Self::pg_config(url, config, ns);
+        pg.policy = config.store(kind).limits;
+        palisade_pg_sqlx::PgBackend::connect(&pg).await
     }
 }
 
@@ -114,16 +131,16 @@ impl PgSqlxConnector {
 #[async_trait]
 impl Connector for PgSqlxConnector {
     async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Ok(Arc::new(Self::backend(url, config, ns).await?.events()))
+        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Events).await?.events()))
     }
     async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        Ok(Arc::new(Self::backend(url, config, ns).await?.sessions()))
+        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Sessions).await?.sessions()))
     }
     async fn documents(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Ok(Arc::new(Self::backend(url, config, ns).await?.documents()))
+        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Documents).await?.documents()))
     }
     async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Ok(Arc::new(Self::backend(url, config, ns).await?.reputation()))
+        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Reputation).await?.reputation()))
     }
     async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
         let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&Self::pg_config(url, config, ns)).await?;
@@ -155,8 +172,16 @@ impl RedisConnector {
         redis
     }
 
-    async fn backend(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<palisade_redis::RedisBackend> {
-        palisade_redis::RedisBackend::connect(&self.redis_config(url, config, ns)).await
+    async fn backend(
+        &self,
+        url: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        kind: StoreKind,
+    ) -> Result<palisade_redis::RedisBackend> {
+        let mut redis = self.redis_config(url, config, ns);
+        redis.policy = config.store(kind).limits;
+        palisade_redis::RedisBackend::connect(&redis).await
     }
 }
 
@@ -164,22 +189,22 @@ impl RedisConnector {
 #[async_trait]
 impl Connector for RedisConnector {
     async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Ok(Arc::new(self.backend(url, config, ns).await?.events()))
+        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Events).await?.events()))
     }
     async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        Ok(Arc::new(self.backend(url, config, ns).await?.sessions()))
+        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Sessions).await?.sessions()))
     }
     async fn documents(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<Arc<dyn DocumentStore>> {
         Err(Error::unsupported("redis offers no document store", &["memory", "pg_sqlx", "pg_diesel", "mongo"]))
     }
     async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Ok(Arc::new(self.backend(url, config, ns).await?.reputation()))
+        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Reputation).await?.reputation()))
     }
     async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
-        self.backend(url, config, ns).await?.drop_namespace().await
+        self.backend(url, config, ns, StoreKind::Events).await?.drop_namespace().await
     }
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
-        self.backend(url, config, &config.namespace).await?.ping().await
+        self.backend(url, config, &config.namespace, StoreKind::Events).await?.ping().await
     }
 }
 

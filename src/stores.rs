@@ -11,7 +11,7 @@ use palisade_core::{
 use serde::Serialize;
 
 use crate::config::{Config, Fallback, StoreKind, StoreUrl};
-use crate::registry::{resolve, Connector};
+use crate::registry::{memory_config, resolve, Connector};
 
 /// How one store is doing, as `palisade health` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -36,12 +36,23 @@ pub struct StoreStatus {
     /// Replayed writes the primary rejected (see `Degradable::take_rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<usize>,
+    /// Session keys dropped before their expiry because a memory cache (the
+    /// primary or the fallback) was full: memory pressure. Sessions only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evictions: Option<u64>,
 }
 
 impl StoreStatus {
     /// True unless the store is down.
     pub fn is_up(&self) -> bool {
         self.status != "down"
+    }
+
+    /// A warning when a memory session cache had to evict live keys.
+    pub fn pressure(&self) -> Option<String> {
+        self.evictions
+            .filter(|n| *n > 0)
+            .map(|n| format!("memory pressure: {n} session keys evicted before expiry (raise memory_session_capacity)"))
     }
 }
 
@@ -69,6 +80,7 @@ impl Probe {
             since: None,
             buffered: None,
             rejected: None,
+            evictions: self.pinger.evictions(),
         };
         if let Some(Health::Degraded { since, reason, buffered, rejected }) = self.degradable.as_ref().map(|h| h()) {
             status.status = "degraded";
@@ -156,7 +168,7 @@ async fn open<T>(
     config: &Config,
     ns: &Namespace,
     connect: impl for<'a> Fn(&'a dyn Connector, &'a StoreUrl, &'a Config, &'a Namespace) -> BoxFuture<'a, Result<Arc<T>>>,
-    memory: impl Fn(&Namespace) -> Arc<T>,
+    memory: impl Fn(&Namespace, &palisade_memory::MemoryConfig) -> Arc<T>,
     wrap: impl Fn(Arc<Degradable<T>>) -> Arc<T>,
     pinger: impl Fn(Arc<T>) -> Pinger,
 ) -> Result<(Arc<T>, Probe)>
@@ -169,7 +181,8 @@ where
     let (handle, degradable) = match store.fallback {
         Fallback::None => (primary, None),
         Fallback::Memory => {
-            let d = Arc::new(Degradable::new(primary, memory(ns), DegradeConfig::default()));
+            let secondary = memory(ns, &memory_config(config, kind));
+            let d = Arc::new(Degradable::new(primary, secondary, DegradeConfig::default()));
             let health = Arc::clone(&d);
             let health: HealthFn = Arc::new(move || health.health());
             (wrap(d), Some(health))
@@ -180,17 +193,13 @@ where
     Ok((handle, probe))
 }
 
-fn mem() -> palisade_memory::MemoryConfig {
-    palisade_memory::MemoryConfig::default()
-}
-
 async fn open_events(config: &Config, ns: &Namespace) -> Result<(Arc<dyn EventStore>, Probe)> {
     open(
         StoreKind::Events,
         config,
         ns,
         |c, u, cfg, ns| c.events(u, cfg, ns),
-        |ns| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), &mem())),
+        |ns, m| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), m)),
         |d| d,
         Pinger::Events,
     )
@@ -203,7 +212,7 @@ async fn open_sessions(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Sessi
         config,
         ns,
         |c, u, cfg, ns| c.sessions(u, cfg, ns),
-        |ns| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), &mem())),
+        |ns, m| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), m)),
         |d| d,
         Pinger::Sessions,
     )
@@ -216,7 +225,7 @@ async fn open_documents(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Docu
         config,
         ns,
         |c, u, cfg, ns| c.documents(u, cfg, ns),
-        |ns| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), &mem())),
+        |ns, m| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), m)),
         |d| d,
         Pinger::Documents,
     )
@@ -229,7 +238,7 @@ async fn open_reputation(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Rep
         config,
         ns,
         |c, u, cfg, ns| c.reputation(u, cfg, ns),
-        |ns| Arc::new(palisade_memory::MemoryReputationRepo::new(ns.clone())),
+        |ns, m| Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), m.policy)),
         |d| d,
         Pinger::Reputation,
     )
@@ -265,6 +274,7 @@ pub async fn probe(config: &Config) -> Vec<StoreStatus> {
                     since: None,
                     buffered: None,
                     rejected: None,
+                    evictions: None,
                 }
             }
         });
@@ -281,6 +291,14 @@ enum Pinger {
 }
 
 impl Pinger {
+    /// Memory-pressure evictions, for session caches.
+    fn evictions(&self) -> Option<u64> {
+        match self {
+            Pinger::Sessions(s) => Some(s.evictions()),
+            _ => None,
+        }
+    }
+
     async fn ping(&self) -> Result<()> {
         match self {
             Pinger::Events(s) => s.ping().await,

@@ -184,6 +184,12 @@ pub trait SessionCache: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+    /// How many live keys this cache has dropped before their expiry because
+    /// it was full (memory pressure). Always 0 for backends without a
+    /// capacity bound (`Capabilities::bounded_capacity` off); health reports show it.
+    fn evictions(&self) -> u64 {
+        0
+    }
     /// Writes `value` under `key` per `mode`; returns whether it wrote.
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool>;
     /// The value under `key`, if present and not expired.

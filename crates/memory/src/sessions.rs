@@ -82,12 +82,6 @@ impl MemorySessionCache {
         MemorySessionCache { namespace, cache, policy: config.policy, evictions }
     }
 
-    /// How many live keys were evicted because the cache was at
-    /// [`MemoryConfig::session_capacity`] (expired keys do not count).
-    pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
-    }
-
     /// Reclaims expired entries now (moka also does so as it goes).
     pub fn sweep(&self) {
         self.cache.run_pending_tasks();
@@ -149,6 +143,10 @@ impl SessionCache for MemorySessionCache {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]

@@ -26,7 +26,20 @@ async fn sessions_stay_within_capacity_evicting_least_recently_used() {
         }
     }
     assert!(present <= 100, "{present} keys kept with a capacity of 100");
+    assert!(cache.evictions() >= 900, "evictions are counted: {}", cache.evictions());
     assert_eq!(cache.get("k999").await.unwrap(), Some(json!(999)), "the newest key survives");
+}
+
+#[tokio::test]
+async fn expired_keys_are_not_counted_as_evictions() {
+    let cache = MemorySessionCache::new(Namespace::new("exp").unwrap(), &MemoryConfig::default());
+    for i in 0..100 {
+        let ttl = Some(chrono::TimeDelta::milliseconds(1).into());
+        cache.set(&format!("k{i}"), json!(i), ttl, SetMode::Always).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cache.sweep();
+    assert_eq!(cache.evictions(), 0);
 }
 
 #[tokio::test]

@@ -144,6 +144,9 @@ impl SessionCache for Flaky<dyn SessionCache> {
     async fn ping(&self) -> Result<()> {
         self.call("ping", self.inner.ping()).await
     }
+    fn evictions(&self) -> u64 {
+        self.inner.evictions()
+    }
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         self.call("set", self.inner.set(key, value, expiry, mode)).await
     }

@@ -102,6 +102,11 @@ impl SessionCache for Degradable<dyn SessionCache> {
         self.read("ping", |s| s.ping()).await
     }
 
+    /// Evictions of the primary and the memory secondary together.
+    fn evictions(&self) -> u64 {
+        self.primary.evictions().saturating_add(self.secondary.evictions())
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let expires_at = deadline(expiry).map_err(|e| e.with_op("set"))?;
         let op = SessionOp::Set { key: key.to_owned(), value: value.clone(), expires_at, mode };

@@ -262,6 +262,17 @@ mod tests {
     }
 
     #[test]
+    fn hostile_operands_are_bounded() {
+        let deep = (0..=DEFAULT_MAX_DEPTH).fold(json!(1), |v, _| json!({ "a": v }));
+        assert!(Filter::parse(&json!({"a": deep})).is_err(), "operand nested too deep");
+        assert!(Filter::parse(&json!({"a": {"$in": [deep]}})).is_err(), "$in element nested too deep");
+        let many: Vec<Value> = (0..=MAX_IN_LIST).map(|i| json!(i)).collect();
+        assert!(Filter::parse(&json!({"a": {"$nin": many}})).is_err(), "$nin list too long");
+        let enough: Vec<Value> = (0..MAX_IN_LIST).map(|i| json!(i)).collect();
+        assert!(Filter::parse(&json!({"a": {"$in": enough}})).is_ok());
+    }
+
+    #[test]
     fn empty_filter_matches_all() {
         assert!(Filter::parse(&json!({})).unwrap().is_all());
     }
