@@ -244,12 +244,22 @@ struct FileLimits {
 }
 
 impl FileLimits {
-    fn apply(self, p: InputPolicy) -> InputPolicy {
+    /// `p` with these limits; `max_depth` must be 1..=1024 (the ceiling every
+    /// read can decode) and sizes at least 1.
+    fn apply(self, p: InputPolicy) -> Result<InputPolicy> {
+        let max = palisade_core::policy::MAX_STORED_DEPTH;
+        if self.max_depth.is_some_and(|n| n == 0 || n > max) {
+            return Err(config_error(format!("limits: max_depth must be 1..={max}")));
+        }
+        let sizes = [self.max_session_value_bytes, self.max_event_data_bytes, self.max_document_bytes];
+        if sizes.iter().chain([&self.max_reason_bytes]).any(|n| *n == Some(0)) {
+            return Err(config_error("limits: sizes must be at least 1 byte"));
+        }
         let p = self.max_depth.map_or(p, |n| p.with_max_depth(n));
         let p = self.max_session_value_bytes.map_or(p, |n| p.with_max_session_value_bytes(n));
         let p = self.max_event_data_bytes.map_or(p, |n| p.with_max_event_data_bytes(n));
         let p = self.max_document_bytes.map_or(p, |n| p.with_max_document_bytes(n));
-        self.max_reason_bytes.map_or(p, |n| p.with_max_reason_bytes(n))
+        Ok(self.max_reason_bytes.map_or(p, |n| p.with_max_reason_bytes(n)))
     }
 }
 
@@ -312,7 +322,7 @@ impl Config {
         if let Some(limits) = file.limits {
             for kind in StoreKind::ALL {
                 let target = self.store_mut(kind);
-                target.limits = limits.apply(target.limits);
+                target.limits = limits.apply(target.limits)?;
             }
         }
         for (kind, store) in [
@@ -331,7 +341,7 @@ impl Config {
                 target.fallback = fb;
             }
             if let Some(limits) = store.limits {
-                target.limits = limits.apply(target.limits);
+                target.limits = limits.apply(target.limits)?;
             }
         }
         Ok(())

@@ -261,6 +261,30 @@ async fn session_writes_are_replayed_in_order_when_configured() {
     assert_eq!(primary.get("rl").await.unwrap(), None, "rate-limit hits are never replayed");
 }
 
+/// Expiries are pinned when the call is made: a short TTL served by the
+/// secondary works, and a replay after the instant has passed leaves the key
+/// expired on the primary — an overwritten value does not come back, an
+/// expired list is gone, an existing counter still counts.
+#[tokio::test]
+async fn replayed_session_writes_keep_their_original_expiry_instant() {
+    let (flaky, store) = sessions(DegradeConfig { replay_sessions: true, ..manual() });
+    let primary = flaky.inner();
+    primary.set("k", json!("before the outage"), None, SetMode::Always).await.unwrap();
+    primary.incr("n", 10, None).await.unwrap();
+    flaky.set_mode(FlakyMode::Down);
+    let short = Some(TimeDelta::milliseconds(50).into());
+    assert!(store.set("k", json!("revoked"), short, SetMode::Always).await.unwrap(), "a short TTL is served");
+    store.push("h", json!(1), 10, short).await.unwrap();
+    store.incr("n", 1, short).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    flaky.set_mode(FlakyMode::Up);
+    store.try_recover().await.unwrap();
+    assert!(store.take_rejected().is_empty(), "every replayed write applied");
+    assert_eq!(primary.get("k").await.unwrap(), None, "the pre-outage value came back");
+    assert!(primary.range("h", 10).await.unwrap().is_empty());
+    assert_eq!(primary.get("n").await.unwrap(), Some(json!(11)), "the increment was lost");
+}
+
 // ---------- documents ----------
 
 fn documents(config: DegradeConfig) -> (Arc<Flaky<dyn DocumentStore>>, Degradable<dyn DocumentStore>) {

@@ -47,3 +47,16 @@ async fn limits_from_config_reach_the_stores() {
     let err = stores.events.append_one(deep).await.unwrap_err();
     assert!(err.to_string().contains("3 levels"), "{err}");
 }
+
+/// Nonsense limits are configuration errors, not silent footguns.
+#[test]
+fn out_of_range_limits_are_config_errors() {
+    for bad in [
+        "[limits]\nmax_depth = 0\n",
+        "[limits]\nmax_depth = 5000\n",
+        "[sessions.limits]\nmax_session_value_bytes = 0\n",
+    ] {
+        let err = Config::default().apply_toml(bad).unwrap_err();
+        assert_eq!(err.kind(), palisade::ErrorKind::Config, "{bad}");
+    }
+}

@@ -118,7 +118,7 @@ impl NewEvent {
         if !self.data.is_object() {
             return Err(Error::invalid("event data must be a JSON object"));
         }
-        Ok(())
+        crate::time::check_instant("occurred_at", self.occurred_at)
     }
 }
 

@@ -36,7 +36,12 @@
 //! # Reading stored data
 //! Reads never fail as a whole because of one stored row: data written before
 //! this policy existed (or by another writer) is decoded with
-//! [`decode_stored_json`], which has no recursion limit.
+//! [`decode_stored_json`], which does not use serde_json's recursion limit
+//! (128). Values nest at most [`MAX_STORED_DEPTH`] (1,024) levels — no write
+//! path accepts more, whatever the configured `max_depth` — because even
+//! dropping or comparing a `serde_json::Value` recurses; a foreign row nested
+//! deeper reads back as the string [`UNREADABLE_DEPTH`] in its place (and a
+//! warning is logged), so the rest of the read still works.
 
 use std::io;
 
@@ -52,6 +57,11 @@ pub const DEFAULT_MAX_SESSION_VALUE_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_EVENT_DATA_BYTES: usize = 1 << 20;
 /// Default largest document (serialized), in bytes.
 pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 8 << 20;
+/// Deepest nesting any stored value may have: the ceiling of
+/// [`InputPolicy::max_depth`] and of what reads decode.
+pub const MAX_STORED_DEPTH: usize = 1_024;
+/// What a stored value nested deeper than [`MAX_STORED_DEPTH`] reads back as.
+pub const UNREADABLE_DEPTH: &str = "<palisade: stored JSON nests deeper than 1024 levels; not decoded>";
 /// Most values in one `$in` / `$nin` list (fixed: filters are parsed before a
 /// store is chosen).
 pub const MAX_IN_LIST: usize = 10_000;
@@ -87,7 +97,8 @@ impl Default for InputPolicy {
 }
 
 impl InputPolicy {
-    /// Sets [`max_depth`](Self::max_depth).
+    /// Sets [`max_depth`](Self::max_depth); values above
+    /// [`MAX_STORED_DEPTH`] act as that ceiling.
     pub fn with_max_depth(mut self, n: usize) -> Self {
         self.max_depth = n;
         self
@@ -132,8 +143,9 @@ impl InputPolicy {
     /// Depth first (iteratively, so even a value nested a million levels deep
     /// is refused without recursing), then the serialized size.
     fn check(&self, v: &Value, what: &str, max_bytes: usize) -> Result<()> {
-        if depth_exceeds(v, self.max_depth) {
-            return Err(Error::invalid(format!("{what} nests deeper than {} levels", self.max_depth)));
+        let max_depth = self.max_depth.min(MAX_STORED_DEPTH);
+        if depth_exceeds(v, max_depth) {
+            return Err(Error::invalid(format!("{what} nests deeper than {max_depth} levels")));
         }
         if serialized_len_exceeds(v, max_bytes) {
             return Err(Error::invalid(format!("{what} is larger than {max_bytes} bytes serialized")));
@@ -180,14 +192,48 @@ fn serialized_len_exceeds(v: &Value, max: usize) -> bool {
 
 /// Decodes stored JSON text without serde_json's recursion limit (the stack
 /// grows on the heap as needed), so a row written before the input policy, or
-/// by another writer, still reads back intact. Invalid JSON is `Serialization`.
+/// by another writer, still reads back intact. Text nested deeper than
+/// [`MAX_STORED_DEPTH`] reads as the string [`UNREADABLE_DEPTH`] (see the
+/// module docs). Invalid JSON, trailing text included, is `Serialization`.
 pub fn decode_stored_json(bytes: &[u8]) -> Result<Value> {
+    if text_depth(bytes) > MAX_STORED_DEPTH {
+        tracing::warn!(bytes = bytes.len(), "stored JSON nests deeper than {MAX_STORED_DEPTH} levels; not decoded");
+        return Ok(Value::String(UNREADABLE_DEPTH.to_owned()));
+    }
+    let undecodable = |e| Error::new(ErrorKind::Serialization, "stored JSON does not decode").with_source(e);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.disable_recursion_limit();
-    let de = serde_stacker::Deserializer::new(&mut de);
-    let v = <Value as serde::Deserialize>::deserialize(de)
-        .map_err(|e| Error::new(ErrorKind::Serialization, "stored JSON does not decode").with_source(e))?;
+    let v =
+        <Value as serde::Deserialize>::deserialize(serde_stacker::Deserializer::new(&mut de)).map_err(undecodable)?;
+    de.end().map_err(undecodable)?;
     Ok(v)
+}
+
+/// The deepest bracket nesting of JSON text (brackets inside strings do not
+/// count). One pass, no recursion; malformed text is left to the decoder.
+fn text_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 #[cfg(test)]
@@ -224,14 +270,38 @@ mod tests {
         assert!(e.to_string().contains("64 levels"), "{e}");
     }
 
+    fn deep_text(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
     #[test]
     fn stored_json_decodes_beyond_serde_json_recursion_limit() {
-        let text = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+        let text = deep_text(MAX_STORED_DEPTH);
         assert!(serde_json::from_str::<Value>(&text).is_err(), "serde_json's own limit trips");
         let v = decode_stored_json(text.as_bytes()).unwrap();
-        assert!(depth_exceeds(&v, 4_999) && !depth_exceeds(&v, 5_000));
-        // Dropping a deep value recurses; keep it on a thread with room.
-        std::mem::forget(v);
+        assert!(depth_exceeds(&v, MAX_STORED_DEPTH - 1) && !depth_exceeds(&v, MAX_STORED_DEPTH));
+    }
+
+    #[test]
+    fn stored_json_deeper_than_the_ceiling_reads_as_a_placeholder() {
+        let text = deep_text(MAX_STORED_DEPTH + 1);
+        assert_eq!(decode_stored_json(text.as_bytes()).unwrap(), json!(UNREADABLE_DEPTH));
+        let in_strings = format!(r#"{{"s": "{}"}}"#, "[".repeat(5_000));
+        assert!(decode_stored_json(in_strings.as_bytes()).unwrap()["s"].is_string(), "brackets in strings");
+        assert_eq!(text_depth(br#"{"a": "\"[", "b": [{}]}"#), 3);
+    }
+
+    #[test]
+    fn stored_json_must_be_one_whole_value() {
         assert_eq!(decode_stored_json(b"{").unwrap_err().kind(), ErrorKind::Serialization);
+        assert_eq!(decode_stored_json(br#"{"a":1}xyz"#).unwrap_err().kind(), ErrorKind::Serialization);
+        assert_eq!(decode_stored_json(b" [1] ").unwrap(), json!([1]));
+    }
+
+    #[test]
+    fn configured_depth_never_exceeds_the_ceiling() {
+        let p = InputPolicy::default().with_max_depth(usize::MAX);
+        assert!(p.check_session_value(&nested(MAX_STORED_DEPTH)).is_ok());
+        assert!(p.check_session_value(&nested(MAX_STORED_DEPTH + 1)).is_err());
     }
 }

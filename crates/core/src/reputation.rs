@@ -100,9 +100,10 @@ impl ReputationEvent {
         self
     }
     /// Checks subject, delta and reason (at most `policy.max_reason_bytes`,
-    /// no control characters but tab and newline).
+    /// no control characters but tab, line feed and carriage return).
     pub fn validate(&self, policy: &crate::InputPolicy) -> Result<()> {
         self.subject.validate()?;
+        crate::time::check_instant("at", self.at)?;
         if self.delta.unsigned_abs() > MAX_SCORE as u64 {
             return Err(Error::invalid("|delta| must be at most 2^53 - 1"));
         }
@@ -110,7 +111,7 @@ impl ReputationEvent {
         if self.reason.len() > max {
             return Err(Error::invalid(format!("reason must be at most {max} bytes")));
         }
-        if self.reason.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+        if self.reason.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
             return Err(Error::invalid("reason must not contain control characters (U+0000 included)"));
         }
         Ok(())

@@ -36,7 +36,10 @@ pub fn check_history_len(n: usize) -> Result<()> {
 /// Either way the store keeps an **absolute instant**, fixed on the caller's
 /// clock when the call is made ([`Expiry::deadline`]), at millisecond
 /// precision — never when the server happens to run the statement. A key is
-/// expired when `now >= deadline`.
+/// expired when `now >= deadline`. An instant that has already passed is
+/// accepted and means "expired at once" (like Redis `PXAT` in the past): the
+/// write lands invisible, so a wrapper that pins a caller's deadline and
+/// forwards it later (degraded mode, replay) never turns into an error.
 ///
 /// Clocks: Postgres and memory decide expiry on the caller's clock (the
 /// instant is computed and compared client-side and bound into the SQL);
@@ -68,17 +71,15 @@ impl From<DateTime<Utc>> for Expiry {
 
 impl Expiry {
     /// The absolute instant this expiry denotes when the call is made at
-    /// `now`. `InvalidInput` for a zero, negative or sub-millisecond TTL, for
-    /// an instant that is not after `now`, and for anything beyond 100 years.
+    /// `now`. `InvalidInput` for a zero, negative or sub-millisecond TTL and
+    /// for anything more than 100 years ahead; an instant in the past is
+    /// returned as it is (expired at once), clamped to the Unix epoch.
     pub fn deadline(self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let now = truncate_ms(now);
         let at = match self {
             Expiry::After(ttl) => now + TimeDelta::milliseconds(ttl_millis(ttl)?),
             Expiry::At(at) => {
-                let at = truncate_ms(at);
-                if at <= now {
-                    return Err(Error::invalid("expiry instant must lie in the future"));
-                }
+                let at = truncate_ms(at).max(DateTime::UNIX_EPOCH);
                 if (at - now).num_milliseconds() > MAX_TTL_MS {
                     return Err(Error::invalid("expiry must be at most 100 years ahead"));
                 }
@@ -150,8 +151,9 @@ impl Decision {
 ///   using a key as another type than it holds is `Conflict` (like Redis `WRONGTYPE`).
 /// - **Expiry** ([`Expiry`]) is a relative TTL or an absolute instant; both
 ///   become an absolute instant fixed on the caller's clock when the call is
-///   made, at millisecond precision. Zero, negative or sub-millisecond TTLs and
-///   instants not in the future are `InvalidInput`. A key is expired when
+///   made, at millisecond precision. Zero, negative or sub-millisecond TTLs are
+///   `InvalidInput`; an instant already passed writes a key that is expired at
+///   once (invisible; `expire` to a past instant deletes). A key is expired when
 ///   `now >= expires_at`, and an expired key is invisible at once on every
 ///   backend, whatever the backend's own sweep does later.
 /// - **Values** and history entries are held to the store's

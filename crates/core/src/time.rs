@@ -34,6 +34,31 @@ pub fn ttl_millis(ttl: TimeDelta) -> Result<i64> {
 /// The longest TTL accepted (100 years, in milliseconds).
 pub const MAX_TTL_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
 
+/// The first instant a store keeps: 0001-01-01T00:00:00Z. Stored instants lie
+/// in years 1 to 9999 (ISO 8601's four-digit years), a range every backend
+/// holds; chrono's own range is far wider than Postgres' or BSON's.
+pub fn min_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(-62_135_596_800_000).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The last instant a store keeps: 9999-12-31T23:59:59.999Z (see [`min_instant`]).
+pub fn max_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(253_402_300_799_999).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `InvalidInput` unless `t` lies in years 1 to 9999 (see [`min_instant`]).
+pub fn check_instant(what: &str, t: DateTime<Utc>) -> Result<()> {
+    if t < min_instant() || t > max_instant() {
+        return Err(Error::invalid(format!("{what} must lie in the years 1 to 9999")));
+    }
+    Ok(())
+}
+
+/// `t` moved into years 1 to 9999, for bounds that only compare (`purge`).
+pub fn clamp_instant(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.clamp(min_instant(), max_instant())
+}
+
 /// `now + ttl`, as the absolute expiry instant. Expired means `now >= expires_at`.
 pub fn expiry_after(now: DateTime<Utc>, ttl_ms: i64) -> DateTime<Utc> {
     now + TimeDelta::milliseconds(ttl_ms)
@@ -75,8 +100,11 @@ impl TimeRange {
         self.from.is_none_or(|f| t >= truncate_ms(f)) && self.to.is_none_or(|to| t < truncate_ms(to))
     }
 
-    /// `InvalidInput` when `from > to`.
+    /// `InvalidInput` when `from > to` or a bound lies outside years 1 to 9999.
     pub fn validate(&self) -> Result<()> {
+        for t in self.from.iter().chain(self.to.iter()) {
+            check_instant("a time range bound", *t)?;
+        }
         match (self.from, self.to) {
             (Some(f), Some(t)) if f > t => Err(Error::invalid("time range has from after to")),
             _ => Ok(()),
@@ -95,6 +123,16 @@ mod tests {
         assert!(ttl_millis(TimeDelta::microseconds(999)).is_err());
         assert!(ttl_millis(TimeDelta::microseconds(1500)).is_err(), "not whole milliseconds");
         assert_eq!(ttl_millis(TimeDelta::milliseconds(1)).ok(), Some(1));
+    }
+
+    #[test]
+    fn instants_are_kept_in_years_1_to_9999() {
+        assert_eq!(min_instant().to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        assert_eq!(max_instant().timestamp_millis() % 1000, 999);
+        assert!(check_instant("t", DateTime::<Utc>::MIN_UTC).is_err());
+        assert!(check_instant("t", DateTime::<Utc>::MAX_UTC).is_err());
+        assert!(check_instant("t", min_instant()).is_ok() && check_instant("t", max_instant()).is_ok());
+        assert_eq!(clamp_instant(DateTime::<Utc>::MIN_UTC), min_instant());
     }
 
     #[test]

@@ -392,7 +392,7 @@ impl EventStore for PgEventStore {
     #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         sqlx::query("DELETE FROM events WHERE occurred_at < $1")
-            .bind(truncate_ms(before))
+            .bind(palisade_core::time::clamp_instant(truncate_ms(before)))
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected())

@@ -80,3 +80,25 @@ async fn deep_event_data_written_by_sql_reads_back_intact() {
     assert_eq!(read[0].data, decode_stored_json(data.as_bytes()).unwrap());
     strict.drop_namespace().await.unwrap();
 }
+
+/// Migration 0008 re-encodes a bare U+0001 stored before the U+0000 encoding
+/// existed, so such rows read back unchanged; escaped backslashes next to it
+/// are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_u0001_from_before_the_encoding_reads_back_unchanged() {
+    let Some((strict, _)) = backends().await else { return };
+    let docs = strict.documents();
+    docs.ensure_collection(CollectionSpec::new("old")).await.unwrap();
+    docs.insert("old", json!({"_id": "d", "s": "x"})).await.unwrap();
+    let old =
+        json!({"_id": "d", "_version": 1, "k\u{1}": "a\u{1}\u{1}b", "lit": "\\u0001", "mix": "\\\u{1}", "s": "x"});
+    // What an older version wrote: the raw value, not encoded.
+    sqlx::query("UPDATE documents SET body = palisade_encode_u0001($1::jsonb) WHERE id = 'd'")
+        .bind(&old)
+        .execute(strict.pool())
+        .await
+        .unwrap();
+    assert_eq!(docs.get("old", "d").await.unwrap(), Some(old.clone()));
+    let found = docs.find("old", FindOptions::new(Filter::parse(&json!({"mix": "\\\u{1}"})).unwrap())).await;
+    assert_eq!(found.unwrap().len(), 1, "filters match the re-encoded value");
+}

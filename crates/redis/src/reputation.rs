@@ -250,7 +250,8 @@ impl ReputationRepo for RedisReputationRepo {
             .filter(|r| !r.is_nil())
             .map(|r| {
                 let bytes = r.bytes().map_err(|e| e.with_backend(self.backend.backend()))?;
-                serde_json::from_slice(bytes).map_err(|e| Error::from(e).with_backend(self.backend.backend()))
+                let v = palisade_core::policy::decode_stored_json(bytes)?;
+                serde_json::from_value(v).map_err(|e| Error::from(e).with_backend(self.backend.backend()))
             })
             .collect::<Result<_>>()
             .map_err(|e| e.with_op("history"))

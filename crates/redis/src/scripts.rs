@@ -25,8 +25,10 @@ if t ~= 'none' and t ~= 'list' then
 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local len = redis.call('LLEN', KEYS[1])
+-- An instant already passed deletes the list; the reply is still its length as written.
 if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-return redis.call('LLEN', KEYS[1])
+return len
 "#,
 };
 

@@ -49,9 +49,10 @@ impl RedisSessionCache {
     }
 }
 
-/// The deadline of `expiry` as unix milliseconds (see the module docs).
+/// The deadline of `expiry` as unix milliseconds (see the module docs); at
+/// least 1, since Redis refuses 0 (an instant that far back is long past anyway).
 fn unix_ms(expiry: Option<Expiry>) -> Result<Option<i64>> {
-    Ok(deadline(expiry)?.map(|at| at.timestamp_millis()))
+    Ok(deadline(expiry)?.map(|at| at.timestamp_millis().max(1)))
 }
 
 fn decode(backend: &'static str, reply: &Reply) -> Result<Value> {
@@ -116,7 +117,7 @@ impl SessionCache for RedisSessionCache {
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("expire"))?;
         let at = expiry.deadline(now_ms()).map_err(self.backend.tagged("expire"))?;
-        let cmd = Cmd::keyed("PEXPIREAT", self.key(key)).arg(at.timestamp_millis().to_string());
+        let cmd = Cmd::keyed("PEXPIREAT", self.key(key)).arg(at.timestamp_millis().max(1).to_string());
         let reply = self.backend.client.call("expire", cmd).await?;
         Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("expire"))? == 1)
     }

@@ -90,6 +90,8 @@ macro_rules! __with_cases {
                 nul_in_event_data_round_trips_byte_exact,
                 cursors_at_the_edges_give_empty_pages,
                 event_filter_with_too_many_values_is_invalid_input,
+                instants_outside_years_1_to_9999_are_invalid_input,
+                purge_with_extreme_instants_removes_nothing_or_everything,
             ],
             pair: [namespaces_are_isolated]);
     };
@@ -140,6 +142,7 @@ macro_rules! __with_cases {
                 nul_in_values_and_keys_round_trips_byte_exact,
                 push_without_expiry_keeps_the_list_expiry,
                 absolute_expiry_instants_are_honoured,
+                past_expiry_instants_write_expired_keys,
             ],
             pair: [namespaces_are_isolated, hostile_keys_cannot_reach_another_namespace]);
     };

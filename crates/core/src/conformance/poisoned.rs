@@ -1,5 +1,5 @@
 //! Rows that break today's input policy, written by another writer (an older
-//! version, another service, a permissive [`InputPolicy`](crate::InputPolicy))
+//! version, another service, a permissive [`InputPolicy`])
 //! must never make a read fail — for any backend that stores JSON.
 //!
 //! Each scenario takes a `writer` with a permissive policy and a `reader`

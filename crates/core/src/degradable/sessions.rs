@@ -11,9 +11,10 @@ use crate::{Capabilities, Expiry, Result, SessionCache};
 
 /// A buffered session write (only with `DegradeConfig::replay_sessions`).
 /// Expiries are pinned to absolute instants when the call is made, so a
-/// replayed write expires when the original would have; a write whose
-/// instant has passed by replay time is not replayed (an `expire` becomes a
-/// `delete`). Fields mirror the parameters of the trait method of the same name.
+/// replayed write expires when the original would have: one whose instant
+/// has passed by replay time still applies, and leaves its key expired (a
+/// `set` hides the old value, an `incr` still counts on an existing counter).
+/// Fields mirror the parameters of the trait method of the same name.
 #[allow(missing_docs)]
 #[derive(Debug, Clone)]
 pub enum SessionOp {
@@ -29,31 +30,17 @@ pub enum SessionOp {
     Incr { key: String, by: i64, expires_at: Option<DateTime<Utc>> },
 }
 
-/// Whether an optional instant has passed at `now`.
-fn passed(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    at.is_some_and(|at| at <= now)
-}
-
 #[async_trait]
 impl<'a> Replay for dyn SessionCache + 'a {
     type Op = SessionOp;
 
     async fn replay(&self, op: &SessionOp) -> Result<()> {
-        let now = now_ms();
         let at = |t: Option<DateTime<Utc>>| t.map(Expiry::At);
         match op.clone() {
-            SessionOp::Set { expires_at, .. }
-            | SessionOp::Push { expires_at, .. }
-            | SessionOp::Incr { expires_at, .. }
-                if passed(expires_at, now) =>
-            {
-                Ok(())
-            }
             SessionOp::Set { key, value, expires_at, mode } => {
                 self.set(&key, value, at(expires_at), mode).await.map(|_| ())
             }
             SessionOp::Delete { key } => self.delete(&key).await.map(|_| ()),
-            SessionOp::Expire { key, expires_at } if expires_at <= now => self.delete(&key).await.map(|_| ()),
             SessionOp::Expire { key, expires_at } => self.expire(&key, Expiry::At(expires_at)).await.map(|_| ()),
             SessionOp::Push { key, entry, max_len, expires_at } => {
                 self.push(&key, entry, max_len, at(expires_at)).await.map(|_| ())

@@ -95,8 +95,19 @@ impl UpdateOps {
         for op in &self.0 {
             apply_one(doc, op).map_err(|e| e.with_op("update"))?;
         }
-        validate_fields(doc, 0).and_then(|()| policy.check_document(doc)).map_err(|e| e.with_op("update"))
+        validate_fields(doc, 0).and_then(|()| check_without_version(doc, policy)).map_err(|e| e.with_op("update"))
     }
+}
+
+/// The size limit counts the body as inserted (without the store-managed
+/// `_version`), so a document at the limit stays updatable.
+fn check_without_version(doc: &mut Value, policy: &crate::InputPolicy) -> Result<()> {
+    let version = doc.as_object_mut().and_then(|m| m.remove("_version"));
+    let checked = policy.check_document(doc);
+    if let (Some(v), Some(m)) = (version, doc.as_object_mut()) {
+        m.insert("_version".to_owned(), v);
+    }
+    checked
 }
 
 impl TryFrom<&Value> for UpdateOps {

@@ -77,3 +77,28 @@ pub async fn event_filter_with_too_many_values_is_invalid_input(store: &dyn Even
     filter.tags = many;
     assert_kind(store.query(filter, PageRequest::newest(10)).await, ErrorKind::InvalidInput, "query tags");
 }
+
+/// Instants outside years 1 to 9999 (chrono's range is far wider than what
+/// Postgres or BSON hold) are `InvalidInput` in events and time filters, and
+/// store nothing.
+pub async fn instants_outside_years_1_to_9999_are_invalid_input(store: &dyn EventStore) {
+    use chrono::{DateTime, Utc};
+    for t in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+        let e = ev("far").with_occurred_at(t);
+        assert_kind(store.append(AppendBatch::new(vec![e])).await, ErrorKind::InvalidInput, "occurred_at");
+        let filter = EventFilter::all().time(crate::time::TimeRange::since(t));
+        assert_kind(store.query(filter, PageRequest::newest(10)).await, ErrorKind::InvalidInput, "time filter");
+    }
+    assert!(read_all(store).await.is_empty());
+}
+
+/// `purge` takes any instant: before everything it removes nothing, after
+/// everything it removes all.
+pub async fn purge_with_extreme_instants_removes_nothing_or_everything(store: &dyn EventStore) {
+    use chrono::{DateTime, Utc};
+    append(store, vec![ev("a"), ev("b")]).await;
+    assert_eq!(ok(store.purge(DateTime::<Utc>::MIN_UTC).await, "purge before everything"), 0);
+    assert_eq!(read_all(store).await.len(), 2);
+    assert_eq!(ok(store.purge(DateTime::<Utc>::MAX_UTC).await, "purge after everything"), 2);
+    assert!(read_all(store).await.is_empty());
+}

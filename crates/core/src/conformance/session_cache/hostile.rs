@@ -63,8 +63,7 @@ pub async fn push_without_expiry_keeps_the_list_expiry(cache: &dyn SessionCache)
 }
 
 /// `Expiry::At` sets an absolute instant: the key lives until then and is
-/// invisible from then on; an instant not in the future is `InvalidInput`
-/// and changes nothing. `expire`, `push` and `incr` take instants too.
+/// invisible from then on. `expire`, `push` and `incr` take instants too.
 pub async fn absolute_expiry_instants_are_honoured(cache: &dyn SessionCache) {
     let at = now_ms() + ms(300);
     assert!(ok(cache.set("k", json!(1), Some(Expiry::At(at)), SetMode::Always).await, "set until"));
@@ -75,22 +74,34 @@ pub async fn absolute_expiry_instants_are_honoured(cache: &dyn SessionCache) {
     assert!(ok(cache.expire("e", Expiry::At(at)).await, "expire at"));
     assert_expires_within(ttl(cache, "e").await, TimeDelta::zero(), ms(300));
 
-    let past = now_ms() - ms(1);
-    set(cache, "p", json!("kept"), None).await;
-    assert_kind(
-        cache.set("p", json!(2), Some(Expiry::At(past)), SetMode::Always).await,
-        ErrorKind::InvalidInput,
-        "set",
-    );
-    assert_kind(cache.expire("p", Expiry::At(past)).await, ErrorKind::InvalidInput, "expire in the past");
-    assert_kind(cache.push("p2", json!(1), 10, Some(Expiry::At(past))).await, ErrorKind::InvalidInput, "push");
-    assert_eq!(get(cache, "p").await, Some(json!("kept")));
-    assert_eq!(ttl(cache, "p").await, KeyTtl::Persistent);
-
     tokio::time::sleep((at - now_ms() + ms(200)).to_std().unwrap_or_default()).await;
     for key in ["k", "e"] {
         assert_eq!(get(cache, key).await, None, "{key} outlived its instant");
     }
     assert!(range(cache, "h").await.is_empty(), "history outlived its instant");
     assert_eq!(get(cache, "c").await, None, "counter outlived its instant");
+}
+
+/// An instant that has already passed is not an error: the write lands
+/// expired (invisible at once), `expire` to it hides the key, and an `incr`
+/// on an existing counter still counts (its expiry applies only on create).
+/// Instants more than 100 years ahead are `InvalidInput`.
+pub async fn past_expiry_instants_write_expired_keys(cache: &dyn SessionCache) {
+    let past = Some(Expiry::At(now_ms() - ms(1)));
+    set(cache, "v", json!("old"), None).await;
+    assert!(ok(cache.set("v", json!("new"), past, SetMode::Always).await, "set in the past"));
+    assert_eq!(get(cache, "v").await, None, "a value set to expire in the past is visible");
+    assert_eq!(ttl(cache, "v").await, KeyTtl::Missing);
+    set(cache, "e", json!(1), None).await;
+    assert!(ok(cache.expire("e", Expiry::At(now_ms() - TimeDelta::days(365 * 80))).await, "expire far back"));
+    assert_eq!(get(cache, "e").await, None);
+    assert!(!ok(cache.expire("e", past.unwrap_or(Expiry::At(now_ms()))).await, "expire missing"));
+    assert_eq!(ok(cache.push("h", json!(1), 10, past).await, "push in the past"), 1);
+    assert!(range(cache, "h").await.is_empty(), "a list pushed with a past expiry is visible");
+    ok(cache.incr("c", 5, None).await, "incr");
+    assert_eq!(ok(cache.incr("c", 1, past).await, "incr existing"), 6, "an existing counter still counts");
+    assert_eq!(ttl(cache, "c").await, KeyTtl::Persistent);
+    let far = Expiry::At(now_ms() + TimeDelta::days(366 * 101));
+    assert_kind(cache.set("f", json!(1), Some(far), SetMode::Always).await, ErrorKind::InvalidInput, "too far");
+    assert_eq!(get(cache, "f").await, None);
 }
