@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use palisade_core::conformance::{self, cases, execute, Case, Harness, Opener};
+use palisade_conformance::{self as conformance, cases, execute, Case, Harness, Opener};
 use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
 use serde::Serialize;
 

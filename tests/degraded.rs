@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use palisade::memory::{MemoryConfig, MemoryStores};
-use palisade_core::conformance::{Flaky, FlakyMode};
+use palisade_conformance::{Flaky, FlakyMode};
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps};
 use palisade_core::events::{AppendBatch, Cursor, ExpectedVersion, NewEvent};
 use palisade_core::reputation::{ReputationEvent, Subject};

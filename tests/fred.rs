@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use palisade::check::ConfigHarness;
 use palisade::{Config, StoreUrl};
-use palisade_core::conformance::{harness_from_env, Harness};
+use palisade_conformance::{harness_from_env, Harness};
 
 async fn harness() -> Option<Arc<dyn Harness>> {
     harness_from_env("redis", "PALISADE_TEST_REDIS_URL", |url| async move {
@@ -30,4 +30,4 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_core::conformance_tests!(fred, harness(), [event_store, session_cache, reputation_repo]);
+palisade_conformance::conformance_tests!(fred, harness(), [event_store, session_cache, reputation_repo]);

@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use palisade::check::ConfigHarness;
 use palisade::Config;
-use palisade_core::conformance::Harness;
+use palisade_conformance::Harness;
 
 async fn harness() -> Option<Arc<dyn Harness>> {
     Some(Arc::new(ConfigHarness::new(Config::default())))
 }
 
-palisade_core::conformance_tests!(memory, harness(), [event_store, session_cache, document_store, reputation_repo]);
+palisade_conformance::conformance_tests!(
+    memory,
+    harness(),
+    [event_store, session_cache, document_store, reputation_repo]
+);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use palisade::check::ConfigHarness;
 use palisade::{Config, StoreUrl};
-use palisade_core::conformance::{harness_from_env, Harness};
+use palisade_conformance::{harness_from_env, Harness};
 
 async fn harness() -> Option<Arc<dyn Harness>> {
     harness_from_env("postgres", "PALISADE_TEST_POSTGRES_URL", |url| async move {
@@ -26,4 +26,8 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_core::conformance_tests!(pg_sqlx, harness(), [event_store, session_cache, document_store, reputation_repo]);
+palisade_conformance::conformance_tests!(
+    pg_sqlx,
+    harness(),
+    [event_store, session_cache, document_store, reputation_repo]
+);

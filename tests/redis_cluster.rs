@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use palisade::check::ConfigHarness;
 use palisade::{Config, StoreUrl};
-use palisade_core::conformance::{harness_from_env, Harness};
+use palisade_conformance::{harness_from_env, Harness};
 
 async fn harness(scheme: &'static str) -> Option<Arc<dyn Harness>> {
     harness_from_env("redis-cluster", "PALISADE_TEST_REDIS_CLUSTER_URL", |url| async move {
@@ -33,5 +33,13 @@ async fn harness(scheme: &'static str) -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_core::conformance_tests!(redis_rs_cluster, harness("redis"), [session_cache, reputation_repo, event_store]);
-palisade_core::conformance_tests!(fred_cluster, harness("redis+fred"), [session_cache, reputation_repo, event_store]);
+palisade_conformance::conformance_tests!(
+    redis_rs_cluster,
+    harness("redis"),
+    [session_cache, reputation_repo, event_store]
+);
+palisade_conformance::conformance_tests!(
+    fred_cluster,
+    harness("redis+fred"),
+    [session_cache, reputation_repo, event_store]
+);

@@ -3,8 +3,9 @@
 //! The contract every Palisade backend implements: four object-safe async
 //! traits ([`EventStore`], [`SessionCache`], [`DocumentStore`],
 //! [`ReputationRepo`]), their models, one [`Error`] type, [`Capabilities`] as
-//! data, [`Namespace`]s, and — behind the `conformance` feature — the suite that
-//! holds every backend to the same behaviour.
+//! data, [`Namespace`]s, the input policy, and the layers every store can be
+//! wrapped in ([`Degradable`]). The suite that holds every backend to this
+//! contract is its own crate, `palisade-conformance`.
 //!
 //! Services hold `Arc<dyn EventStore>` (etc.) and use the `…Ext` traits for
 //! typed convenience methods. With the `mock` feature, `MockEventStore` and
@@ -22,9 +23,6 @@ pub mod policy;
 pub mod reputation;
 pub mod sessions;
 pub mod time;
-
-#[cfg(feature = "conformance")]
-pub mod conformance;
 
 pub use capabilities::Capabilities;
 pub use degradable::{Degradable, DegradeConfig, Health};

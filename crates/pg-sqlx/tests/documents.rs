@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use futures::future::join_all;
-use palisade_core::conformance::server_url;
+use palisade_conformance::server_url;
 use palisade_core::documents::{
     cmp_docs, matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, SortKey, SortOrder, UpdateOps,
 };

@@ -1,11 +1,11 @@
 //! Rows that today's input policy would refuse — written by a permissive
 //! writer or straight into the tables, as older versions could — never make
-//! a read fail (see `palisade_core::conformance::poisoned`).
+//! a read fail (see `palisade_conformance::poisoned`).
 //! Needs `PALISADE_TEST_POSTGRES_URL`; skipped with a notice without it,
 //! unless `PALISADE_REQUIRE` names `postgres`.
 
-use palisade_core::conformance::poisoned::{self, POISON_DEPTH};
-use palisade_core::conformance::server_url;
+use palisade_conformance::poisoned::{self, POISON_DEPTH};
+use palisade_conformance::server_url;
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
 use palisade_core::policy::decode_stored_json;
 use palisade_core::{DocumentStore, Namespace};

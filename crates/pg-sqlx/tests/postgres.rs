@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use ipnet::IpNet;
-use palisade_core::conformance::{restart, server_url};
+use palisade_conformance::{restart, server_url};
 use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
 use palisade_core::time::TimeRange;
 use palisade_core::{ErrorKind, EventStore, Namespace};

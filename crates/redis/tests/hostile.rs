@@ -1,11 +1,11 @@
 //! Rows that today's input policy would refuse — written by a permissive
 //! writer, as older versions could — never make a read fail, on both
-//! clients (see `palisade_core::conformance::poisoned`).
+//! clients (see `palisade_conformance::poisoned`).
 //! Needs `PALISADE_TEST_REDIS_URL`; skipped with a notice without it,
 //! unless `PALISADE_REQUIRE` names `redis`.
 #![cfg(any(feature = "redis-rs", feature = "fred"))]
 
-use palisade_core::conformance::{poisoned, server_url};
+use palisade_conformance::{poisoned, server_url};
 use palisade_core::Namespace;
 use palisade_redis::{RedisBackend, RedisConfig};
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use palisade_core::conformance::server_url;
+use palisade_conformance::server_url;
 use palisade_core::reputation::{Period, PeriodKind, ReputationEvent, Subject, SubjectKind};
 use palisade_core::{Namespace, ReputationRepo};
 use palisade_redis::{RedisBackend, RedisConfig};

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_core::conformance::restart;
+use palisade_conformance::restart;
 use palisade_core::sessions::SetMode;
 use palisade_core::{ErrorKind, Namespace, SessionCache};
 use palisade_memory::{MemoryConfig, MemoryStores};

@@ -12,10 +12,10 @@ use futures::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::{assert_kind, ok};
-use crate::documents::{
+use palisade_core::documents::{
     matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, Projection, SortKey, UpdateOps, MAX_FIND_LIMIT,
 };
-use crate::{DocumentStore, Error, ErrorDetail, ErrorKind, Result};
+use palisade_core::{DocumentStore, Error, ErrorDetail, ErrorKind, Result};
 
 /// The collection most cases use.
 const COLL: &str = "things";

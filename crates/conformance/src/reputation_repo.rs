@@ -8,9 +8,11 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{assert_kind, ok};
-use crate::reputation::{Period, PeriodKind, Ranked, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE};
-use crate::time::TimeRange;
-use crate::{ErrorKind, ReputationRepo};
+use palisade_core::reputation::{
+    Period, PeriodKind, Ranked, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
+};
+use palisade_core::time::TimeRange;
+use palisade_core::{ErrorKind, ReputationRepo};
 
 // ---------------------------------------------------------------- helpers
 

@@ -1,16 +1,16 @@
 //! Hostile input against a [`SessionCache`]: the input policy, U+0000,
-//! history expiry and absolute expiry instants (see [`crate::policy`]).
+//! history expiry and absolute expiry instants (see [`palisade_core::policy`]).
 
 use chrono::TimeDelta;
 use serde_json::json;
 
 use super::{assert_expires_within, get, long, ms, past_short_ttl, range, set, short, ttl};
-use crate::conformance::{assert_kind, nested, ok};
-use crate::error::ErrorKind;
-use crate::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_SESSION_VALUE_BYTES};
-use crate::sessions::{KeyTtl, SetMode};
-use crate::time::now_ms;
-use crate::{Expiry, SessionCache};
+use crate::{assert_kind, nested, ok};
+use palisade_core::error::ErrorKind;
+use palisade_core::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_SESSION_VALUE_BYTES};
+use palisade_core::sessions::{KeyTtl, SetMode};
+use palisade_core::time::now_ms;
+use palisade_core::{Expiry, SessionCache};
 
 /// Values and history entries nested deeper than the policy allows are
 /// `InvalidInput` and change nothing; at the limit they round-trip.

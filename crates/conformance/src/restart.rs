@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::events::{AppendBatch, Cursor, NewEvent};
-use crate::{Degradable, DegradeConfig, EventStore, Health};
+use palisade_core::events::{AppendBatch, Cursor, NewEvent};
+use palisade_core::{Degradable, DegradeConfig, EventStore, Health};
 
 /// Writers appending concurrently.
 const WRITERS: u32 = 8;

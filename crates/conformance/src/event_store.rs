@@ -1,7 +1,7 @@
 //! Conformance cases for [`EventStore`].
 //!
 //! Every case gets a store in a fresh, empty namespace. No case assumes where
-//! positions start; only [`Capabilities::gap_free_order`](crate::Capabilities)
+//! positions start; only [`Capabilities::gap_free_order`](palisade_core::Capabilities)
 //! stores must number them consecutively. Time-range cases use fixed instants
 //! around `base()`, so their answers do not depend on the clock.
 
@@ -18,13 +18,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{assert_kind, ok};
-use crate::error::{ErrorDetail, ErrorKind, Result};
-use crate::events::{
+use palisade_core::error::{ErrorDetail, ErrorKind, Result};
+use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
     GroupCount, NewEvent, Order, PageRequest, Position, SubscriptionItem, MAX_NAME_LEN, MAX_PAGE, MAX_TAGS,
 };
-use crate::time::{now_ms, truncate_ms, TimeRange};
-use crate::EventStore;
+use palisade_core::time::{now_ms, truncate_ms, TimeRange};
+use palisade_core::EventStore;
 
 const SOURCE: &str = "conformance";
 /// How long a subscription may take to deliver its next item.

@@ -8,7 +8,7 @@
 ///
 /// `$harness` is an expression of type
 /// `impl Future<Output = Option<Arc<dyn Harness>>>`, evaluated once per test
-/// (`None` skips the case, see [`harness_from_env`](crate::conformance::harness_from_env)).
+/// (`None` skips the case, see [`harness_from_env`](crate::harness_from_env)).
 /// Trait ids: `event_store`, `session_cache`, `document_store`, `reputation_repo`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -27,7 +27,7 @@ macro_rules! conformance_tests {
 #[macro_export]
 macro_rules! __with_cases {
     (event_store, $cb:path, $($args:tt)*) => {
-        $cb!($($args)* event_store, open_event_store, dyn $crate::EventStore,
+        $cb!($($args)* event_store, open_event_store, dyn $crate::__core::EventStore,
             single: [
                 append_stores_events_with_positions_and_recorded_at,
                 append_is_atomic,
@@ -96,7 +96,7 @@ macro_rules! __with_cases {
             pair: [namespaces_are_isolated]);
     };
     (session_cache, $cb:path, $($args:tt)*) => {
-        $cb!($($args)* session_cache, open_session_cache, dyn $crate::SessionCache,
+        $cb!($($args)* session_cache, open_session_cache, dyn $crate::__core::SessionCache,
             single: [
                 set_then_get_returns_value,
                 get_missing_is_none,
@@ -147,7 +147,7 @@ macro_rules! __with_cases {
             pair: [namespaces_are_isolated, hostile_keys_cannot_reach_another_namespace]);
     };
     (document_store, $cb:path, $($args:tt)*) => {
-        $cb!($($args)* document_store, open_document_store, dyn $crate::DocumentStore,
+        $cb!($($args)* document_store, open_document_store, dyn $crate::__core::DocumentStore,
             single: [
                 ensure_collection_is_idempotent,
                 ensure_collection_with_different_spec_is_conflict,
@@ -221,7 +221,7 @@ macro_rules! __with_cases {
             pair: [namespaces_are_isolated]);
     };
     (reputation_repo, $cb:path, $($args:tt)*) => {
-        $cb!($($args)* reputation_repo, open_reputation_repo, dyn $crate::ReputationRepo,
+        $cb!($($args)* reputation_repo, open_reputation_repo, dyn $crate::__core::ReputationRepo,
             single: [
                 record_returns_new_score,
                 record_is_idempotent_by_id,
@@ -270,20 +270,20 @@ macro_rules! __conformance_cases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    $crate::conformance::run(
+                    $crate::run(
                         stringify!($backend), stringify!($trait_id), stringify!($case),
-                        $harness, $crate::conformance::$open,
-                        $crate::conformance::CaseBody::<$trait_ty>::Single(|s| Box::pin($crate::conformance::$trait_id::$case(s))),
+                        $harness, $crate::$open,
+                        $crate::CaseBody::<$trait_ty>::Single(|s| Box::pin($crate::$trait_id::$case(s))),
                     ).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $pcase() {
-                    $crate::conformance::run(
+                    $crate::run(
                         stringify!($backend), stringify!($trait_id), stringify!($pcase),
-                        $harness, $crate::conformance::$open,
-                        $crate::conformance::CaseBody::<$trait_ty>::Pair(|a, b| Box::pin($crate::conformance::$trait_id::$pcase(a, b))),
+                        $harness, $crate::$open,
+                        $crate::CaseBody::<$trait_ty>::Pair(|a, b| Box::pin($crate::$trait_id::$pcase(a, b))),
                     ).await;
                 }
             )*
@@ -298,15 +298,15 @@ macro_rules! __case_registry {
     ($trait_id:ident, $open:ident, $trait_ty:ty,
      single: [$($case:ident),* $(,)?], pair: [$($pcase:ident),* $(,)?]) => {
         /// Every case of this trait, in suite order.
-        pub fn $trait_id() -> Vec<$crate::conformance::Case<$trait_ty>> {
+        pub fn $trait_id() -> Vec<$crate::Case<$trait_ty>> {
             vec![
-                $( $crate::conformance::Case {
+                $( $crate::Case {
                     name: stringify!($case),
-                    body: $crate::conformance::CaseBody::Single(|s| Box::pin($crate::conformance::$trait_id::$case(s))),
+                    body: $crate::CaseBody::Single(|s| Box::pin($crate::$trait_id::$case(s))),
                 }, )*
-                $( $crate::conformance::Case {
+                $( $crate::Case {
                     name: stringify!($pcase),
-                    body: $crate::conformance::CaseBody::Pair(|a, b| Box::pin($crate::conformance::$trait_id::$pcase(a, b))),
+                    body: $crate::CaseBody::Pair(|a, b| Box::pin($crate::$trait_id::$pcase(a, b))),
                 }, )*
             ]
         }

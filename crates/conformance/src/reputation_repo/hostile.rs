@@ -1,10 +1,10 @@
 //! Hostile input against a [`ReputationRepo`]: reasons and edge offsets.
 
 use super::{add, score, t0, user, users};
-use crate::conformance::{assert_kind, ok};
-use crate::error::ErrorKind;
-use crate::reputation::{Period, ReputationEvent, SubjectKind, MAX_REASON_LEN};
-use crate::ReputationRepo;
+use crate::{assert_kind, ok};
+use palisade_core::error::ErrorKind;
+use palisade_core::reputation::{Period, ReputationEvent, SubjectKind, MAX_REASON_LEN};
+use palisade_core::ReputationRepo;
 
 /// A reason over the policy's length, or with control characters (U+0000
 /// included; tab, CR and LF are fine), is `InvalidInput` and records nothing.
@@ -19,7 +19,7 @@ pub async fn hostile_reasons_are_invalid_input_and_record_nothing(repo: &dyn Rep
     assert_eq!(score(repo, &alice).await, 0, "a refused record changed the score");
     let fine = ReputationEvent::new(alice.clone(), 5, "line one\r\n\tline two").at(t0());
     assert_eq!(ok(repo.record(fine).await, "record").score, 5);
-    let history = ok(repo.history(&alice, crate::time::TimeRange::all(), 10).await, "history");
+    let history = ok(repo.history(&alice, palisade_core::time::TimeRange::all(), 10).await, "history");
     assert_eq!(history[0].reason, "line one\r\n\tline two");
 }
 

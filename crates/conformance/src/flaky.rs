@@ -8,14 +8,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
-use crate::documents::{CollectionSpec, Filter, FindOptions, UpdateOps, UpdateResult};
-use crate::events::{
+use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps, UpdateResult};
+use palisade_core::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest,
 };
-use crate::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
-use crate::sessions::{Decision, KeyTtl, SetMode};
-use crate::time::TimeRange;
-use crate::{Capabilities, DocumentStore, Error, ErrorKind, EventStore, Expiry, ReputationRepo, Result, SessionCache};
+use palisade_core::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
+use palisade_core::sessions::{Decision, KeyTtl, SetMode};
+use palisade_core::time::TimeRange;
+use palisade_core::{
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, Expiry, ReputationRepo, Result, SessionCache,
+};
 
 /// How a [`Flaky`] store behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

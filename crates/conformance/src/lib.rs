@@ -1,17 +1,20 @@
+//! # palisade-conformance
+//!
 //! The conformance suite: public `async fn` cases over `&dyn Trait` that every
-//! backend — ours or a third party's — must pass.
+//! backend — ours or a third party's — must pass. Add it as a dev-dependency
+//! of a backend crate, write a [`Harness`], and expand the cases.
 //!
 //! A backend provides a [`Harness`] (how to open a store in a fresh
 //! [`Namespace`] and drop it afterwards) and expands the cases into one
 //! `#[tokio::test]` each with [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```text
-//! palisade_core::conformance_tests!(memory, my_harness(), [event_store, session_cache]);
+//! palisade_conformance::conformance_tests!(memory, my_harness(), [event_store, session_cache]);
 //! ```
 //!
 //! which yields tests named `memory::event_store::append_is_atomic` and so on.
 //! Every case runs in its own random namespace, dropped afterwards (also when
-//! the case fails). Cases consult [`Capabilities`](crate::Capabilities) and
+//! the case fails). Cases consult [`Capabilities`](palisade_core::Capabilities) and
 //! expect `Unsupported` — not silence — where a capability is off.
 //!
 //! Server-backed harnesses come from [`harness_from_env`]: without a URL the
@@ -20,6 +23,9 @@
 //! When `PALISADE_CONFORMANCE_LOG` names a file, each case appends
 //! `pass|skip|fail <TAB> backend <TAB> trait <TAB> case` to it, for the summary
 //! printed by `scripts/test.sh`.
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod document_store;
 pub mod event_store;
@@ -39,10 +45,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::error::{ErrorKind, Result};
 pub use flaky::{Flaky, FlakyMode};
+use palisade_core::error::{ErrorKind, Result};
 
-use crate::{DocumentStore, EventStore, Namespace, ReputationRepo, SessionCache};
+/// The contract crate, for the macros (`$crate::__core::EventStore`).
+#[doc(hidden)]
+pub use palisade_core as __core;
+
+use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, SessionCache};
 
 /// How long one case may run before it fails.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -161,7 +171,7 @@ pub mod cases {
 /// Why a case did not pass.
 pub enum Failure {
     /// The store could not be opened.
-    Open(crate::Error),
+    Open(palisade_core::Error),
     /// The case panicked (an assertion failed); the payload.
     Panic(Box<dyn std::any::Any + Send>),
     /// The case ran longer than [`CASE_TIMEOUT`].
@@ -196,7 +206,7 @@ where
     let opened = async {
         let a = open(h, &ns_a).await?;
         let b = if pair { Some(open(h, &ns_b).await?) } else { None };
-        Ok::<_, crate::Error>((a, b))
+        Ok::<_, palisade_core::Error>((a, b))
     }
     .await;
     let outcome = match opened {
@@ -214,7 +224,7 @@ where
                 Ok(Err(join)) => Err(join.try_into_panic().map_or_else(
                     |e| {
                         Failure::Open(
-                            crate::Error::new(ErrorKind::Unexpected, "case task was cancelled").with_source(e),
+                            palisade_core::Error::new(ErrorKind::Unexpected, "case task was cancelled").with_source(e),
                         )
                     },
                     Failure::Panic,

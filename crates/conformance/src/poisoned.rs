@@ -10,9 +10,9 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{nested, ok};
-use crate::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest, SubscriptionItem};
-use crate::sessions::SetMode;
-use crate::{EventStore, InputPolicy, SessionCache};
+use palisade_core::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest, SubscriptionItem};
+use palisade_core::sessions::SetMode;
+use palisade_core::{EventStore, InputPolicy, SessionCache};
 
 /// How deep the poisoned rows nest: far past serde_json's recursion limit (128).
 pub const POISON_DEPTH: usize = 1_000;

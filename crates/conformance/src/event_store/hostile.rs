@@ -1,14 +1,14 @@
 //! Hostile input against an [`EventStore`]: the input policy, U+0000 and edge
-//! cursors (see [`crate::policy`]).
+//! cursors (see [`palisade_core::policy`]).
 
 use serde_json::json;
 
 use super::{append, ev, expect_caught_up, ids, next_event, query_all, read_all, subscribe};
-use crate::conformance::{assert_kind, nested, ok};
-use crate::error::ErrorKind;
-use crate::events::{AppendBatch, Cursor, EventFilter, Order, PageRequest, Position};
-use crate::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_DATA_BYTES, MAX_IN_LIST};
-use crate::EventStore;
+use crate::{assert_kind, nested, ok};
+use palisade_core::error::ErrorKind;
+use palisade_core::events::{AppendBatch, Cursor, EventFilter, Order, PageRequest, Position};
+use palisade_core::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_DATA_BYTES, MAX_IN_LIST};
+use palisade_core::EventStore;
 
 /// Event data nested deeper than the policy allows is `InvalidInput` and
 /// stores nothing of its batch; data at the limit round-trips.
@@ -86,7 +86,7 @@ pub async fn instants_outside_years_1_to_9999_are_invalid_input(store: &dyn Even
     for t in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
         let e = ev("far").with_occurred_at(t);
         assert_kind(store.append(AppendBatch::new(vec![e])).await, ErrorKind::InvalidInput, "occurred_at");
-        let filter = EventFilter::all().time(crate::time::TimeRange::since(t));
+        let filter = EventFilter::all().time(palisade_core::time::TimeRange::since(t));
         assert_kind(store.query(filter, PageRequest::newest(10)).await, ErrorKind::InvalidInput, "time filter");
     }
     assert!(read_all(store).await.is_empty());

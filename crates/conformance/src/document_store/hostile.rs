@@ -1,14 +1,14 @@
 //! Hostile input against a [`DocumentStore`]: the input policy, U+0000 in
-//! values and filters, and large `$in` lists (see [`crate::policy`]).
+//! values and filters, and large `$in` lists (see [`palisade_core::policy`]).
 
 use serde_json::{json, Value};
 
 use super::{all, assert_finds, count_all, doc, ensure, f, seed, u, COLL};
-use crate::conformance::{assert_kind, nested, ok};
-use crate::documents::{CollectionSpec, Filter, FindOptions, MAX_DEPTH};
-use crate::error::ErrorKind;
-use crate::policy::{DEFAULT_MAX_DOCUMENT_BYTES, MAX_IN_LIST};
-use crate::DocumentStore;
+use crate::{assert_kind, nested, ok};
+use palisade_core::documents::{CollectionSpec, Filter, FindOptions, MAX_DEPTH};
+use palisade_core::error::ErrorKind;
+use palisade_core::policy::{DEFAULT_MAX_DOCUMENT_BYTES, MAX_IN_LIST};
+use palisade_core::DocumentStore;
 
 /// A document over the policy's size limit, or nested deeper than documents
 /// may be, is `InvalidInput` on insert and replace and changes nothing.
@@ -75,7 +75,7 @@ pub async fn nul_in_values_round_trips_and_matches_filters(store: &dyn DocumentS
 /// (numbers by value, strings exactly, `null` matching missing fields), on
 /// plain and indexed fields; 10,001 values are `InvalidInput`.
 pub async fn in_with_ten_thousand_values_matches_like_the_reference(store: &dyn DocumentStore) {
-    let spec = CollectionSpec::new(COLL).with_index(crate::documents::IndexSpec::on(vec![super::key("n")]));
+    let spec = CollectionSpec::new(COLL).with_index(palisade_core::documents::IndexSpec::on(vec![super::key("n")]));
     ensure(store, spec).await;
     let docs: Vec<Value> = (0..500)
         .map(|i| match i % 4 {
@@ -99,7 +99,7 @@ pub async fn in_with_ten_thousand_values_matches_like_the_reference(store: &dyn 
             let parsed = f(&filter);
             let mut want: Vec<String> = docs
                 .iter()
-                .filter(|d| crate::documents::matches(&parsed, d))
+                .filter(|d| palisade_core::documents::matches(&parsed, d))
                 .map(|d| d["_id"].as_str().unwrap_or_default().to_owned())
                 .collect();
             want.sort();

@@ -13,9 +13,9 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use super::{assert_kind, ok};
-use crate::error::ErrorKind;
-use crate::sessions::{KeyTtl, SetMode, MAX_HISTORY, MAX_KEY_LEN};
-use crate::{Expiry, SessionCache};
+use palisade_core::error::ErrorKind;
+use palisade_core::sessions::{KeyTtl, SetMode, MAX_HISTORY, MAX_KEY_LEN};
+use palisade_core::{Expiry, SessionCache};
 
 // ---------------------------------------------------------------- helpers
 
