@@ -398,7 +398,7 @@ impl Config {
         }
     }
 
-    #[cfg(feature = "check")]
+    #[cfg(feature = "conformance")]
     pub(crate) fn store_mut_for_check(&mut self, kind: StoreKind) -> &mut StoreConfig {
         self.store_mut(kind)
     }

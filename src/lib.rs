@@ -15,10 +15,9 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "check")]
-pub mod check;
 pub mod config;
-pub mod demo;
+#[cfg(feature = "conformance")]
+pub mod harness;
 pub mod migrate;
 pub mod registry;
 mod stores;

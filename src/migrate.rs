@@ -1,5 +1,6 @@
-//! `palisade migrate`: applies (or, with `--dry-run`, lists) the shared SQL
-//! migrations in the configured namespace of every Postgres store.
+//! Schema migrations of the configured stores (`palisade migrate`): applies
+//! (or, in a dry run, lists) the shared SQL migrations in the configured
+//! namespace of every Postgres store.
 
 use std::fmt::Write as _;
 
@@ -8,17 +9,10 @@ use palisade_core::Result;
 use crate::config::{Config, StoreKind};
 use crate::registry::resolve;
 
-/// Options of `palisade migrate`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct MigrateArgs {
-    /// Only show which migrations are applied and which are pending.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-/// Runs `palisade migrate` and returns its printable report.
+/// Applies pending migrations (only lists them when `dry_run`) and returns a
+/// printable report of each store's state.
 #[cfg_attr(not(feature = "pg-sqlx"), allow(unused_variables))]
-pub async fn run(config: &Config, args: &MigrateArgs) -> Result<String> {
+pub async fn run(config: &Config, dry_run: bool) -> Result<String> {
     let mut out = String::new();
     let mut done: Vec<String> = Vec::new();
     for kind in StoreKind::ALL {
@@ -33,7 +27,7 @@ pub async fn run(config: &Config, args: &MigrateArgs) -> Result<String> {
             "pg_sqlx" => {
                 let pg = crate::registry::PgSqlxConnector::pg_config(url, config, &config.namespace);
                 let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&pg).await?;
-                if !args.dry_run {
+                if !dry_run {
                     backend.migrate().await?;
                 }
                 let _ = writeln!(out, "{} (namespace {}):", url.redacted(), config.namespace);

@@ -3,7 +3,7 @@
 //! memory secondary. The proofs: failover, recovery, replay order, idempotent
 //! replay after a failure mid-replay or a timed-out-but-applied write, the
 //! bounded buffer, and that no acknowledged write is lost.
-#![cfg(feature = "check")]
+#![cfg(feature = "conformance")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! The whole conformance suite against the memory backend, opened through the
 //! facade (`memory://` URLs) exactly as a service opens it.
-#![cfg(feature = "check")]
+#![cfg(feature = "conformance")]
 
 use std::sync::Arc;
 
-use palisade::check::ConfigHarness;
+use palisade::harness::ConfigHarness;
 use palisade::Config;
 use palisade_conformance::Harness;
 

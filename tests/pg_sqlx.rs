@@ -2,11 +2,11 @@
 //! (`postgres://` URLs). The server comes from `PALISADE_TEST_POSTGRES_URL`;
 //! without it the cases are skipped with a notice — unless `PALISADE_REQUIRE`
 //! names `postgres`, in which case they fail.
-#![cfg(all(feature = "pg-sqlx", feature = "check"))]
+#![cfg(all(feature = "pg-sqlx", feature = "conformance"))]
 
 use std::sync::Arc;
 
-use palisade::check::ConfigHarness;
+use palisade::harness::ConfigHarness;
 use palisade::{Config, StoreUrl};
 use palisade_conformance::{harness_from_env, Harness};
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use palisade::check::ConfigHarness;
+use palisade::harness::ConfigHarness;
 use palisade::{Config, StoreUrl};
 use palisade_conformance::{harness_from_env, Harness};
 

@@ -1,5 +1,4 @@
 //! The `palisade` binary as an operator uses it.
-#![cfg(feature = "check")]
 
 use std::process::{Command, Output};
 

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::Stores;
+use palisade::Stores;
 
 /// Options of `palisade demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,10 +44,10 @@ impl Default for DemoArgs {
 
 /// The namespace a demo run uses: `--namespace`, else a fresh random one for
 /// server backends, else the configured one.
-pub fn namespace(args: &DemoArgs, config: &crate::Config) -> Result<palisade_core::Namespace> {
+pub fn namespace(args: &DemoArgs, config: &palisade::Config) -> Result<palisade_core::Namespace> {
     match &args.namespace {
         Some(ns) => palisade_core::Namespace::new(ns.clone()),
-        None if crate::StoreKind::ALL.iter().all(|k| config.store(*k).url.scheme() == "memory") => {
+        None if palisade::StoreKind::ALL.iter().all(|k| config.store(*k).url.scheme() == "memory") => {
             Ok(config.namespace.clone())
         }
         None => palisade_core::Namespace::random("demo"),

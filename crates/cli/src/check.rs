@@ -1,83 +1,15 @@
 //! `palisade check`: the conformance suite against the configured stores, in
 //! throwaway namespaces, so an operator can verify a live deployment.
-//!
-//! Also home of [`ConfigHarness`], the conformance [`Harness`] that opens
-//! stores through the facade exactly as a service does; the test suite's
-//! per-backend runners (`tests/<backend>.rs`) use it too.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
-use palisade_conformance::{self as conformance, cases, execute, Case, Harness, Opener};
-use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
+use palisade::config::{Config, StoreKind};
+use palisade::harness::ConfigHarness;
+use palisade::registry::resolve;
+use palisade::Result;
+use palisade_conformance::{self as conformance, cases, execute, Case, Opener};
 use serde::Serialize;
-
-use crate::config::{Config, Fallback, StoreKind};
-use crate::registry::resolve;
-
-/// Opens stores from a [`Config`] in any namespace (fallbacks off: the suite
-/// checks the backend itself).
-pub struct ConfigHarness {
-    config: Config,
-}
-
-impl ConfigHarness {
-    /// A harness over `config`'s URLs.
-    pub fn new(mut config: Config) -> Self {
-        for kind in StoreKind::ALL {
-            config.store_mut_for_check(kind).fallback = Fallback::None;
-        }
-        ConfigHarness { config }
-    }
-
-    /// Checks that every configured server answers.
-    pub async fn ping(&self) -> Result<()> {
-        for kind in StoreKind::ALL {
-            let url = &self.config.store(kind).url;
-            resolve(url, kind)?.1.ping(url, &self.config).await?;
-        }
-        Ok(())
-    }
-
-    fn connector(&self, kind: StoreKind) -> Result<&'static dyn crate::registry::Connector> {
-        Ok(resolve(&self.config.store(kind).url, kind)?.1)
-    }
-}
-
-#[async_trait]
-impl Harness for ConfigHarness {
-    fn backend(&self) -> &'static str {
-        resolve(&self.config.events.url, StoreKind::Events).map_or("unknown", |(info, _)| info.id)
-    }
-    async fn event_store(&self, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        self.connector(StoreKind::Events)?.events(&self.config.events.url, &self.config, ns).await
-    }
-    async fn session_cache(&self, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        self.connector(StoreKind::Sessions)?.sessions(&self.config.sessions.url, &self.config, ns).await
-    }
-    async fn document_store(&self, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        self.connector(StoreKind::Documents)?.documents(&self.config.documents.url, &self.config, ns).await
-    }
-    async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        self.connector(StoreKind::Reputation)?.reputation(&self.config.reputation.url, &self.config, ns).await
-    }
-    async fn drop_namespace(&self, ns: &Namespace) -> Result<()> {
-        let mut seen: Vec<&str> = Vec::new();
-        for kind in StoreKind::ALL {
-            let url = &self.config.store(kind).url;
-            if seen.contains(&url.expose()) {
-                continue;
-            }
-            seen.push(url.expose());
-            if let Ok((_, connector)) = resolve(url, kind) {
-                connector.drop_namespace(url, &self.config, ns).await?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Options of `palisade check`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -153,7 +85,7 @@ async fn run_cases<S>(
 ) where
     S: ?Sized + Send + Sync + 'static,
 {
-    let backend = resolve(&harness.config.store(kind).url, kind).map_or("unknown", |(info, _)| info.id);
+    let backend = resolve(&harness.config().store(kind).url, kind).map_or("unknown", |(info, _)| info.id);
     for case in list {
         if filter.is_some_and(|f| !format!("{trait_id}::{}", case.name).contains(f)) {
             continue;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use palisade::{Config, Stores};
 
+mod check;
+mod demo;
+
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Persistence adapters for security platforms")]
 struct Cli {
@@ -19,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Simulate a gatekeeper and a threat-intel platform on the configured stores and print what they saw.
-    Demo(palisade::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Connect to the configured stores and print each one's status; exits non-zero if any is down.
     Health {
         /// Print JSON instead of a table.
@@ -27,9 +30,13 @@ enum Command {
         json: bool,
     },
     /// Run the conformance suite against the configured stores in a throwaway namespace.
-    Check(palisade::check::CheckArgs),
+    Check(check::CheckArgs),
     /// Apply the SQL migrations to every configured Postgres store (`--dry-run`: only show their state).
-    Migrate(palisade::migrate::MigrateArgs),
+    Migrate {
+        /// Only show which migrations are applied and which are pending.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[tokio::main]
@@ -52,9 +59,9 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Demo(args) => {
-            let ns = palisade::demo::namespace(&args, &config)?;
+            let ns = demo::namespace(&args, &config)?;
             let stores = Stores::connect_in(&config, &ns).await?;
-            let report = palisade::demo::run(&stores, &args).await?;
+            let report = demo::run(&stores, &args).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -73,12 +80,12 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
             }
             Ok(if statuses.iter().all(|s| s.is_up()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Migrate(args) => {
-            print!("{}", palisade::migrate::run(&config, &args).await?);
+        Command::Migrate { dry_run } => {
+            print!("{}", palisade::migrate::run(&config, dry_run).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
-            let report = palisade::check::run(&config, &args).await?;
+            let report = check::run(&config, &args).await?;
             print!("{}", report.render(args.json)?);
             Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
