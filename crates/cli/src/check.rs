@@ -8,7 +8,7 @@ use palisade::config::{Config, StoreKind};
 use palisade::harness::ConfigHarness;
 use palisade::registry::resolve;
 use palisade::Result;
-use palisade_conformance::{self as conformance, cases, execute, Case, Opener};
+use palisade_conformance::{self as conformance, cases, execute, Case, Opener, Outcome};
 use serde::Serialize;
 
 /// Options of `palisade check`.
@@ -31,9 +31,12 @@ pub struct CaseResult {
     pub backend: &'static str,
     /// Case name.
     pub case: &'static str,
-    /// Passed?
-    pub passed: bool,
-    /// Why not.
+    /// `pass`, `n/a` (the store lacks the capability the case is about) or `fail`.
+    pub outcome: &'static str,
+    /// The missing capability, for n/a.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<&'static str>,
+    /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds taken.
@@ -48,28 +51,39 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// How many cases failed.
-    pub fn failed(&self) -> usize {
-        self.cases.iter().filter(|c| !c.passed).count()
+    /// How many cases ended with `outcome`.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.cases.iter().filter(|c| c.outcome == outcome).count()
     }
 
-    /// A table (or JSON): per store the pass/fail counts, then each failure.
+    /// How many cases failed.
+    pub fn failed(&self) -> usize {
+        self.count("fail")
+    }
+
+    /// A table (or JSON): per store the passed / n/a / failed counts, then
+    /// each n/a case with its capability and each failure.
     pub fn render(&self, json: bool) -> Result<String> {
         if json {
             return Ok(serde_json::to_string_pretty(self)? + "\n");
         }
         let mut out = String::new();
-        let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6}", "store", "backend", "passed", "failed");
+        let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6} {:>6}", "store", "backend", "passed", "n/a", "failed");
         for kind in StoreKind::ALL {
             let of: Vec<&CaseResult> = self.cases.iter().filter(|c| c.store == kind).collect();
             let Some(first) = of.first() else { continue };
-            let failed = of.iter().filter(|c| !c.passed).count();
-            let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6}", kind.as_str(), first.backend, of.len() - failed, failed);
+            let n = |o: &str| of.iter().filter(|c| c.outcome == o).count();
+            let row = (kind.as_str(), first.backend, n("pass"), n("n/a"), n("fail"));
+            let _ = writeln!(out, "{:<11} {:<10} {:>6} {:>6} {:>6}", row.0, row.1, row.2, row.3, row.4);
         }
-        for c in self.cases.iter().filter(|c| !c.passed) {
+        for c in self.cases.iter().filter(|c| c.outcome == "n/a") {
+            let _ = writeln!(out, "n/a  {}::{}: no {} capability", c.store, c.case, c.capability.unwrap_or("?"));
+        }
+        for c in self.cases.iter().filter(|c| c.outcome == "fail") {
             let _ = writeln!(out, "FAIL {}::{}: {}", c.store, c.case, c.error.as_deref().unwrap_or(""));
         }
-        let _ = writeln!(out, "{} passed, {} failed", self.cases.len() - self.failed(), self.failed());
+        let (pass, na, fail) = (self.count("pass"), self.count("n/a"), self.failed());
+        let _ = writeln!(out, "{pass} passed, {fail} failed ({na} n/a)");
         Ok(out)
     }
 }
@@ -91,15 +105,13 @@ async fn run_cases<S>(
             continue;
         }
         let started = Instant::now();
-        let outcome = execute(harness, open, case.body).await;
-        out.push(CaseResult {
-            store: kind,
-            backend,
-            case: case.name,
-            passed: outcome.is_ok(),
-            error: outcome.err().map(|f| f.message()),
-            millis: started.elapsed().as_millis(),
-        });
+        let (outcome, capability, error) = match execute(harness, open, case.body).await {
+            Ok(Outcome::Passed) => ("pass", None, None),
+            Ok(Outcome::NotApplicable(capability)) => ("n/a", Some(capability), None),
+            Err(failure) => ("fail", None, Some(failure.message())),
+        };
+        let millis = started.elapsed().as_millis();
+        out.push(CaseResult { store: kind, backend, case: case.name, outcome, capability, error, millis });
     }
 }
 

@@ -100,6 +100,7 @@ async fn ensure_with_schema(store: &dyn DocumentStore, spec: CollectionSpec) -> 
             ErrorKind::Unsupported,
             "ensure_collection with a schema without schema_validation",
         );
+        crate::not_applicable("schema_validation");
         return false;
     }
     ensure(store, spec).await;

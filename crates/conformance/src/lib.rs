@@ -21,8 +21,12 @@
 //! cases are skipped with a printed notice, unless `PALISADE_REQUIRE` names the
 //! server, in which case a missing or unreachable server fails every case.
 //! When `PALISADE_CONFORMANCE_LOG` names a file, each case appends
-//! `pass|skip|fail <TAB> backend <TAB> trait <TAB> case` to it, for the summary
-//! printed by `scripts/test.sh`.
+//! `pass|na|skip|fail <TAB> backend <TAB> trait <TAB> case` to it, for the
+//! summary printed by `scripts/test.sh`.
+//!
+//! A case whose capability the store lacks checks that the backend answers
+//! `Unsupported` and then calls [`not_applicable`]: it is reported as **n/a**,
+//! never counted as a pass.
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -193,10 +197,30 @@ impl Failure {
     }
 }
 
+tokio::task_local! {
+    static NOT_APPLICABLE: std::cell::Cell<Option<&'static str>>;
+}
+
+/// Marks the running case as not applicable to this store because it lacks
+/// `capability` (call it after checking that the store says `Unsupported`).
+/// The case is then reported as n/a instead of passed.
+pub fn not_applicable(capability: &'static str) {
+    let _ = NOT_APPLICABLE.try_with(|c| c.set(Some(capability)));
+}
+
+/// How a case that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every assertion held.
+    Passed,
+    /// The store lacks the capability the case is about (named).
+    NotApplicable(&'static str),
+}
+
 /// Runs one case on `h`: opens the store in a fresh namespace (a second one for
 /// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and drops
 /// the namespaces afterwards, whatever happened.
-pub async fn execute<S>(h: &dyn Harness, open: Opener<S>, body: CaseBody<S>) -> std::result::Result<(), Failure>
+pub async fn execute<S>(h: &dyn Harness, open: Opener<S>, body: CaseBody<S>) -> std::result::Result<Outcome, Failure>
 where
     S: ?Sized + Send + Sync + 'static,
 {
@@ -212,15 +236,17 @@ where
     let outcome = match opened {
         Err(e) => Err(Failure::Open(e)),
         Ok((a, b)) => {
-            let task = tokio::spawn(async move {
+            let task = tokio::spawn(NOT_APPLICABLE.scope(std::cell::Cell::new(None), async move {
                 match (body, b) {
                     (CaseBody::Single(f), _) => f(&*a).await,
                     (CaseBody::Pair(f), Some(b)) => f(&*a, &*b).await,
                     (CaseBody::Pair(_), None) => unreachable!("pair cases open two stores"),
                 }
-            });
+                NOT_APPLICABLE.with(std::cell::Cell::get)
+            }));
             match tokio::time::timeout(CASE_TIMEOUT, task).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(None)) => Ok(Outcome::Passed),
+                Ok(Ok(Some(capability))) => Ok(Outcome::NotApplicable(capability)),
                 Ok(Err(join)) => Err(join.try_into_panic().map_or_else(
                     |e| {
                         Failure::Open(
@@ -260,7 +286,11 @@ pub async fn run<S, H>(
         return;
     };
     match execute(h.as_ref(), open, body).await {
-        Ok(()) => log("pass", backend, trait_id, case),
+        Ok(Outcome::Passed) => log("pass", backend, trait_id, case),
+        Ok(Outcome::NotApplicable(capability)) => {
+            eprintln!("n/a: {backend}::{trait_id}::{case} (no `{capability}` capability)");
+            log("na", backend, trait_id, case);
+        }
         Err(failure) => {
             log("fail", backend, trait_id, case);
             match failure {

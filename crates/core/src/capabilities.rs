@@ -1,7 +1,10 @@
 //! What a store instance guarantees, as plain data.
 
-/// Guarantees of one store instance. The conformance suite reads these and
-/// expects `Unsupported` — not silence — from operations whose capability is off.
+/// Guarantees of one store instance, off by default: every backend starts
+/// from [`Capabilities::none`] and switches on what it guarantees. The
+/// conformance suite reads these: a case whose capability is off checks that
+/// the backend says `Unsupported` (not silence) and is reported as n/a, never
+/// as a pass.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Capabilities {
@@ -25,20 +28,6 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Every capability on: what the memory backend offers (except durability).
-    pub const fn all() -> Self {
-        Capabilities {
-            durable: true,
-            atomic_batch: true,
-            gap_free_order: true,
-            live_tail: true,
-            analytics: true,
-            native_ttl: true,
-            schema_validation: true,
-            bounded_capacity: true,
-        }
-    }
-
     /// Every capability off.
     pub const fn none() -> Self {
         Capabilities {

@@ -65,8 +65,14 @@ impl Default for MemoryConfig {
 
 /// What every memory store guarantees: everything but durability.
 pub fn capabilities() -> Capabilities {
-    let mut caps = Capabilities::all();
-    caps.durable = false;
+    let mut caps = Capabilities::none();
+    caps.atomic_batch = true;
+    caps.gap_free_order = true;
+    caps.live_tail = true;
+    caps.analytics = true;
+    caps.native_ttl = true;
+    caps.schema_validation = true;
+    caps.bounded_capacity = true;
     caps
 }
 

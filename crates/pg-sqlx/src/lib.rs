@@ -127,9 +127,13 @@ impl fmt::Debug for PgConfig {
 
 /// What every pg-sqlx store guarantees.
 pub fn capabilities() -> Capabilities {
-    let mut caps = Capabilities::all();
-    caps.bounded_capacity = false;
-    caps.native_ttl = false;
+    let mut caps = Capabilities::none();
+    caps.durable = true;
+    caps.atomic_batch = true;
+    caps.gap_free_order = true;
+    caps.live_tail = true;
+    caps.analytics = true;
+    caps.schema_validation = true;
     caps
 }
 
