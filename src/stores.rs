@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use palisade_core::degradable::Replay;
 use palisade_core::{
     Degradable, DegradeConfig, DocumentStore, EventStore, Health, Namespace, ReputationRepo, Result, SessionCache,
+    Store,
 };
 use serde::Serialize;
 
@@ -64,13 +65,15 @@ struct Probe {
     backend: &'static str,
     url: String,
     degradable: Option<HealthFn>,
-    pinger: Pinger,
+    store: Arc<dyn Store>,
+    /// The session cache, whose evictions health reports.
+    sessions: Option<Arc<dyn SessionCache>>,
 }
 
 impl Probe {
     /// Pings the store and reads its degraded-mode state.
     async fn status(&self) -> StoreStatus {
-        let ping = self.pinger.ping().await;
+        let ping = self.store.ping().await;
         let mut status = StoreStatus {
             store: self.kind,
             backend: self.backend,
@@ -80,7 +83,7 @@ impl Probe {
             since: None,
             buffered: None,
             rejected: None,
-            evictions: self.pinger.evictions(),
+            evictions: self.sessions.as_ref().map(|s| s.evictions()),
         };
         if let Some(Health::Degraded { since, reason, buffered, rejected }) = self.degradable.as_ref().map(|h| h()) {
             status.status = "degraded";
@@ -115,18 +118,19 @@ impl Stores {
     /// All four stores in memory, in `namespace`.
     pub fn memory(namespace: Namespace) -> Self {
         let m = palisade_memory::MemoryStores::new(namespace, &palisade_memory::MemoryConfig::default());
-        let probe = |kind, pinger| Probe {
+        let probe = |kind, store: Arc<dyn Store>, sessions: Option<Arc<dyn SessionCache>>| Probe {
             kind,
             backend: palisade_memory::BACKEND,
             url: "memory://".into(),
             degradable: None,
-            pinger,
+            store,
+            sessions,
         };
         let probes = vec![
-            probe(StoreKind::Events, Pinger::Events(m.events.clone())),
-            probe(StoreKind::Sessions, Pinger::Sessions(m.sessions.clone())),
-            probe(StoreKind::Documents, Pinger::Documents(m.documents.clone())),
-            probe(StoreKind::Reputation, Pinger::Reputation(m.reputation.clone())),
+            probe(StoreKind::Events, m.events.clone(), None),
+            probe(StoreKind::Sessions, m.sessions.clone(), Some(m.sessions.clone())),
+            probe(StoreKind::Documents, m.documents.clone(), None),
+            probe(StoreKind::Reputation, m.reputation.clone(), None),
         ];
         Stores { events: m.events, sessions: m.sessions, documents: m.documents, reputation: m.reputation, probes }
     }
@@ -170,7 +174,7 @@ async fn open<T>(
     connect: impl for<'a> Fn(&'a dyn Connector, &'a StoreUrl, &'a Config, &'a Namespace) -> BoxFuture<'a, Result<Arc<T>>>,
     memory: impl Fn(&Namespace, &palisade_memory::MemoryConfig) -> Arc<T>,
     wrap: impl Fn(Arc<Degradable<T>>) -> Arc<T>,
-    pinger: impl Fn(Arc<T>) -> Pinger,
+    upcast: impl Fn(Arc<T>) -> (Arc<dyn Store>, Option<Arc<dyn SessionCache>>),
 ) -> Result<(Arc<T>, Probe)>
 where
     T: ?Sized + Replay + 'static,
@@ -188,8 +192,8 @@ where
             (wrap(d), Some(health))
         }
     };
-    let probe =
-        Probe { kind, backend: info.id, url: store.url.redacted(), degradable, pinger: pinger(Arc::clone(&handle)) };
+    let (as_store, sessions) = upcast(Arc::clone(&handle));
+    let probe = Probe { kind, backend: info.id, url: store.url.redacted(), degradable, store: as_store, sessions };
     Ok((handle, probe))
 }
 
@@ -201,7 +205,7 @@ async fn open_events(config: &Config, ns: &Namespace) -> Result<(Arc<dyn EventSt
         |c, u, cfg, ns| c.events(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), m)),
         |d| d,
-        Pinger::Events,
+        |s| (s, None),
     )
     .await
 }
@@ -214,7 +218,7 @@ async fn open_sessions(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Sessi
         |c, u, cfg, ns| c.sessions(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), m)),
         |d| d,
-        Pinger::Sessions,
+        |s| (s.clone(), Some(s)),
     )
     .await
 }
@@ -227,7 +231,7 @@ async fn open_documents(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Docu
         |c, u, cfg, ns| c.documents(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), m)),
         |d| d,
-        Pinger::Documents,
+        |s| (s, None),
     )
     .await
 }
@@ -240,7 +244,7 @@ async fn open_reputation(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Rep
         |c, u, cfg, ns| c.reputation(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), m.policy)),
         |d| d,
-        Pinger::Reputation,
+        |s| (s, None),
     )
     .await
 }
@@ -280,31 +284,4 @@ pub async fn probe(config: &Config) -> Vec<StoreStatus> {
         });
     }
     out
-}
-
-#[derive(Clone)]
-enum Pinger {
-    Events(Arc<dyn EventStore>),
-    Sessions(Arc<dyn SessionCache>),
-    Documents(Arc<dyn DocumentStore>),
-    Reputation(Arc<dyn ReputationRepo>),
-}
-
-impl Pinger {
-    /// Memory-pressure evictions, for session caches.
-    fn evictions(&self) -> Option<u64> {
-        match self {
-            Pinger::Sessions(s) => Some(s.evictions()),
-            _ => None,
-        }
-    }
-
-    async fn ping(&self) -> Result<()> {
-        match self {
-            Pinger::Events(s) => s.ping().await,
-            Pinger::Sessions(s) => s.ping().await,
-            Pinger::Documents(s) => s.ping().await,
-            Pinger::Reputation(s) => s.ping().await,
-        }
-    }
 }

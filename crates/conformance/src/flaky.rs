@@ -16,7 +16,7 @@ use palisade_core::reputation::{Period, Ranked, Recorded, ReputationEvent, Subje
 use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::time::TimeRange;
 use palisade_core::{
-    Capabilities, DocumentStore, Error, ErrorKind, EventStore, Expiry, ReputationRepo, Result, SessionCache,
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, Expiry, ReputationRepo, Result, SessionCache, Store,
 };
 
 /// How a [`Flaky`] store behaves.
@@ -104,8 +104,9 @@ impl<T: ?Sized> Flaky<T> {
     }
 }
 
+/// The inner store's identity; `ping` fails like any call while down.
 #[async_trait]
-impl EventStore for Flaky<dyn EventStore> {
+impl<T: ?Sized + Store> Store for Flaky<T> {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -115,6 +116,10 @@ impl EventStore for Flaky<dyn EventStore> {
     async fn ping(&self) -> Result<()> {
         self.call("ping", self.inner.ping()).await
     }
+}
+
+#[async_trait]
+impl EventStore for Flaky<dyn EventStore> {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         self.call("append", self.inner.append(batch)).await
     }
@@ -137,15 +142,6 @@ impl EventStore for Flaky<dyn EventStore> {
 
 #[async_trait]
 impl SessionCache for Flaky<dyn SessionCache> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn ping(&self) -> Result<()> {
-        self.call("ping", self.inner.ping()).await
-    }
     fn evictions(&self) -> u64 {
         self.inner.evictions()
     }
@@ -180,15 +176,6 @@ impl SessionCache for Flaky<dyn SessionCache> {
 
 #[async_trait]
 impl DocumentStore for Flaky<dyn DocumentStore> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn ping(&self) -> Result<()> {
-        self.call("ping", self.inner.ping()).await
-    }
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         self.call("ensure_collection", self.inner.ensure_collection(spec)).await
     }
@@ -223,15 +210,6 @@ impl DocumentStore for Flaky<dyn DocumentStore> {
 
 #[async_trait]
 impl ReputationRepo for Flaky<dyn ReputationRepo> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn ping(&self) -> Result<()> {
-        self.call("ping", self.inner.ping()).await
-    }
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         self.call("record", self.inner.record(event)).await
     }

@@ -10,7 +10,7 @@ use palisade_core::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest,
 };
 use palisade_core::{
-    Capabilities, DocumentStore, Error, ErrorKind, EventStore, Namespace, ReputationRepo, Result, SessionCache,
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, Namespace, ReputationRepo, Result, SessionCache, Store,
 };
 use palisade_memory::{MemoryConfig, MemoryEventStore};
 
@@ -22,19 +22,25 @@ struct Reduced {
 }
 
 #[async_trait]
-impl EventStore for Reduced {
+impl Store for Reduced {
     fn backend(&self) -> &'static str {
         "reduced"
     }
+
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
         caps.live_tail = false;
         caps.analytics = false;
         caps
     }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+}
+
+#[async_trait]
+impl EventStore for Reduced {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         self.inner.append(batch).await
     }

@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::time::{now_ms, truncate_ms, TimeRange};
 
 /// Most events one `append` call accepts.
@@ -603,13 +603,7 @@ pub type EventSubscription = BoxStream<'static, Result<SubscriptionItem>>;
 /// A backend failure is `Unavailable`/`Timeout`, never an empty result.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
-pub trait EventStore: Send + Sync {
-    /// Backend id, e.g. `memory`.
-    fn backend(&self) -> &'static str;
-    /// What this instance guarantees.
-    fn capabilities(&self) -> Capabilities;
-    /// Checks that the backend answers.
-    async fn ping(&self) -> Result<()>;
+pub trait EventStore: Store {
     /// Stores a batch; see the trait contract.
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome>;
     /// Up to `limit` events after `after`, in ascending position order.

@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod policy;
 pub mod reputation;
 pub mod sessions;
+pub mod store;
 pub mod time;
 
 pub use capabilities::Capabilities;
@@ -33,6 +34,7 @@ pub use namespace::Namespace;
 pub use policy::InputPolicy;
 pub use reputation::{ReputationRepo, ReputationRepoExt};
 pub use sessions::{Expiry, SessionCache, SessionCacheExt};
+pub use store::Store;
 
 #[cfg(feature = "mock")]
 pub use documents::MockDocumentStore;

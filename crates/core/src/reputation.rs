@@ -7,9 +7,9 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::events::check_name;
+use crate::store::Store;
 use crate::time::{truncate_ms, TimeRange};
 
 /// Largest absolute delta, and largest absolute score in any period: 2^53 − 1,
@@ -292,13 +292,7 @@ pub fn check_ranked_limit(limit: usize) -> Result<()> {
 /// I/O. A backend failure is `Unavailable`/`Timeout`, never a zero score.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
-pub trait ReputationRepo: Send + Sync {
-    /// Backend id, e.g. `memory`.
-    fn backend(&self) -> &'static str;
-    /// What this instance guarantees.
-    fn capabilities(&self) -> Capabilities;
-    /// Checks that the backend answers.
-    async fn ping(&self) -> Result<()>;
+pub trait ReputationRepo: Store {
     /// Records an event (idempotent by id) and returns the all-time score.
     async fn record(&self, event: ReputationEvent) -> Result<Recorded>;
     /// The subject's all-time score (0 when it has no events).

@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::time::{now_ms, truncate_ms, ttl_millis, MAX_TTL_MS};
 
 /// Longest key, in bytes.
@@ -179,13 +179,7 @@ impl Decision {
 /// failure is `Unavailable`/`Timeout`, never `Ok(None)` or `Ok(false)`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
-pub trait SessionCache: Send + Sync {
-    /// Backend id, e.g. `memory`.
-    fn backend(&self) -> &'static str;
-    /// What this instance guarantees.
-    fn capabilities(&self) -> Capabilities;
-    /// Checks that the backend answers.
-    async fn ping(&self) -> Result<()>;
+pub trait SessionCache: Store {
     /// How many live keys this cache has dropped before their expiry because
     /// it was full (memory pressure). Always 0 for backends without a
     /// capacity bound (`Capabilities::bounded_capacity` off); health reports show it.

@@ -13,7 +13,7 @@ use palisade_core::documents::{
     SchemaValidator, UpdateOps, UpdateResult,
 };
 use palisade_core::time::now_ms;
-use palisade_core::{Capabilities, DocumentStore, InputPolicy, Namespace, Result};
+use palisade_core::{Capabilities, DocumentStore, InputPolicy, Namespace, Result, Store};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 
@@ -221,7 +221,7 @@ impl MemoryDocumentStore {
 }
 
 #[async_trait]
-impl DocumentStore for MemoryDocumentStore {
+impl Store for MemoryDocumentStore {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -233,7 +233,10 @@ impl DocumentStore for MemoryDocumentStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl DocumentStore for MemoryDocumentStore {
     #[tracing::instrument(name = "palisade.ensure_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         let run = || {

@@ -13,7 +13,7 @@ use palisade_core::events::{
     EventFilter, EventSubscription, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::{now_ms, truncate_ms};
-use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, InputPolicy, Namespace, Result};
+use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, InputPolicy, Namespace, Result, Store};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -200,7 +200,7 @@ impl Tail {
 }
 
 #[async_trait]
-impl EventStore for MemoryEventStore {
+impl Store for MemoryEventStore {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -212,7 +212,10 @@ impl EventStore for MemoryEventStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl EventStore for MemoryEventStore {
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         self.append_sync(batch).map_err(tagged("append"))

@@ -8,7 +8,7 @@ use palisade_core::reputation::{
     check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::TimeRange;
-use palisade_core::{Capabilities, Error, InputPolicy, Namespace, ReputationRepo, Result};
+use palisade_core::{Capabilities, Error, InputPolicy, Namespace, ReputationRepo, Result, Store};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -97,7 +97,7 @@ impl MemoryReputationRepo {
 }
 
 #[async_trait]
-impl ReputationRepo for MemoryReputationRepo {
+impl Store for MemoryReputationRepo {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -109,7 +109,10 @@ impl ReputationRepo for MemoryReputationRepo {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl ReputationRepo for MemoryReputationRepo {
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let run = || {

@@ -13,7 +13,7 @@ use moka::policy::{EvictionPolicy, Expiry as MokaExpiry};
 use moka::sync::Cache;
 use palisade_core::sessions::{check_history_len, check_key, deadline, Decision, KeyTtl, SetMode};
 use palisade_core::time::{expiry_after, now_ms, ttl_millis};
-use palisade_core::{Capabilities, Error, Expiry, InputPolicy, Namespace, Result, SessionCache};
+use palisade_core::{Capabilities, Error, Expiry, InputPolicy, Namespace, Result, SessionCache, Store};
 use serde_json::Value;
 
 use crate::error::{tagged, Fault};
@@ -132,7 +132,7 @@ fn integer(slot: &Slot) -> Result<i64> {
 }
 
 #[async_trait]
-impl SessionCache for MemorySessionCache {
+impl Store for MemorySessionCache {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -144,7 +144,10 @@ impl SessionCache for MemorySessionCache {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl SessionCache for MemorySessionCache {
     fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }

@@ -13,7 +13,7 @@ use palisade_core::events::{
     EventSubscription, ExpectedVersion, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::truncate_ms;
-use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
+use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
@@ -296,7 +296,7 @@ impl Tail {
 }
 
 #[async_trait]
-impl EventStore for PgEventStore {
+impl Store for PgEventStore {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -308,7 +308,10 @@ impl EventStore for PgEventStore {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl EventStore for PgEventStore {
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.policy).map_err(tagged("append"))?;

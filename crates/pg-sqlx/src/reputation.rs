@@ -6,7 +6,7 @@ use palisade_core::reputation::{
     check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
-use palisade_core::{Capabilities, Error, ReputationRepo, Result};
+use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -66,7 +66,7 @@ macro_rules! board {
 }
 
 #[async_trait]
-impl ReputationRepo for PgReputationRepo {
+impl Store for PgReputationRepo {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -78,7 +78,10 @@ impl ReputationRepo for PgReputationRepo {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl ReputationRepo for PgReputationRepo {
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let op = "record";

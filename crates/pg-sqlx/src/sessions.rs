@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
 use palisade_core::time::{now_ms, ttl_millis};
-use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache};
+use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache, Store};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -92,7 +92,7 @@ fn wrong_type(want: &'static str) -> Error {
 }
 
 #[async_trait]
-impl SessionCache for PgSessionCache {
+impl Store for PgSessionCache {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -104,7 +104,10 @@ impl SessionCache for PgSessionCache {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl SessionCache for PgSessionCache {
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(tagged("set"))?;

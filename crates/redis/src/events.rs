@@ -229,7 +229,7 @@ impl RedisEventStore {
 }
 
 #[async_trait]
-impl EventStore for RedisEventStore {
+impl palisade_core::Store for RedisEventStore {
     fn backend(&self) -> &'static str {
         self.backend.backend()
     }
@@ -241,7 +241,10 @@ impl EventStore for RedisEventStore {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl EventStore for RedisEventStore {
     #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.options.policy).map_err(self.backend.tagged("append"))?;

@@ -154,7 +154,7 @@ impl RedisReputationRepo {
 }
 
 #[async_trait]
-impl ReputationRepo for RedisReputationRepo {
+impl palisade_core::Store for RedisReputationRepo {
     fn backend(&self) -> &'static str {
         self.backend.backend()
     }
@@ -166,7 +166,10 @@ impl ReputationRepo for RedisReputationRepo {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl ReputationRepo for RedisReputationRepo {
     #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         event.validate(&self.backend.options.policy).map_err(self.backend.tagged("record"))?;

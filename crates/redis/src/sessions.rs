@@ -64,7 +64,7 @@ fn decimal(reply: &Reply, backend: &'static str) -> Result<i64> {
 }
 
 #[async_trait]
-impl SessionCache for RedisSessionCache {
+impl palisade_core::Store for RedisSessionCache {
     fn backend(&self) -> &'static str {
         self.backend.backend()
     }
@@ -76,7 +76,10 @@ impl SessionCache for RedisSessionCache {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl SessionCache for RedisSessionCache {
     #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("set"))?;

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{Degradable, Replay, WritePolicy};
 use crate::documents::{CollectionSpec, Filter, FindOptions, UpdateOp, UpdateOps, UpdateResult};
 use crate::error::{Error, ErrorDetail, ErrorKind};
-use crate::{Capabilities, DocumentStore, Result};
+use crate::{DocumentStore, Result};
 
 /// A buffered document write.
 /// Fields mirror the parameters of the trait method of the same name.
@@ -117,18 +117,6 @@ fn with_id(mut doc: Value) -> Value {
 
 #[async_trait]
 impl DocumentStore for Degradable<dyn DocumentStore> {
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.primary.capabilities()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.read("ping", |s| s.ping()).await
-    }
-
     /// Also ensures the collection on the secondary, so a later failover finds it.
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         let op = DocumentOp::Ensure(spec.clone());

@@ -8,7 +8,7 @@ use crate::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy, GroupCount,
     Page, PageRequest,
 };
-use crate::{Capabilities, EventStore, Result};
+use crate::{EventStore, Result};
 
 /// A buffered event-store write.
 #[derive(Debug, Clone)]
@@ -48,18 +48,6 @@ impl<'a> Replay for dyn EventStore + 'a {
 
 #[async_trait]
 impl EventStore for Degradable<dyn EventStore> {
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.primary.capabilities()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.read("ping", |s| s.ping()).await
-    }
-
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         let policy = if batch.expected.values().any(|e| *e != ExpectedVersion::Any) {
             WritePolicy::PrimaryOnly

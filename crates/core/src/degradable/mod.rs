@@ -392,6 +392,23 @@ async fn recover<T: ?Sized + Replay>(
     Ok(())
 }
 
+/// The primary's identity and guarantees; `ping` follows the store in
+/// service (the secondary while degraded).
+#[async_trait::async_trait]
+impl<T: ?Sized + Replay + crate::Store + 'static> crate::Store for Degradable<T> {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        self.primary.capabilities()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read("ping", |s| s.ping()).await
+    }
+}
+
 impl<T: ?Sized + Replay + 'static> fmt::Debug for Degradable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Degradable").field("store", &self.label).field("health", &self.health()).finish()

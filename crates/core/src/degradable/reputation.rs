@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{Degradable, Replay, WritePolicy};
 use crate::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
 use crate::time::TimeRange;
-use crate::{Capabilities, ReputationRepo, Result};
+use crate::{ReputationRepo, Result};
 
 #[async_trait]
 impl<'a> Replay for dyn ReputationRepo + 'a {
@@ -30,18 +30,6 @@ impl<'a> Replay for dyn ReputationRepo + 'a {
 
 #[async_trait]
 impl ReputationRepo for Degradable<dyn ReputationRepo> {
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.primary.capabilities()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.read("ping", |s| s.ping()).await
-    }
-
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let op = event.clone();
         self.write(

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{Degradable, Replay, WritePolicy};
 use crate::sessions::{deadline, Decision, KeyTtl, SetMode};
 use crate::time::now_ms;
-use crate::{Capabilities, Expiry, Result, SessionCache};
+use crate::{Expiry, Result, SessionCache};
 
 /// A buffered session write (only with `DegradeConfig::replay_sessions`).
 /// Expiries are pinned to absolute instants when the call is made, so a
@@ -77,18 +77,6 @@ impl Degradable<dyn SessionCache> {
 
 #[async_trait]
 impl SessionCache for Degradable<dyn SessionCache> {
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.primary.capabilities()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.read("ping", |s| s.ping()).await
-    }
-
     /// Evictions of the primary and the memory secondary together.
     fn evictions(&self) -> u64 {
         self.primary.evictions().saturating_add(self.secondary.evictions())

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
+use crate::store::Store;
 
 /// Most documents one `insert_many` accepts.
 pub const MAX_INSERT_MANY: usize = 100_000;
@@ -439,13 +439,7 @@ pub fn with_version(mut body: Map<String, Value>, version: u64) -> Value {
 /// before any call, so malformed ones never reach the backend.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
-pub trait DocumentStore: Send + Sync {
-    /// Backend id, e.g. `memory`.
-    fn backend(&self) -> &'static str;
-    /// What this instance guarantees.
-    fn capabilities(&self) -> Capabilities;
-    /// Checks that the backend answers.
-    async fn ping(&self) -> Result<()>;
+pub trait DocumentStore: Store {
     /// Creates the collection if missing; returns whether it was created.
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool>;
     /// Drops a collection and its documents; returns whether it existed.

@@ -59,7 +59,7 @@ use palisade_core::documents::{
     check_collection_name, check_id, cmp_docs, prepare_insert, prepare_replace, project, with_version, CollectionSpec,
     FieldPath, Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
 };
-use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result};
+use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
@@ -718,7 +718,7 @@ async fn write_back(
 }
 
 #[async_trait]
-impl DocumentStore for PgDocumentStore {
+impl Store for PgDocumentStore {
     fn backend(&self) -> &'static str {
         crate::BACKEND
     }
@@ -730,7 +730,10 @@ impl DocumentStore for PgDocumentStore {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+}
 
+#[async_trait]
+impl DocumentStore for PgDocumentStore {
     #[tracing::instrument(name = "palisade.ensure_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         self.ensure(spec).await.map_err(tagged("ensure_collection"))
