@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use palisade_conformance::Harness;
-use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
+use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache, Traced};
 
 use crate::config::{Config, Fallback, StoreKind};
 use crate::registry::resolve;
 
-/// Opens stores from a [`Config`] in any namespace (fallbacks off: the suite
-/// checks the backend itself).
+/// Opens stores from a [`Config`] in any namespace, in the [`Traced`] layer as
+/// a service gets them (fallbacks off: the suite checks the backend itself).
 pub struct ConfigHarness {
     config: Config,
 }
@@ -51,16 +51,22 @@ impl Harness for ConfigHarness {
         resolve(&self.config.events.url, StoreKind::Events).map_or("unknown", |(info, _)| info.id)
     }
     async fn event_store(&self, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        self.connector(StoreKind::Events)?.events(&self.config.events.url, &self.config, ns).await
+        let store = self.connector(StoreKind::Events)?.events(&self.config.events.url, &self.config, ns).await?;
+        Ok(Arc::new(Traced::new(store, ns.clone())))
     }
     async fn session_cache(&self, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        self.connector(StoreKind::Sessions)?.sessions(&self.config.sessions.url, &self.config, ns).await
+        let store = self.connector(StoreKind::Sessions)?.sessions(&self.config.sessions.url, &self.config, ns).await?;
+        Ok(Arc::new(Traced::new(store, ns.clone())))
     }
     async fn document_store(&self, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        self.connector(StoreKind::Documents)?.documents(&self.config.documents.url, &self.config, ns).await
+        let store =
+            self.connector(StoreKind::Documents)?.documents(&self.config.documents.url, &self.config, ns).await?;
+        Ok(Arc::new(Traced::new(store, ns.clone())))
     }
     async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        self.connector(StoreKind::Reputation)?.reputation(&self.config.reputation.url, &self.config, ns).await
+        let store =
+            self.connector(StoreKind::Reputation)?.reputation(&self.config.reputation.url, &self.config, ns).await?;
+        Ok(Arc::new(Traced::new(store, ns.clone())))
     }
     async fn drop_namespace(&self, ns: &Namespace) -> Result<()> {
         let mut seen: Vec<&str> = Vec::new();

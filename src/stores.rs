@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use palisade_core::degradable::Replay;
 use palisade_core::{
     Degradable, DegradeConfig, DocumentStore, EventStore, Health, Namespace, ReputationRepo, Result, SessionCache,
-    Store,
+    Store, Traced,
 };
 use serde::Serialize;
 
@@ -115,9 +115,16 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// All four stores in memory, in `namespace`.
+    /// All four stores in memory, in `namespace`, each in the [`Traced`] layer.
     pub fn memory(namespace: Namespace) -> Self {
-        let m = palisade_memory::MemoryStores::new(namespace, &palisade_memory::MemoryConfig::default());
+        let m = palisade_memory::MemoryStores::new(namespace.clone(), &palisade_memory::MemoryConfig::default());
+        let events: Arc<dyn EventStore> = Arc::new(Traced::new(m.events as Arc<dyn EventStore>, namespace.clone()));
+        let sessions: Arc<dyn SessionCache> =
+            Arc::new(Traced::new(m.sessions as Arc<dyn SessionCache>, namespace.clone()));
+        let documents: Arc<dyn DocumentStore> =
+            Arc::new(Traced::new(m.documents as Arc<dyn DocumentStore>, namespace.clone()));
+        let reputation: Arc<dyn ReputationRepo> =
+            Arc::new(Traced::new(m.reputation as Arc<dyn ReputationRepo>, namespace));
         let probe = |kind, store: Arc<dyn Store>, sessions: Option<Arc<dyn SessionCache>>| Probe {
             kind,
             backend: palisade_memory::BACKEND,
@@ -127,16 +134,17 @@ impl Stores {
             sessions,
         };
         let probes = vec![
-            probe(StoreKind::Events, m.events.clone(), None),
-            probe(StoreKind::Sessions, m.sessions.clone(), Some(m.sessions.clone())),
-            probe(StoreKind::Documents, m.documents.clone(), None),
-            probe(StoreKind::Reputation, m.reputation.clone(), None),
+            probe(StoreKind::Events, events.clone(), None),
+            probe(StoreKind::Sessions, sessions.clone(), Some(sessions.clone())),
+            probe(StoreKind::Documents, documents.clone(), None),
+            probe(StoreKind::Reputation, reputation.clone(), None),
         ];
-        Stores { events: m.events, sessions: m.sessions, documents: m.documents, reputation: m.reputation, probes }
+        Stores { events, sessions, documents, reputation, probes }
     }
 
     /// Opens the four stores `config` names, each in `config.namespace`,
-    /// wrapped in `Degradable` where a fallback is configured.
+    /// wrapped in `Degradable` where a fallback is configured, and in the
+    /// [`Traced`] layer (a span per operation).
     ///
     /// # Errors
     /// Connecting is eager, also with a fallback: an unreachable server, a bad
@@ -174,6 +182,7 @@ async fn open<T>(
     connect: impl for<'a> Fn(&'a dyn Connector, &'a StoreUrl, &'a Config, &'a Namespace) -> BoxFuture<'a, Result<Arc<T>>>,
     memory: impl Fn(&Namespace, &palisade_memory::MemoryConfig) -> Arc<T>,
     wrap: impl Fn(Arc<Degradable<T>>) -> Arc<T>,
+    trace: impl Fn(Arc<T>, &Namespace) -> Arc<T>,
     upcast: impl Fn(Arc<T>) -> (Arc<dyn Store>, Option<Arc<dyn SessionCache>>),
 ) -> Result<(Arc<T>, Probe)>
 where
@@ -192,6 +201,7 @@ where
             (wrap(d), Some(health))
         }
     };
+    let handle = trace(handle, ns);
     let (as_store, sessions) = upcast(Arc::clone(&handle));
     let probe = Probe { kind, backend: info.id, url: store.url.redacted(), degradable, store: as_store, sessions };
     Ok((handle, probe))
@@ -205,6 +215,7 @@ async fn open_events(config: &Config, ns: &Namespace) -> Result<(Arc<dyn EventSt
         |c, u, cfg, ns| c.events(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), m)),
         |d| d,
+        |s, ns| Arc::new(Traced::new(s, ns.clone())),
         |s| (s, None),
     )
     .await
@@ -218,6 +229,7 @@ async fn open_sessions(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Sessi
         |c, u, cfg, ns| c.sessions(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), m)),
         |d| d,
+        |s, ns| Arc::new(Traced::new(s, ns.clone())),
         |s| (s.clone(), Some(s)),
     )
     .await
@@ -231,6 +243,7 @@ async fn open_documents(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Docu
         |c, u, cfg, ns| c.documents(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), m)),
         |d| d,
+        |s, ns| Arc::new(Traced::new(s, ns.clone())),
         |s| (s, None),
     )
     .await
@@ -244,6 +257,7 @@ async fn open_reputation(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Rep
         |c, u, cfg, ns| c.reputation(u, cfg, ns),
         |ns, m| Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), m.policy)),
         |d| d,
+        |s, ns| Arc::new(Traced::new(s, ns.clone())),
         |s| (s, None),
     )
     .await

@@ -24,6 +24,7 @@ pub mod reputation;
 pub mod sessions;
 pub mod store;
 pub mod time;
+pub mod traced;
 
 pub use capabilities::Capabilities;
 pub use degradable::{Degradable, DegradeConfig, Health};
@@ -35,6 +36,7 @@ pub use policy::InputPolicy;
 pub use reputation::{ReputationRepo, ReputationRepoExt};
 pub use sessions::{Expiry, SessionCache, SessionCacheExt};
 pub use store::Store;
+pub use traced::Traced;
 
 #[cfg(feature = "mock")]
 pub use documents::MockDocumentStore;

@@ -183,6 +183,11 @@ pub struct MemoryDocumentStore {
 }
 
 impl MemoryDocumentStore {
+    /// The namespace this store is confined to.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// An empty store for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         MemoryDocumentStore {
@@ -237,7 +242,6 @@ impl Store for MemoryDocumentStore {
 
 #[async_trait]
 impl DocumentStore for MemoryDocumentStore {
-    #[tracing::instrument(name = "palisade.ensure_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         let run = || {
             let schema = spec.validate()?;
@@ -252,7 +256,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("ensure_collection"))
     }
 
-    #[tracing::instrument(name = "palisade.drop_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn drop_collection(&self, collection: &str) -> Result<bool> {
         let run = || {
             palisade_core::documents::check_collection_name(collection)?;
@@ -268,7 +271,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("drop_collection"))
     }
 
-    #[tracing::instrument(name = "palisade.insert", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn insert(&self, collection: &str, doc: Value) -> Result<Value> {
         let mut stored = self.insert_many(collection, vec![doc]).await.map_err(|e| e.with_op("insert"))?;
         stored
@@ -276,7 +278,6 @@ impl DocumentStore for MemoryDocumentStore {
             .ok_or_else(|| palisade_core::Error::new(palisade_core::ErrorKind::Unexpected, "insert stored nothing"))
     }
 
-    #[tracing::instrument(name = "palisade.insert_many", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace, docs = docs.len()))]
     async fn insert_many(&self, collection: &str, docs: Vec<Value>) -> Result<Vec<Value>> {
         let run = || {
             if docs.is_empty() || docs.len() > palisade_core::documents::MAX_INSERT_MANY {
@@ -299,7 +300,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("insert_many"))
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Value>> {
         let run = || {
             palisade_core::documents::check_id(id)?;
@@ -308,7 +308,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("get"))
     }
 
-    #[tracing::instrument(name = "palisade.replace", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn replace(&self, collection: &str, id: &str, doc: Value, expected_version: Option<u64>) -> Result<Value> {
         let run = || {
             let (body, expected) = prepare_replace(id, doc, expected_version, &self.policy)?;
@@ -326,7 +325,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("replace"))
     }
 
-    #[tracing::instrument(name = "palisade.update", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn update(&self, collection: &str, filter: Filter, ops: UpdateOps) -> Result<UpdateResult> {
         let run = || {
             self.write(collection, |c, now| {
@@ -353,7 +351,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("update"))
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn delete(&self, collection: &str, filter: Filter) -> Result<u64> {
         let run = || {
             self.write(collection, |c, now| {
@@ -367,7 +364,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("delete"))
     }
 
-    #[tracing::instrument(name = "palisade.find", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn find(&self, collection: &str, options: FindOptions) -> Result<Vec<Value>> {
         let run = || {
             options.validate()?;
@@ -386,7 +382,6 @@ impl DocumentStore for MemoryDocumentStore {
         run().map_err(tagged("find"))
     }
 
-    #[tracing::instrument(name = "palisade.count", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn count(&self, collection: &str, filter: Filter) -> Result<u64> {
         self.read(collection, |c, now| Ok(c.live_matching(&filter, now).count() as u64)).map_err(tagged("count"))
     }

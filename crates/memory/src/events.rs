@@ -60,6 +60,11 @@ pub struct MemoryEventStore {
 }
 
 impl MemoryEventStore {
+    /// The namespace this store is confined to.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// An empty store for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
@@ -216,19 +221,16 @@ impl Store for MemoryEventStore {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
-    #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         self.append_sync(batch).map_err(tagged("append"))
     }
 
-    #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
         check_limit(limit).map_err(tagged("read"))?;
         let log = self.shared.log.read();
         Ok(log.after(after).take(limit).map(|e| Event::clone(e)).collect())
     }
 
-    #[tracing::instrument(name = "palisade.subscribe", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
         filter.validate().map_err(tagged("subscribe"))?;
         // Subscribing under the read lock splits the log cleanly: everything up
@@ -249,12 +251,10 @@ impl EventStore for MemoryEventStore {
         Ok(stream::unfold(tail, Tail::next_item).boxed())
     }
 
-    #[tracing::instrument(name = "palisade.query", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
         self.query_sync(&filter, page).map_err(tagged("query"))
     }
 
-    #[tracing::instrument(name = "palisade.count_by", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>> {
         let run = || {
             filter.validate()?;
@@ -272,7 +272,6 @@ impl EventStore for MemoryEventStore {
         run().map_err(tagged("count_by"))
     }
 
-    #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         let before = truncate_ms(before);
         let mut log = self.shared.log.write();

@@ -85,6 +85,11 @@ pub struct MemoryReputationRepo {
 }
 
 impl MemoryReputationRepo {
+    /// The namespace this store is confined to.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// An empty repo for `namespace`.
     pub fn new(namespace: Namespace) -> Self {
         MemoryReputationRepo::with_policy(namespace, InputPolicy::default())
@@ -113,7 +118,6 @@ impl Store for MemoryReputationRepo {
 
 #[async_trait]
 impl ReputationRepo for MemoryReputationRepo {
-    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let run = || {
             event.validate(&self.policy)?;
@@ -140,13 +144,11 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("record"))
     }
 
-    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn score(&self, subject: &Subject) -> Result<i64> {
         subject.validate().map_err(tagged("score"))?;
         Ok(self.state.lock().all_time(subject))
     }
 
-    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn history(&self, subject: &Subject, range: TimeRange, limit: usize) -> Result<Vec<ReputationEvent>> {
         let run = || {
             subject.validate()?;
@@ -169,7 +171,6 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("history"))
     }
 
-    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
         let run = || {
             period.validate()?;
@@ -180,7 +181,6 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("leaderboard"))
     }
 
-    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
         let run = || {
             subject.validate()?;
@@ -194,7 +194,6 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("rank"))
     }
 
-    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
         let run = || {
             subject.validate()?;
@@ -211,7 +210,6 @@ impl ReputationRepo for MemoryReputationRepo {
         run().map_err(tagged("around"))
     }
 
-    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn rebuild(&self, period: Period) -> Result<u64> {
         period.validate().map_err(tagged("rebuild"))?;
         let mut st = self.state.lock();

@@ -65,6 +65,11 @@ pub struct MemorySessionCache {
 }
 
 impl MemorySessionCache {
+    /// The namespace this store is confined to.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// An empty cache for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
@@ -152,7 +157,6 @@ impl SessionCache for MemorySessionCache {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let run = || {
             check_key(key)?;
@@ -170,7 +174,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("set"))
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         let run = || {
             check_key(key)?;
@@ -183,7 +186,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("get"))
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn delete(&self, key: &str) -> Result<bool> {
         let run = || {
             check_key(key)?;
@@ -192,7 +194,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("delete"))
     }
 
-    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let run = || {
             check_key(key)?;
@@ -205,7 +206,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("expire"))
     }
 
-    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         let run = || {
             check_key(key)?;
@@ -221,7 +221,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("ttl"))
     }
 
-    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         let run = || {
             check_key(key)?;
@@ -244,7 +243,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("push"))
     }
 
-    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         let run = || {
             check_key(key)?;
@@ -258,7 +256,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("range"))
     }
 
-    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         let run = || {
             check_key(key)?;
@@ -274,7 +271,6 @@ impl SessionCache for MemorySessionCache {
         run().map_err(tagged("incr"))
     }
 
-    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = crate::BACKEND, namespace = %self.namespace))]
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
         let run = || {
             check_key(key)?;

@@ -312,19 +312,16 @@ impl Store for PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.policy).map_err(tagged("append"))?;
         self.append_once(batch).await.map_err(tagged("append"))
     }
 
-    #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
         check_limit(limit).map_err(tagged("read"))?;
         self.read_after(after, limit).await
     }
 
-    #[tracing::instrument(name = "palisade.subscribe", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
         filter.validate().map_err(tagged("subscribe"))?;
         let mut tail = Tail {
@@ -341,7 +338,6 @@ impl EventStore for PgEventStore {
         Ok(stream::unfold(tail, Tail::next_item).boxed())
     }
 
-    #[tracing::instrument(name = "palisade.query", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
         filter.validate().map_err(tagged("query"))?;
         page.validate().map_err(tagged("query"))?;
@@ -354,7 +350,6 @@ impl EventStore for PgEventStore {
         Ok(Page { items, next })
     }
 
-    #[tracing::instrument(name = "palisade.count_by", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>> {
         filter.validate().map_err(tagged("count_by"))?;
         check_limit(top).map_err(tagged("count_by"))?;
@@ -392,7 +387,6 @@ impl EventStore for PgEventStore {
         Ok(rank_groups(groups, top))
     }
 
-    #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         sqlx::query("DELETE FROM events WHERE occurred_at < $1")
             .bind(palisade_core::time::clamp_instant(truncate_ms(before)))

@@ -82,7 +82,6 @@ impl Store for PgReputationRepo {
 
 #[async_trait]
 impl ReputationRepo for PgReputationRepo {
-    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         let op = "record";
         event.validate(&self.backend.policy).map_err(tagged(op))?;
@@ -143,7 +142,6 @@ impl ReputationRepo for PgReputationRepo {
         self.all_time(&self.backend.pool, subject).await.map_err(|e| map("score", e))
     }
 
-    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn history(&self, subject: &Subject, range: TimeRange, limit: usize) -> Result<Vec<ReputationEvent>> {
         subject.validate().map_err(tagged("history"))?;
         range.validate().map_err(tagged("history"))?;
@@ -175,7 +173,6 @@ impl ReputationRepo for PgReputationRepo {
             .map_err(|e| map("history", e))
     }
 
-    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
         period.validate().map_err(tagged("leaderboard"))?;
         check_ranked_limit(limit).map_err(tagged("leaderboard"))?;
@@ -190,7 +187,6 @@ impl ReputationRepo for PgReputationRepo {
         ranked(kind, &rows)
     }
 
-    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
         subject.validate().map_err(tagged("rank"))?;
         period.validate().map_err(tagged("rank"))?;
@@ -208,7 +204,6 @@ impl ReputationRepo for PgReputationRepo {
         Ok(row.map(|r| ranked(subject.kind, std::slice::from_ref(&r))).transpose()?.and_then(|mut v| v.pop()))
     }
 
-    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
         subject.validate().map_err(tagged("around"))?;
         period.validate().map_err(tagged("around"))?;
@@ -231,7 +226,6 @@ impl ReputationRepo for PgReputationRepo {
         ranked(subject.kind, &rows)
     }
 
-    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn rebuild(&self, period: Period) -> Result<u64> {
         let op = "rebuild";
         period.validate().map_err(tagged(op))?;

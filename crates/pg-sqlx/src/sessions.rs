@@ -108,7 +108,6 @@ impl Store for PgSessionCache {
 
 #[async_trait]
 impl SessionCache for PgSessionCache {
-    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(tagged("set"))?;
         self.backend.policy.check_session_value(&value).map_err(tagged("set"))?;
@@ -141,7 +140,6 @@ impl SessionCache for PgSessionCache {
         Ok(wrote)
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         check_key(key).map_err(tagged("get"))?;
         let row = sqlx::query(concat!("SELECT value FROM sessions WHERE key = $1 AND ", live!(2)))
@@ -159,7 +157,6 @@ impl SessionCache for PgSessionCache {
         }
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key).map_err(tagged("delete"))?;
         let was_live: Option<bool> =
@@ -172,7 +169,6 @@ impl SessionCache for PgSessionCache {
         Ok(was_live.unwrap_or(false))
     }
 
-    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key).map_err(tagged("expire"))?;
         let now = now_ms();
@@ -187,7 +183,6 @@ impl SessionCache for PgSessionCache {
             .map_err(|e| map("expire", e))
     }
 
-    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         check_key(key).map_err(tagged("ttl"))?;
         let now = now_ms();
@@ -205,7 +200,6 @@ impl SessionCache for PgSessionCache {
         })
     }
 
-    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         check_key(key).map_err(tagged("push"))?;
         check_history_len(max_len).map_err(tagged("push"))?;
@@ -225,7 +219,6 @@ impl SessionCache for PgSessionCache {
         Ok(len.max(0) as usize)
     }
 
-    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         check_key(key).map_err(tagged("range"))?;
         check_history_len(limit).map_err(tagged("range"))?;
@@ -243,7 +236,6 @@ impl SessionCache for PgSessionCache {
         }
     }
 
-    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         check_key(key).map_err(tagged("incr"))?;
         let now = now_ms();
@@ -258,7 +250,6 @@ impl SessionCache for PgSessionCache {
             .map_err(|e| map("incr", e))
     }
 
-    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
         check_key(key).map_err(tagged("hit"))?;
         if limit == 0 {

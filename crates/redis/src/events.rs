@@ -245,7 +245,6 @@ impl palisade_core::Store for RedisEventStore {
 
 #[async_trait]
 impl EventStore for RedisEventStore {
-    #[tracing::instrument(name = "palisade.append", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace, events = batch.events.len()))]
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.options.policy).map_err(self.backend.tagged("append"))?;
         let mut args = self.append_args(&batch);
@@ -305,7 +304,6 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[tracing::instrument(name = "palisade.read", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
         check_limit(limit).map_err(self.backend.tagged("read"))?;
         let start = match after {
@@ -319,7 +317,6 @@ impl EventStore for RedisEventStore {
         Ok(events)
     }
 
-    #[tracing::instrument(name = "palisade.subscribe", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
         filter.validate().map_err(self.backend.tagged("subscribe"))?;
         let tail = Tail {
@@ -344,7 +341,6 @@ impl EventStore for RedisEventStore {
         .boxed())
     }
 
-    #[tracing::instrument(name = "palisade.query", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
         filter.validate().map_err(self.backend.tagged("query"))?;
         page.validate().map_err(self.backend.tagged("query"))?;
@@ -384,7 +380,6 @@ impl EventStore for RedisEventStore {
         Ok(Page { items, next })
     }
 
-    #[tracing::instrument(name = "palisade.count_by", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>> {
         filter.validate().map_err(self.backend.tagged("count_by"))?;
         check_limit(top).map_err(self.backend.tagged("count_by"))?;
@@ -420,7 +415,6 @@ impl EventStore for RedisEventStore {
         Ok(rank_groups(groups, top))
     }
 
-    #[tracing::instrument(name = "palisade.purge", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         let before = truncate_ms(before).timestamp_millis().to_string();
         let keys = vec![self.log_key(), key(&self.prefix, b"ids")];

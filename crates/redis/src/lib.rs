@@ -333,7 +333,6 @@ impl RedisBackend {
     /// Deletes every key of the namespace (all three stores), scanning the
     /// node that owns each store's slot with the store's prefix as pattern
     /// (`SCAN MATCH` on raw bytes, `UNLINK` per batch).
-    #[tracing::instrument(name = "palisade.drop_namespace", skip_all, fields(backend = self.backend(), namespace = %self.namespace))]
     pub async fn drop_namespace(&self) -> Result<()> {
         for store in [Store::Sessions, Store::Reputation, Store::Events] {
             let prefix = prefix(&self.namespace, store);

@@ -170,7 +170,6 @@ impl palisade_core::Store for RedisReputationRepo {
 
 #[async_trait]
 impl ReputationRepo for RedisReputationRepo {
-    #[tracing::instrument(name = "palisade.record", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
         event.validate(&self.backend.options.policy).map_err(self.backend.tagged("record"))?;
         let event = ReputationEvent { at: truncate_ms(event.at), ..event };
@@ -223,7 +222,6 @@ impl ReputationRepo for RedisReputationRepo {
         }
     }
 
-    #[tracing::instrument(name = "palisade.score", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn score(&self, subject: &Subject) -> Result<i64> {
         subject.validate().map_err(self.backend.tagged("score"))?;
         let cmd = crate::Cmd::keyed("ZSCORE", self.board_key(subject.kind, Period::AllTime)).arg(&subject.id);
@@ -234,7 +232,6 @@ impl ReputationRepo for RedisReputationRepo {
         self.score(&reply).map_err(|e| e.with_op("score"))
     }
 
-    #[tracing::instrument(name = "palisade.history", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn history(&self, subject: &Subject, range: TimeRange, limit: usize) -> Result<Vec<ReputationEvent>> {
         subject.validate().map_err(self.backend.tagged("history"))?;
         range.validate().map_err(self.backend.tagged("history"))?;
@@ -260,7 +257,6 @@ impl ReputationRepo for RedisReputationRepo {
             .map_err(|e| e.with_op("history"))
     }
 
-    #[tracing::instrument(name = "palisade.leaderboard", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
         period.validate().map_err(self.backend.tagged("leaderboard"))?;
         check_ranked_limit(limit).map_err(self.backend.tagged("leaderboard"))?;
@@ -280,7 +276,6 @@ impl ReputationRepo for RedisReputationRepo {
         self.ranked(kind, offset as u64, higher, page).map_err(|e| e.with_op("leaderboard"))
     }
 
-    #[tracing::instrument(name = "palisade.rank", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
         subject.validate().map_err(self.backend.tagged("rank"))?;
         period.validate().map_err(self.backend.tagged("rank"))?;
@@ -294,7 +289,6 @@ impl ReputationRepo for RedisReputationRepo {
         Ok(Some(Ranked { subject: subject.clone(), score, rank }))
     }
 
-    #[tracing::instrument(name = "palisade.around", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
         subject.validate().map_err(self.backend.tagged("around"))?;
         period.validate().map_err(self.backend.tagged("around"))?;
@@ -316,7 +310,6 @@ impl ReputationRepo for RedisReputationRepo {
         self.ranked(subject.kind, start, higher, page).map_err(|e| e.with_op("around"))
     }
 
-    #[tracing::instrument(name = "palisade.rebuild", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn rebuild(&self, period: Period) -> Result<u64> {
         period.validate().map_err(self.backend.tagged("rebuild"))?;
         let range = period.range().map_err(self.backend.tagged("rebuild"))?;

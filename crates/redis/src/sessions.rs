@@ -80,7 +80,6 @@ impl palisade_core::Store for RedisSessionCache {
 
 #[async_trait]
 impl SessionCache for RedisSessionCache {
-    #[tracing::instrument(name = "palisade.set", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("set"))?;
         self.backend.options.policy.check_session_value(&value).map_err(self.backend.tagged("set"))?;
@@ -99,7 +98,6 @@ impl SessionCache for RedisSessionCache {
         Ok(!reply.is_nil())
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         check_key(key).map_err(self.backend.tagged("get"))?;
         let reply = self.backend.client.call("get", Cmd::keyed("GET", self.key(key))).await?;
@@ -109,14 +107,12 @@ impl SessionCache for RedisSessionCache {
         decode(self.backend.backend(), &reply).map(Some).map_err(|e| e.with_op("get"))
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("delete"))?;
         let reply = self.backend.client.call("delete", Cmd::keyed("DEL", self.key(key))).await?;
         Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("delete"))? > 0)
     }
 
-    #[tracing::instrument(name = "palisade.expire", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         check_key(key).map_err(self.backend.tagged("expire"))?;
         let at = expiry.deadline(now_ms()).map_err(self.backend.tagged("expire"))?;
@@ -125,7 +121,6 @@ impl SessionCache for RedisSessionCache {
         Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op("expire"))? == 1)
     }
 
-    #[tracing::instrument(name = "palisade.ttl", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         check_key(key).map_err(self.backend.tagged("ttl"))?;
         let reply = self.backend.client.call("ttl", Cmd::keyed("PTTL", self.key(key))).await?;
@@ -137,7 +132,6 @@ impl SessionCache for RedisSessionCache {
         })
     }
 
-    #[tracing::instrument(name = "palisade.push", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         check_key(key).map_err(self.backend.tagged("push"))?;
         check_history_len(max_len).map_err(self.backend.tagged("push"))?;
@@ -153,7 +147,6 @@ impl SessionCache for RedisSessionCache {
         usize::try_from(len).map_err(|_| corrupt(self.backend.backend(), "negative list length").with_op("push"))
     }
 
-    #[tracing::instrument(name = "palisade.range", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn range(&self, key: &str, limit: usize) -> Result<Vec<Value>> {
         check_key(key).map_err(self.backend.tagged("range"))?;
         check_history_len(limit).map_err(self.backend.tagged("range"))?;
@@ -163,7 +156,6 @@ impl SessionCache for RedisSessionCache {
         items.iter().map(|r| decode(self.backend.backend(), r).map_err(|e| e.with_op("range"))).collect()
     }
 
-    #[tracing::instrument(name = "palisade.incr", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn incr(&self, key: &str, by: i64, expiry_on_create: Option<Expiry>) -> Result<i64> {
         check_key(key).map_err(self.backend.tagged("incr"))?;
         let at = unix_ms(expiry_on_create).map_err(self.backend.tagged("incr"))?;
@@ -172,7 +164,6 @@ impl SessionCache for RedisSessionCache {
         decimal(&reply, self.backend.backend()).map_err(|e| e.with_op("incr"))
     }
 
-    #[tracing::instrument(name = "palisade.hit", skip_all, fields(backend = self.backend.backend(), namespace = %self.backend.namespace))]
     async fn hit(&self, key: &str, limit: u32, window: TimeDelta) -> Result<Decision> {
         check_key(key).map_err(self.backend.tagged("hit"))?;
         if limit == 0 {

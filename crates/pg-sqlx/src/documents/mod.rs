@@ -734,53 +734,43 @@ impl Store for PgDocumentStore {
 
 #[async_trait]
 impl DocumentStore for PgDocumentStore {
-    #[tracing::instrument(name = "palisade.ensure_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn ensure_collection(&self, spec: CollectionSpec) -> Result<bool> {
         self.ensure(spec).await.map_err(tagged("ensure_collection"))
     }
 
-    #[tracing::instrument(name = "palisade.drop_collection", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn drop_collection(&self, collection: &str) -> Result<bool> {
         self.drop_coll(collection).await.map_err(tagged("drop_collection"))
     }
 
-    #[tracing::instrument(name = "palisade.insert", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn insert(&self, collection: &str, doc: Value) -> Result<Value> {
         let stored = self.insert_docs("insert", collection, vec![doc]).await.map_err(tagged("insert"))?;
         stored.into_iter().next().ok_or_else(|| crate::invalid_state("insert stored nothing").with_op("insert"))
     }
 
-    #[tracing::instrument(name = "palisade.insert_many", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace, docs = docs.len()))]
     async fn insert_many(&self, collection: &str, docs: Vec<Value>) -> Result<Vec<Value>> {
         self.insert_docs("insert_many", collection, docs).await.map_err(tagged("insert_many"))
     }
 
-    #[tracing::instrument(name = "palisade.get", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Value>> {
         self.get_doc(collection, id).await.map_err(tagged("get"))
     }
 
-    #[tracing::instrument(name = "palisade.replace", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn replace(&self, collection: &str, id: &str, doc: Value, expected_version: Option<u64>) -> Result<Value> {
         self.replace_doc(collection, id, doc, expected_version).await.map_err(tagged("replace"))
     }
 
-    #[tracing::instrument(name = "palisade.update", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn update(&self, collection: &str, filter: Filter, ops: UpdateOps) -> Result<UpdateResult> {
         self.update_docs(collection, &filter, &ops).await.map_err(tagged("update"))
     }
 
-    #[tracing::instrument(name = "palisade.delete", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn delete(&self, collection: &str, filter: Filter) -> Result<u64> {
         self.delete_docs(collection, &filter).await.map_err(tagged("delete"))
     }
 
-    #[tracing::instrument(name = "palisade.find", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn find(&self, collection: &str, options: FindOptions) -> Result<Vec<Value>> {
         self.find_docs(collection, &options).await.map_err(tagged("find"))
     }
 
-    #[tracing::instrument(name = "palisade.count", skip_all, fields(backend = crate::BACKEND, namespace = %self.backend.namespace))]
     async fn count(&self, collection: &str, filter: Filter) -> Result<u64> {
         self.count_docs(collection, &filter).await.map_err(tagged("count"))
     }
