@@ -21,8 +21,16 @@ export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"
 
+# Conformance harnesses recycle emptied Postgres namespaces (`conf_…`); the
+# last ones of each test binary stay behind, so drop them all afterwards.
+drop_test_schemas() {
+  psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%'" \
+    | psql "$PALISADE_TEST_POSTGRES_URL" -q >/dev/null || true
+}
+
 status=0
 cargo test --workspace --all-features --all-targets --locked || status=$?
+drop_test_schemas
 cargo test --workspace --all-features --doc --locked || status=$?
 cargo fmt --all -- --check || status=$?
 cargo clippy --workspace --all-features --all-targets --locked --quiet -- -D warnings || status=$?

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use palisade_core::{DocumentStore, Error, ErrorKind, EventStore, Namespace, ReputationRepo, Result, SessionCache};
+use palisade_core::{
+    DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result, SessionCache,
+};
 
 use crate::config::{Config, StoreKind, StoreUrl};
 
@@ -40,25 +42,49 @@ pub const BACKENDS: &[BackendInfo] = &[
     BackendInfo { id: "mongo", schemes: &["mongodb", "mongodb+srv"], feature: "mongo", offers: ALL },
 ];
 
-/// Opens the stores of one compiled-in backend.
+/// One connected backend: a server and a namespace, shared by every store
+/// opened on it (one pool, one migration run).
 #[async_trait]
-pub trait Connector: Send + Sync {
-    /// An event store at `url` in `config.namespace`.
-    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>>;
-    /// A session cache.
-    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>>;
-    /// A document store.
-    async fn documents(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>>;
-    /// A reputation repo.
-    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>>;
-    /// Deletes everything stored under `ns` at `url` (throwaway namespaces of
-    /// `palisade check` and the test suite).
-    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()>;
-    /// Checks that the server at `url` answers (without touching any namespace).
-    async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()>;
+pub trait Backend: Send + Sync {
+    /// The event store of this namespace.
+    fn events(&self) -> Result<Arc<dyn EventStore>>;
+    /// The session cache.
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>>;
+    /// The document store (`Unsupported` where the backend has none).
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>>;
+    /// The reputation repo.
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>>;
+    /// Deletes everything stored in the namespace.
+    async fn drop_namespace(&self) -> Result<()>;
+    /// Deletes every row but keeps the schema, when that is cheaper than
+    /// dropping the namespace and creating a new one; `Ok(false)` when the
+    /// backend has no such shortcut (the default).
+    async fn empty_namespace(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
-/// The memory backend's connector. Every call opens a fresh, empty store.
+/// Opens backends of one kind.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Connects to the server at `url`, confined to `ns`, its stores held to
+    /// `policy` (migrating first where the backend has a schema).
+    async fn connect(
+        &self,
+        url: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        policy: InputPolicy,
+    ) -> Result<Arc<dyn Backend>>;
+    /// Checks that the server at `url` answers (without touching any namespace).
+    async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()>;
+    /// Drops `ns` at `url` without migrating it first (throwaway namespaces).
+    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
+        self.connect(url, config, ns, InputPolicy::default()).await?.drop_namespace().await
+    }
+}
+
+/// The memory backend's connector. Every call opens fresh, empty stores.
 pub struct MemoryConnector;
 
 /// The memory backend's settings for store `kind` (also used for the
@@ -72,34 +98,48 @@ pub fn memory_config(config: &Config, kind: StoreKind) -> palisade_memory::Memor
 }
 
 #[async_trait]
-impl Connector for MemoryConnector {
-    async fn events(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        let m = memory_config(config, StoreKind::Events);
-        Ok(Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), &m)))
+impl Backend for palisade_memory::MemoryStores {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(self.events.clone())
     }
-    async fn sessions(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        let m = memory_config(config, StoreKind::Sessions);
-        Ok(Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), &m)))
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(self.sessions.clone())
     }
-    async fn documents(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        let m = memory_config(config, StoreKind::Documents);
-        Ok(Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), &m)))
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Ok(self.documents.clone())
     }
-    async fn reputation(&self, _: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        let policy = config.store(StoreKind::Reputation).limits;
-        Ok(Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), policy)))
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(self.reputation.clone())
     }
     /// Memory stores vanish with their last handle; nothing to drop.
-    async fn drop_namespace(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<()> {
+    async fn drop_namespace(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    async fn connect(
+        &self,
+        _: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        policy: InputPolicy,
+    ) -> Result<Arc<dyn Backend>> {
+        let m = palisade_memory::MemoryConfig {
+            session_capacity: config.memory_session_capacity,
+            policy,
+            ..Default::default()
+        };
+        Ok(Arc::new(palisade_memory::MemoryStores::new(ns.clone(), &m)))
     }
     async fn ping(&self, _: &StoreUrl, _: &Config) -> Result<()> {
         Ok(())
     }
 }
 
-/// Postgres via sqlx. Each store opens its own pool (`pool_size` connections)
-/// in the configured namespace and applies pending migrations first.
+/// Postgres via sqlx: one pool (`pool_size` connections) per namespace,
+/// migrated on connect.
 #[cfg(feature = "pg-sqlx")]
 pub struct PgSqlxConnector;
 
@@ -114,48 +154,60 @@ impl PgSqlxConnector {
         pg.tls = config.tls;
         pg
     }
+}
 
-    async fn backend(
-        url: &StoreUrl,
-        config: &Config,
-        ns: &Namespace,
-        kind: StoreKind,
-    ) -> Result<palisade_pg_sqlx::PgBackend> {
-        let mut pg = Self::pg_config(url, config, ns);
-        pg.policy = config.store(kind).limits;
-        palisade_pg_sqlx::PgBackend::connect(&pg).await
+#[cfg(feature = "pg-sqlx")]
+#[async_trait]
+impl Backend for palisade_pg_sqlx::PgBackend {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(palisade_pg_sqlx::PgBackend::events(self)))
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(palisade_pg_sqlx::PgBackend::sessions(self)))
+    }
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(palisade_pg_sqlx::PgBackend::documents(self)))
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(palisade_pg_sqlx::PgBackend::reputation(self)))
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        palisade_pg_sqlx::PgBackend::drop_namespace(self).await
+    }
+    /// A migrated namespace emptied in one statement costs a fraction of
+    /// dropping it and applying every migration to a new one.
+    async fn empty_namespace(&self) -> Result<bool> {
+        palisade_pg_sqlx::PgBackend::empty_namespace(self).await.map(|()| true)
     }
 }
 
 #[cfg(feature = "pg-sqlx")]
 #[async_trait]
 impl Connector for PgSqlxConnector {
-    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Events).await?.events()))
-    }
-    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Sessions).await?.sessions()))
-    }
-    async fn documents(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Documents).await?.documents()))
-    }
-    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Ok(Arc::new(Self::backend(url, config, ns, StoreKind::Reputation).await?.reputation()))
-    }
-    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
-        let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&Self::pg_config(url, config, ns)).await?;
-        backend.drop_namespace().await
+    async fn connect(
+        &self,
+        url: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        policy: InputPolicy,
+    ) -> Result<Arc<dyn Backend>> {
+        let mut pg = Self::pg_config(url, config, ns);
+        pg.policy = policy;
+        Ok(Arc::new(palisade_pg_sqlx::PgBackend::connect(&pg).await?))
     }
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
         let pg = Self::pg_config(url, config, &config.namespace);
         palisade_pg_sqlx::PgBackend::connect_without_migrating(&pg).await?.ping().await
     }
+    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
+        let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&Self::pg_config(url, config, ns)).await?;
+        backend.drop_namespace().await
+    }
 }
 
-/// Redis via redis-rs (`redis://`) or fred (`redis+fred://`). Each store opens
-/// its own connection (redis-rs) or pool of `pool_size` (fred) in the
-/// configured namespace; `?cluster=true` on the URL connects to a cluster.
-/// Redis offers no document store (see [`BACKENDS`]).
+/// Redis via redis-rs (`redis://`) or fred (`redis+fred://`): one connection
+/// (redis-rs) or pool of `pool_size` (fred) per namespace; `?cluster=true` on
+/// the URL connects to a cluster. Redis offers no document store (see [`BACKENDS`]).
 #[cfg(any(feature = "redis-rs", feature = "fred"))]
 pub struct RedisConnector(pub palisade_redis::ClientKind);
 
@@ -171,40 +223,45 @@ impl RedisConnector {
         redis.tls = config.tls;
         redis
     }
+}
 
-    async fn backend(
-        &self,
-        url: &StoreUrl,
-        config: &Config,
-        ns: &Namespace,
-        kind: StoreKind,
-    ) -> Result<palisade_redis::RedisBackend> {
-        let mut redis = self.redis_config(url, config, ns);
-        redis.policy = config.store(kind).limits;
-        palisade_redis::RedisBackend::connect(&redis).await
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+#[async_trait]
+impl Backend for palisade_redis::RedisBackend {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(palisade_redis::RedisBackend::events(self)))
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(palisade_redis::RedisBackend::sessions(self)))
+    }
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Err(Error::unsupported("redis offers no document store", &["memory", "pg_sqlx", "pg_diesel", "mongo"]))
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(palisade_redis::RedisBackend::reputation(self)))
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        palisade_redis::RedisBackend::drop_namespace(self).await
     }
 }
 
 #[cfg(any(feature = "redis-rs", feature = "fred"))]
 #[async_trait]
 impl Connector for RedisConnector {
-    async fn events(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Events).await?.events()))
-    }
-    async fn sessions(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
-        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Sessions).await?.sessions()))
-    }
-    async fn documents(&self, _: &StoreUrl, _: &Config, _: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Err(Error::unsupported("redis offers no document store", &["memory", "pg_sqlx", "pg_diesel", "mongo"]))
-    }
-    async fn reputation(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Ok(Arc::new(self.backend(url, config, ns, StoreKind::Reputation).await?.reputation()))
-    }
-    async fn drop_namespace(&self, url: &StoreUrl, config: &Config, ns: &Namespace) -> Result<()> {
-        self.backend(url, config, ns, StoreKind::Events).await?.drop_namespace().await
+    async fn connect(
+        &self,
+        url: &StoreUrl,
+        config: &Config,
+        ns: &Namespace,
+        policy: InputPolicy,
+    ) -> Result<Arc<dyn Backend>> {
+        let mut redis = self.redis_config(url, config, ns);
+        redis.policy = policy;
+        Ok(Arc::new(palisade_redis::RedisBackend::connect(&redis).await?))
     }
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
-        self.backend(url, config, &config.namespace, StoreKind::Events).await?.ping().await
+        let redis = self.redis_config(url, config, &config.namespace);
+        palisade_redis::RedisBackend::connect(&redis).await?.ping().await
     }
 }
 

@@ -3,16 +3,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use palisade_core::degradable::Replay;
 use palisade_core::{
-    Degradable, DegradeConfig, DocumentStore, EventStore, Health, Namespace, ReputationRepo, Result, SessionCache,
-    Store, Traced,
+    Degradable, DegradeConfig, DocumentStore, EventStore, Health, InputPolicy, Namespace, ReputationRepo, Result,
+    SessionCache, Store, Traced,
 };
 use serde::Serialize;
 
-use crate::config::{Config, Fallback, StoreKind, StoreUrl};
-use crate::registry::{memory_config, resolve, Connector};
+use crate::config::{Config, Fallback, StoreKind};
+use crate::registry::{memory_config, resolve, Backend};
 
 /// How one store is doing, as `palisade health` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -144,7 +143,9 @@ impl Stores {
 
     /// Opens the four stores `config` names, each in `config.namespace`,
     /// wrapped in `Degradable` where a fallback is configured, and in the
-    /// [`Traced`] layer (a span per operation).
+    /// [`Traced`] layer (a span per operation). Stores on the same server
+    /// URL (with the same limits) share one backend: one pool, one
+    /// migration run.
     ///
     /// # Errors
     /// Connecting is eager, also with a fallback: an unreachable server, a bad
@@ -156,10 +157,11 @@ impl Stores {
 
     /// Like [`connect`](Self::connect), in namespace `ns` instead.
     pub async fn connect_in(config: &Config, ns: &Namespace) -> Result<Self> {
-        let (events, p1) = open_events(config, ns).await?;
-        let (sessions, p2) = open_sessions(config, ns).await?;
-        let (documents, p3) = open_documents(config, ns).await?;
-        let (reputation, p4) = open_reputation(config, ns).await?;
+        let mut opened = Opened::default();
+        let (events, p1) = open_events(config, ns, &mut opened).await?;
+        let (sessions, p2) = open_sessions(config, ns, &mut opened).await?;
+        let (documents, p3) = open_documents(config, ns, &mut opened).await?;
+        let (reputation, p4) = open_reputation(config, ns, &mut opened).await?;
         Ok(Stores { events, sessions, documents, reputation, probes: vec![p1, p2, p3, p4] })
     }
 
@@ -173,24 +175,60 @@ impl Stores {
     }
 }
 
-/// Opens one store of `kind`: resolves the URL, connects, and wraps it in
-/// `Degradable` with a memory secondary when the store's fallback is memory.
-async fn open<T>(
+/// The backends one `connect` opened, by server URL and limits, so stores on
+/// the same server share one.
+#[derive(Default)]
+struct Opened {
+    backends: Vec<((String, InputPolicy), Arc<dyn Backend>)>,
+}
+
+impl Opened {
+    /// The backend for store `kind`: one already opened for its URL and
+    /// limits, or a new connection.
+    async fn backend(
+        &mut self,
+        kind: StoreKind,
+        config: &Config,
+        ns: &Namespace,
+    ) -> Result<(&'static crate::registry::BackendInfo, Arc<dyn Backend>)> {
+        let store = config.store(kind);
+        let (info, connector) = resolve(&store.url, kind).map_err(|e| e.with_op("connect"))?;
+        let key = (store.url.expose().to_owned(), store.limits);
+        if let Some((_, b)) = self.backends.iter().find(|(k, _)| *k == key) {
+            return Ok((info, Arc::clone(b)));
+        }
+        let backend = connector.connect(&store.url, config, ns, store.limits).await?;
+        self.backends.push((key, Arc::clone(&backend)));
+        Ok((info, backend))
+    }
+}
+
+/// What health probes see of a store: its `Store` side and, for session
+/// caches, the cache (for its evictions).
+type Probed = (Arc<dyn Store>, Option<Arc<dyn SessionCache>>);
+
+/// How one kind of store is taken from a backend, made in memory for the
+/// fallback, layered, and seen by health probes.
+struct Kind<T: ?Sized + Replay> {
     kind: StoreKind,
-    config: &Config,
-    ns: &Namespace,
-    connect: impl for<'a> Fn(&'a dyn Connector, &'a StoreUrl, &'a Config, &'a Namespace) -> BoxFuture<'a, Result<Arc<T>>>,
-    memory: impl Fn(&Namespace, &palisade_memory::MemoryConfig) -> Arc<T>,
-    wrap: impl Fn(Arc<Degradable<T>>) -> Arc<T>,
-    trace: impl Fn(Arc<T>, &Namespace) -> Arc<T>,
-    upcast: impl Fn(Arc<T>) -> (Arc<dyn Store>, Option<Arc<dyn SessionCache>>),
-) -> Result<(Arc<T>, Probe)>
+    pick: fn(&dyn Backend) -> Result<Arc<T>>,
+    memory: fn(&Namespace, &palisade_memory::MemoryConfig) -> Arc<T>,
+    wrap: fn(Arc<Degradable<T>>) -> Arc<T>,
+    trace: fn(Arc<T>, &Namespace) -> Arc<T>,
+    upcast: fn(Arc<T>) -> Probed,
+}
+
+/// Opens one store: takes it from the (shared) backend of its URL, wraps it
+/// in `Degradable` with a memory secondary when its fallback is memory, then
+/// in `Traced`.
+async fn open<T>(k: Kind<T>, config: &Config, ns: &Namespace, opened: &mut Opened) -> Result<(Arc<T>, Probe)>
 where
     T: ?Sized + Replay + 'static,
 {
+    let Kind { kind, pick, memory, wrap, trace, upcast } = k;
     let store = config.store(kind);
-    let (info, connector) = resolve(&store.url, kind).map_err(|e| e.with_op("connect"))?;
-    let primary = connect(connector, &store.url, config, ns).await?;
+    let (info, backend) = opened.backend(kind, config, ns).await?;
+    let primary = pick(backend.as_ref())?;
     let (handle, degradable) = match store.fallback {
         Fallback::None => (primary, None),
         Fallback::Memory => {
@@ -207,60 +245,60 @@ where
     Ok((handle, probe))
 }
 
-async fn open_events(config: &Config, ns: &Namespace) -> Result<(Arc<dyn EventStore>, Probe)> {
-    open(
-        StoreKind::Events,
-        config,
-        ns,
-        |c, u, cfg, ns| c.events(u, cfg, ns),
-        |ns, m| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), m)),
-        |d| d,
-        |s, ns| Arc::new(Traced::new(s, ns.clone())),
-        |s| (s, None),
-    )
-    .await
+async fn open_events(config: &Config, ns: &Namespace, opened: &mut Opened) -> Result<(Arc<dyn EventStore>, Probe)> {
+    let k = Kind {
+        kind: StoreKind::Events,
+        pick: |b| b.events(),
+        memory: |ns, m| Arc::new(palisade_memory::MemoryEventStore::new(ns.clone(), m)),
+        wrap: |d| d,
+        trace: |s, ns| Arc::new(Traced::new(s, ns.clone())),
+        upcast: |s| (s, None),
+    };
+    open(k, config, ns, opened).await
 }
 
-async fn open_sessions(config: &Config, ns: &Namespace) -> Result<(Arc<dyn SessionCache>, Probe)> {
-    open(
-        StoreKind::Sessions,
-        config,
-        ns,
-        |c, u, cfg, ns| c.sessions(u, cfg, ns),
-        |ns, m| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), m)),
-        |d| d,
-        |s, ns| Arc::new(Traced::new(s, ns.clone())),
-        |s| (s.clone(), Some(s)),
-    )
-    .await
+async fn open_sessions(config: &Config, ns: &Namespace, opened: &mut Opened) -> Result<(Arc<dyn SessionCache>, Probe)> {
+    let k = Kind {
+        kind: StoreKind::Sessions,
+        pick: |b| b.sessions(),
+        memory: |ns, m| Arc::new(palisade_memory::MemorySessionCache::new(ns.clone(), m)),
+        wrap: |d| d,
+        trace: |s, ns| Arc::new(Traced::new(s, ns.clone())),
+        upcast: |s| (s.clone(), Some(s)),
+    };
+    open(k, config, ns, opened).await
 }
 
-async fn open_documents(config: &Config, ns: &Namespace) -> Result<(Arc<dyn DocumentStore>, Probe)> {
-    open(
-        StoreKind::Documents,
-        config,
-        ns,
-        |c, u, cfg, ns| c.documents(u, cfg, ns),
-        |ns, m| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), m)),
-        |d| d,
-        |s, ns| Arc::new(Traced::new(s, ns.clone())),
-        |s| (s, None),
-    )
-    .await
+async fn open_documents(
+    config: &Config,
+    ns: &Namespace,
+    opened: &mut Opened,
+) -> Result<(Arc<dyn DocumentStore>, Probe)> {
+    let k = Kind {
+        kind: StoreKind::Documents,
+        pick: |b| b.documents(),
+        memory: |ns, m| Arc::new(palisade_memory::MemoryDocumentStore::new(ns.clone(), m)),
+        wrap: |d| d,
+        trace: |s, ns| Arc::new(Traced::new(s, ns.clone())),
+        upcast: |s| (s, None),
+    };
+    open(k, config, ns, opened).await
 }
 
-async fn open_reputation(config: &Config, ns: &Namespace) -> Result<(Arc<dyn ReputationRepo>, Probe)> {
-    open(
-        StoreKind::Reputation,
-        config,
-        ns,
-        |c, u, cfg, ns| c.reputation(u, cfg, ns),
-        |ns, m| Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), m.policy)),
-        |d| d,
-        |s, ns| Arc::new(Traced::new(s, ns.clone())),
-        |s| (s, None),
-    )
-    .await
+async fn open_reputation(
+    config: &Config,
+    ns: &Namespace,
+    opened: &mut Opened,
+) -> Result<(Arc<dyn ReputationRepo>, Probe)> {
+    let k = Kind {
+        kind: StoreKind::Reputation,
+        pick: |b| b.reputation(),
+        memory: |ns, m| Arc::new(palisade_memory::MemoryReputationRepo::with_policy(ns.clone(), m.policy)),
+        wrap: |d| d,
+        trace: |s, ns| Arc::new(Traced::new(s, ns.clone())),
+        upcast: |s| (s, None),
+    };
+    open(k, config, ns, opened).await
 }
 
 /// Opens each configured store on its own and reports its state; a store that
@@ -268,12 +306,13 @@ async fn open_reputation(config: &Config, ns: &Namespace) -> Result<(Arc<dyn Rep
 pub async fn probe(config: &Config) -> Vec<StoreStatus> {
     let ns = &config.namespace;
     let mut out = Vec::with_capacity(4);
+    let mut backends = Opened::default();
     for kind in StoreKind::ALL {
         let opened = match kind {
-            StoreKind::Events => open_events(config, ns).await.map(|(_, p)| p),
-            StoreKind::Sessions => open_sessions(config, ns).await.map(|(_, p)| p),
-            StoreKind::Documents => open_documents(config, ns).await.map(|(_, p)| p),
-            StoreKind::Reputation => open_reputation(config, ns).await.map(|(_, p)| p),
+            StoreKind::Events => open_events(config, ns, &mut backends).await.map(|(_, p)| p),
+            StoreKind::Sessions => open_sessions(config, ns, &mut backends).await.map(|(_, p)| p),
+            StoreKind::Documents => open_documents(config, ns, &mut backends).await.map(|(_, p)| p),
+            StoreKind::Reputation => open_reputation(config, ns, &mut backends).await.map(|(_, p)| p),
         };
         out.push(match opened {
             Ok(p) => p.status().await,

@@ -58,6 +58,21 @@ pub use palisade_core as __core;
 
 use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, SessionCache};
 
+/// The multi-threaded Tokio runtime every test of [`conformance_tests!`]
+/// runs on. One for the whole process, so connection pools a harness keeps
+/// (see `palisade::harness::ConfigHarness`) stay usable from case to case.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("conformance")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("the conformance runtime cannot start: {e}"))
+    })
+}
+
 /// How long one case may run before it fails.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -76,6 +91,16 @@ pub trait Harness: Send + Sync + 'static {
     async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>>;
     /// Deletes everything stored under `ns`.
     async fn drop_namespace(&self, ns: &Namespace) -> Result<()>;
+    /// A fresh, empty namespace for the next case: a new random one unless
+    /// the harness recycles namespaces it emptied (see [`release`](Self::release)).
+    async fn namespace(&self) -> Result<Namespace> {
+        Namespace::random("conf")
+    }
+    /// Gives back the namespace of a finished case: dropped unless the
+    /// harness can empty it for reuse more cheaply than creating a new one.
+    async fn release(&self, ns: &Namespace) -> Result<()> {
+        self.drop_namespace(ns).await
+    }
 }
 
 /// How a case opens its store from a harness in a namespace.
@@ -218,18 +243,21 @@ pub enum Outcome {
 }
 
 /// Runs one case on `h`: opens the store in a fresh namespace (a second one for
-/// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and drops
-/// the namespaces afterwards, whatever happened.
+/// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and
+/// releases the namespaces afterwards, whatever happened.
 pub async fn execute<S>(h: &dyn Harness, open: Opener<S>, body: CaseBody<S>) -> std::result::Result<Outcome, Failure>
 where
     S: ?Sized + Send + Sync + 'static,
 {
-    let fresh = |tag: &str| Namespace::random(tag).map_err(Failure::Open);
-    let (ns_a, ns_b) = (fresh("conf")?, fresh("conf")?);
     let pair = matches!(body, CaseBody::Pair(_));
+    let ns_a = h.namespace().await.map_err(Failure::Open)?;
+    let ns_b = if pair { Some(h.namespace().await.map_err(Failure::Open)?) } else { None };
     let opened = async {
         let a = open(h, &ns_a).await?;
-        let b = if pair { Some(open(h, &ns_b).await?) } else { None };
+        let b = match &ns_b {
+            Some(ns) => Some(open(h, ns).await?),
+            None => None,
+        };
         Ok::<_, palisade_core::Error>((a, b))
     }
     .await;
@@ -259,17 +287,17 @@ where
             }
         }
     };
-    for ns in [&ns_a, &ns_b] {
-        if let Err(e) = h.drop_namespace(ns).await {
-            eprintln!("warning: dropping namespace {ns} failed: {e}");
+    for ns in std::iter::once(&ns_a).chain(ns_b.as_ref()) {
+        if let Err(e) = h.release(ns).await {
+            eprintln!("warning: releasing namespace {ns} failed: {e}");
         }
     }
     outcome
 }
 
 /// Runs one case as a test (what [`conformance_tests!`](crate::conformance_tests)
-/// expands to): a missing harness is a logged skip; a failure is re-raised as
-/// the case's own panic so the test output shows the failed assertion.
+/// expands to): a missing harness is a logged skip; a failure panics with the
+/// case's own message so the test output shows the failed assertion.
 pub async fn run<S, H>(
     backend: &'static str,
     trait_id: &'static str,
@@ -293,10 +321,9 @@ pub async fn run<S, H>(
         }
         Err(failure) => {
             log("fail", backend, trait_id, case);
-            match failure {
-                Failure::Panic(payload) => std::panic::resume_unwind(payload),
-                other => panic!("{backend}: {}", other.message()),
-            }
+            // Re-raised on the test's own thread, so the test output shows
+            // the failed assertion (the case ran on a runtime worker).
+            panic!("{backend}::{trait_id}::{case}: {}", failure.message())
         }
     }
 }

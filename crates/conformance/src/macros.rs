@@ -4,7 +4,8 @@
 //! function is a compile error.
 
 /// Expands the conformance cases of the listed traits into tests
-/// `<backend>::<trait>::<case>`.
+/// `<backend>::<trait>::<case>`, each running on the suite's shared
+/// [`runtime`](crate::runtime) (so connections a harness keeps outlive a case).
 ///
 /// `$harness` is an expression of type
 /// `impl Future<Output = Option<Arc<dyn Harness>>>`, evaluated once per test
@@ -268,23 +269,23 @@ macro_rules! __conformance_cases {
         mod $trait_id {
             use super::*;
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    $crate::run(
+                #[test]
+                fn $case() {
+                    $crate::runtime().block_on($crate::run(
                         stringify!($backend), stringify!($trait_id), stringify!($case),
                         $harness, $crate::$open,
                         $crate::CaseBody::<$trait_ty>::Single(|s| Box::pin($crate::$trait_id::$case(s))),
-                    ).await;
+                    ));
                 }
             )*
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $pcase() {
-                    $crate::run(
+                #[test]
+                fn $pcase() {
+                    $crate::runtime().block_on($crate::run(
                         stringify!($backend), stringify!($trait_id), stringify!($pcase),
                         $harness, $crate::$open,
                         $crate::CaseBody::<$trait_ty>::Pair(|a, b| Box::pin($crate::$trait_id::$pcase(a, b))),
-                    ).await;
+                    ));
                 }
             )*
         }

@@ -581,7 +581,7 @@ pub type EventSubscription = BoxStream<'static, Result<SubscriptionItem>>;
 ///
 /// # Contract
 /// - **Atomic batches.** All events of one [`append`](Self::append) are stored or
-///   none are (where [`Capabilities::atomic_batch`] is set).
+///   none are (where [`Capabilities::atomic_batch`](crate::Capabilities::atomic_batch) is set).
 /// - **Idempotent by id.** An id already stored is reported as a duplicate with its
 ///   original position and version, and not stored again — also when only part of
 ///   a batch was stored before. If *every* event of a batch is a duplicate, the
@@ -593,7 +593,7 @@ pub type EventSubscription = BoxStream<'static, Result<SubscriptionItem>>;
 ///   batch order.
 /// - **Gap-safe order.** A reader that has seen position `p` never later sees a
 ///   new event at a position below `p`. Positions need not be consecutive unless
-///   [`Capabilities::gap_free_order`] is set.
+///   [`Capabilities::gap_free_order`](crate::Capabilities::gap_free_order) is set.
 /// - **Time** is stored at millisecond precision. `purge(before)` deletes events
 ///   whose `occurred_at < before`; a purged id may be appended again.
 ///
@@ -610,13 +610,13 @@ pub trait EventStore: Store {
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>>;
     /// A live tail from `after` over events matching `filter`: catch-up, then
     /// [`SubscriptionItem::CaughtUp`], then live events. `Unsupported` without
-    /// [`Capabilities::live_tail`].
+    /// [`Capabilities::live_tail`](crate::Capabilities::live_tail).
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription>;
     /// One page of events matching `filter`, keyset-paginated by position.
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>>;
     /// Counts of matching events grouped by `group`, the `top` largest first
     /// (ties by key ascending). Events lacking the grouped field are not counted.
-    /// `Unsupported` without [`Capabilities::analytics`].
+    /// `Unsupported` without [`Capabilities::analytics`](crate::Capabilities::analytics).
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>>;
     /// Deletes events with `occurred_at < before`; returns how many went.
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64>;

@@ -54,8 +54,8 @@ impl EventStore for Degradable<dyn EventStore> {
         } else {
             WritePolicy::Idempotent
         };
-        let op = EventOp::Append(batch.clone());
-        self.write("append", policy, |s| s.append(batch.clone()), |_| Some(op)).await
+        // The batch is copied for the buffer only when it is buffered.
+        self.write("append", policy, |s| s.append(batch.clone()), |_| Some(EventOp::Append(batch.clone()))).await
     }
 
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {

@@ -31,12 +31,11 @@ impl<'a> Replay for dyn ReputationRepo + 'a {
 #[async_trait]
 impl ReputationRepo for Degradable<dyn ReputationRepo> {
     async fn record(&self, event: ReputationEvent) -> Result<Recorded> {
-        let op = event.clone();
         self.write(
             "record",
             WritePolicy::Idempotent,
             |s| s.record(event.clone()),
-            |r: &Recorded| (!r.duplicate).then_some(op),
+            |r: &Recorded| (!r.duplicate).then(|| event.clone()),
         )
         .await
     }

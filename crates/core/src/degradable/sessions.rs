@@ -70,8 +70,9 @@ impl<'a> Replay for dyn SessionCache + 'a {
 }
 
 impl Degradable<dyn SessionCache> {
-    fn keep(&self, op: SessionOp) -> Option<SessionOp> {
-        self.config.replay_sessions.then_some(op)
+    /// The op to buffer, built only when sessions are replayed at all.
+    fn keep(&self, op: impl FnOnce() -> SessionOp) -> Option<SessionOp> {
+        self.config.replay_sessions.then(op)
     }
 }
 
@@ -84,7 +85,7 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let expires_at = deadline(expiry).map_err(|e| e.with_op("set"))?;
-        let op = SessionOp::Set { key: key.to_owned(), value: value.clone(), expires_at, mode };
+        let op = || SessionOp::Set { key: key.to_owned(), value: value.clone(), expires_at, mode };
         self.write(
             "set",
             WritePolicy::Idempotent,
@@ -100,13 +101,13 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let op = SessionOp::Delete { key: key.to_owned() };
-        self.write("delete", WritePolicy::Idempotent, |s| s.delete(key), |_| self.keep(op)).await
+        self.write("delete", WritePolicy::Idempotent, |s| s.delete(key), |_| self.keep(|| op)).await
     }
 
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let expires_at = expiry.deadline(now_ms()).map_err(|e| e.with_op("expire"))?;
         let op = SessionOp::Expire { key: key.to_owned(), expires_at };
-        self.write("expire", WritePolicy::Idempotent, |s| s.expire(key, Expiry::At(expires_at)), |_| self.keep(op))
+        self.write("expire", WritePolicy::Idempotent, |s| s.expire(key, Expiry::At(expires_at)), |_| self.keep(|| op))
             .await
     }
 
@@ -116,7 +117,7 @@ impl SessionCache for Degradable<dyn SessionCache> {
 
     async fn push(&self, key: &str, entry: Value, max_len: usize, expiry: Option<Expiry>) -> Result<usize> {
         let expires_at = deadline(expiry).map_err(|e| e.with_op("push"))?;
-        let op = SessionOp::Push { key: key.to_owned(), entry: entry.clone(), max_len, expires_at };
+        let op = || SessionOp::Push { key: key.to_owned(), entry: entry.clone(), max_len, expires_at };
         self.write(
             "push",
             WritePolicy::NotIdempotent,
@@ -137,7 +138,7 @@ impl SessionCache for Degradable<dyn SessionCache> {
             "incr",
             WritePolicy::NotIdempotent,
             |s| s.incr(key, by, expires_at.map(Expiry::At)),
-            |_| self.keep(op),
+            |_| self.keep(|| op),
         )
         .await
     }
