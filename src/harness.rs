@@ -2,17 +2,17 @@
 //! the facade exactly as a service does, from a [`Config`]. The test suite's
 //! per-backend runners (`tests/<backend>.rs`) and `palisade check` use it.
 //!
-//! Namespaces are cheap here: where a backend can empty a namespace (Postgres:
-//! one statement), a finished case's namespace is emptied and handed to the
-//! next case together with its connected backend — warm pool, migrations
-//! already applied — instead of dropping the schema and migrating a new one.
+//! With [`ConfigHarness::recycling`] (test suites), namespaces are cheap:
+//! where a backend can empty a namespace (Postgres: one statement), a
+//! finished case's namespace is emptied and handed to the next case together
+//! with its connected backend — warm pool, migrations already applied —
+//! instead of dropping the schema and migrating a new one.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use palisade_conformance::Harness;
-use palisade_core::{DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache, Traced};
+use palisade_core::{DocumentStore, EventStore, InputPolicy, Namespace, ReputationRepo, Result, SessionCache, Traced};
 
 use crate::config::{Config, Fallback, StoreKind, StoreUrl};
 use crate::registry::{resolve, Backend};
@@ -22,7 +22,8 @@ use crate::registry::{resolve, Backend};
 /// case, and cases run in parallel.
 #[derive(Default)]
 struct Shared {
-    open: HashMap<String, Arc<dyn Backend>>,
+    /// By namespace and the limits the backend was opened with.
+    open: Vec<((String, InputPolicy), Arc<dyn Backend>)>,
     recycled: Vec<(String, Namespace)>,
 }
 
@@ -40,6 +41,7 @@ fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
 /// a service gets them (fallbacks off: the suite checks the backend itself).
 pub struct ConfigHarness {
     config: Config,
+    recycle: bool,
 }
 
 impl ConfigHarness {
@@ -48,7 +50,17 @@ impl ConfigHarness {
         for kind in StoreKind::ALL {
             config.store_mut_for_check(kind).fallback = Fallback::None;
         }
-        ConfigHarness { config }
+        ConfigHarness { config, recycle: false }
+    }
+
+    /// Recycles namespaces (see the module docs): each case's namespace is
+    /// emptied and reused instead of dropped, where the backend can. For test
+    /// suites; the last namespaces of the process stay behind, so only use it
+    /// against a database whose `conf_…` schemas a script drops afterwards
+    /// (`scripts/test.sh` does). `palisade check` does not recycle.
+    pub fn recycling(mut self) -> Self {
+        self.recycle = true;
+        self
     }
 
     /// The configuration the stores are opened from.
@@ -65,11 +77,11 @@ impl ConfigHarness {
         Ok(())
     }
 
-    /// The one URL all four stores use, if they share one (only then are
-    /// namespaces and their backends recycled).
+    /// The one URL all four stores use, when recycling and they share one
+    /// (only then are namespaces and their backends recycled).
     fn single_url(&self) -> Option<&StoreUrl> {
         let url = &self.config.events.url;
-        StoreKind::ALL.iter().all(|k| &self.config.store(*k).url == url).then_some(url)
+        (self.recycle && StoreKind::ALL.iter().all(|k| &self.config.store(*k).url == url)).then_some(url)
     }
 
     /// The backend of store `kind` in `ns`: the one already connected there
@@ -78,15 +90,16 @@ impl ConfigHarness {
     async fn backend(&self, kind: StoreKind, ns: &Namespace) -> Result<Arc<dyn Backend>> {
         let store = self.config.store(kind);
         let shareable = self.single_url().is_some();
+        let key = (ns.as_str().to_owned(), store.limits);
         if shareable {
-            if let Some(b) = with_shared(|s| s.open.get(ns.as_str()).cloned()) {
+            if let Some(b) = with_shared(|s| s.open.iter().find(|(k, _)| *k == key).map(|(_, b)| Arc::clone(b))) {
                 return Ok(b);
             }
         }
         let connector = resolve(&store.url, kind)?.1;
         let backend = connector.connect(&store.url, &self.config, ns, store.limits).await?;
         if shareable {
-            with_shared(|s| s.open.insert(ns.as_str().to_owned(), Arc::clone(&backend)));
+            with_shared(|s| s.open.push((key, Arc::clone(&backend))));
         }
         Ok(backend)
     }
@@ -133,15 +146,20 @@ impl Harness for ConfigHarness {
 
     /// Empties the namespace for the next case where the backend can do so
     /// cheaply, keeping its connected backend; drops it otherwise.
-    async fn release(&self, ns: &Namespace) -> Result<()> {
-        let open = with_shared(|s| s.open.get(ns.as_str()).cloned());
-        if let (Some(url), Some(backend)) = (self.single_url(), open) {
-            if let Ok(true) = backend.empty_namespace().await {
-                with_shared(|s| s.recycled.push((url.expose().to_owned(), ns.clone())));
-                return Ok(());
+    async fn release(&self, ns: &Namespace, reusable: bool) -> Result<()> {
+        let open: Vec<Arc<dyn Backend>> =
+            with_shared(|s| s.open.iter().filter(|((n, _), _)| n == ns.as_str()).map(|(_, b)| Arc::clone(b)).collect());
+        if let (Some(url), [backend], true) = (self.single_url(), open.as_slice(), reusable) {
+            match backend.empty_namespace().await {
+                Ok(true) => {
+                    with_shared(|s| s.recycled.push((url.expose().to_owned(), ns.clone())));
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => eprintln!("note: emptying namespace {ns} failed ({e}); dropping it instead"),
             }
         }
-        with_shared(|s| s.open.remove(ns.as_str()));
+        with_shared(|s| s.open.retain(|((n, _), _)| n != ns.as_str()));
         self.drop_namespace(ns).await
     }
 

@@ -18,7 +18,7 @@ async fn harness() -> Option<Arc<dyn Harness>> {
             store.url = url.clone();
         }
         config.pool_size = 4;
-        let harness = ConfigHarness::new(config);
+        let harness = ConfigHarness::new(config).recycling();
         // Fail (or skip) here, once, if the server is unreachable.
         harness.ping().await?;
         Ok(Arc::new(harness) as Arc<dyn Harness>)

@@ -98,7 +98,10 @@ pub trait Harness: Send + Sync + 'static {
     }
     /// Gives back the namespace of a finished case: dropped unless the
     /// harness can empty it for reuse more cheaply than creating a new one.
-    async fn release(&self, ns: &Namespace) -> Result<()> {
+    /// `reusable` is false after a failed or timed-out case, whose namespace
+    /// must be dropped whatever the harness could do.
+    async fn release(&self, ns: &Namespace, reusable: bool) -> Result<()> {
+        let _ = reusable;
         self.drop_namespace(ns).await
     }
 }
@@ -272,6 +275,7 @@ where
                 }
                 NOT_APPLICABLE.with(std::cell::Cell::get)
             }));
+            let abort = task.abort_handle();
             match tokio::time::timeout(CASE_TIMEOUT, task).await {
                 Ok(Ok(None)) => Ok(Outcome::Passed),
                 Ok(Ok(Some(capability))) => Ok(Outcome::NotApplicable(capability)),
@@ -283,12 +287,17 @@ where
                     },
                     Failure::Panic,
                 )),
-                Err(_) => Err(Failure::Timeout),
+                Err(_) => {
+                    // The runtime outlives the case: stop it before its namespace goes.
+                    abort.abort();
+                    Err(Failure::Timeout)
+                }
             }
         }
     };
+    let reusable = outcome.is_ok();
     for ns in std::iter::once(&ns_a).chain(ns_b.as_ref()) {
-        if let Err(e) = h.release(ns).await {
+        if let Err(e) = h.release(ns, reusable).await {
             eprintln!("warning: releasing namespace {ns} failed: {e}");
         }
     }

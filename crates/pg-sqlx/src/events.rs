@@ -237,7 +237,7 @@ impl Tail {
         if self.listener.is_some() {
             return;
         }
-        match PgListener::connect_with(&self.store.backend.pool).await {
+        match PgListener::connect_with(&self.store.backend.listen_pool).await {
             Ok(mut l) => match l.listen(&self.store.channel).await {
                 Ok(()) => self.listener = Some(l),
                 Err(e) => tracing::debug!(error = %e, "palisade: LISTEN failed; polling"),

@@ -152,6 +152,9 @@ pub struct MigrationStatus {
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgPool,
+    /// Live tails' LISTEN connections, apart from `pool` so that open
+    /// subscriptions never starve queries of connections (`pool_size` each).
+    listen_pool: PgPool,
     namespace: Namespace,
     policy: InputPolicy,
 }
@@ -182,8 +185,12 @@ impl PgBackend {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
+            .connect_lazy_with(options.clone());
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(options);
-        Ok(PgBackend { pool, namespace: config.namespace.clone(), policy: config.policy })
+        Ok(PgBackend { pool, listen_pool, namespace: config.namespace.clone(), policy: config.policy })
     }
 
     /// The namespace (schema).
