@@ -4,6 +4,8 @@
 //! `cargo bench -p palisade-pg-sqlx --bench append` (uses
 //! `PALISADE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use palisade_core::events::{AppendBatch, NewEvent};
@@ -50,19 +52,12 @@ fn csv(events: &[NewEvent], first_position: i64) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("append benchmark: run it with `cargo bench -p palisade-pg-sqlx --bench append`");
+    if !common::benchmarking("append") {
         return;
     }
-    let url = std::env::var("PALISADE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = common::url();
     let store_backend =
         PgBackend::connect(&PgConfig::new(url.clone(), Namespace::random("bench").unwrap())).await.unwrap();
     let copy_backend = PgBackend::connect(&PgConfig::new(url, Namespace::random("bench").unwrap())).await.unwrap();
@@ -90,7 +85,7 @@ async fn main() {
         copy.finish().await.unwrap();
         copies.push(t.elapsed());
     }
-    let (ours, copies) = (median(ours), median(copies));
+    let (ours, copies) = (common::median(ours), common::median(copies));
     let rate = |d: Duration| BATCH as f64 / d.as_secs_f64();
     println!("batch append of {BATCH} events, median of {ROUNDS} rounds");
     println!("  {:<28} {:>10.0} rows/s  ({:?} per batch)", "palisade pg-sqlx append", rate(ours), ours);

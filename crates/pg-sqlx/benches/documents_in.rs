@@ -5,7 +5,9 @@
 //! `cargo bench -p palisade-pg-sqlx --bench documents_in` (uses
 //! `PALISADE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
 use palisade_core::{DocumentStore, Namespace};
@@ -16,19 +18,12 @@ const DOCS: usize = 10_000;
 const VALUES: usize = 10_000;
 const ROUNDS: usize = 7;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("documents $in benchmark: run it with `cargo bench -p palisade-pg-sqlx --bench documents_in`");
+    if !common::benchmarking("documents_in") {
         return;
     }
-    let url = std::env::var("PALISADE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = common::url();
     let backend = PgBackend::connect(&PgConfig::new(url, Namespace::random("bench").unwrap())).await.unwrap();
     let store = backend.documents();
     store.ensure_collection(CollectionSpec::new("iocs")).await.unwrap();
@@ -62,7 +57,7 @@ async fn main() {
         assert_eq!(raw as u64, expected);
         raws.push(t.elapsed());
     }
-    let (count, find, raw) = (median(counts), median(finds), median(raws));
+    let (count, find, raw) = (common::median(counts), common::median(finds), common::median(raws));
     println!("$in with {VALUES} values over {DOCS} documents, median of {ROUNDS} rounds");
     println!("  {:<34} {:?}", "palisade count", count);
     println!("  {:<34} {:?}", "palisade find (all 3,334 matches)", find);
