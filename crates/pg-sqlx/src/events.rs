@@ -75,7 +75,7 @@ impl PgEventStore {
             sessions.push(e.session_id);
             ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
             tags.push(serde_json::Value::from(e.tags));
-            data.push(crate::json::encoded(e.data));
+            data.push(palisade_pg_common::json::encoded(e.data));
             occurred.push(truncate_ms(e.occurred_at));
         }
         let mut expect_streams = Vec::new();

@@ -1,141 +1,13 @@
-//! JSON as Postgres `jsonb` keeps it — and what `jsonb` cannot.
-//!
-//! `jsonb` rejects U+0000 in strings and keys (SQLSTATE 22P05), yet the
-//! input policy says NUL inside stored values is data, stored byte-exact. So
-//! every JSON value bound as `jsonb` goes through [`encode`] and every one read
-//! back through [`StoredJson`], which undoes it:
-//!
-//! - U+0000 is written as U+0001 U+0001 and U+0001 as U+0001 U+0002 (in
-//!   strings and object keys, at any depth); everything else is unchanged.
-//! - The code is prefix-free and keeps code-point order (U+0001 U+0001 <
-//!   U+0001 U+0002 < U+0002 …), so equality, `COLLATE "C"` comparisons,
-//!   sorting and unique keys in SQL behave exactly as on the raw strings.
-//! - Decoding is lenient: a U+0001 not followed by U+0001/U+0002 (a value
-//!   stored before this encoding existed) is kept as it is.
-//!
-//! Reads decode without serde_json's recursion limit
-//! ([`decode_stored_json`]), so a row nested deeper than the input policy
-//! allows — written before it existed, or by another writer — still reads back.
+//! Stored JSON as sqlx decodes it: [`StoredJson`] reads a `jsonb` (or
+//! `json`) column through pg-common's [`decode_text`], which has no
+//! recursion limit (one deep row written before the input policy existed
+//! never breaks a read) and undoes the U+0000 encoding that every bound
+//! value went through ([`palisade_pg_common::json`]).
 
-use std::borrow::Cow;
-
-use palisade_core::policy::decode_stored_json;
-use serde_json::{Map, Value};
+use palisade_pg_common::json::{decode_text, jsonb_text};
+use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
-
-const ESC: char = '\u{1}';
-
-/// `v` with U+0000 and U+0001 escaped for `jsonb` (borrowed when it holds neither).
-pub(crate) fn encode(v: &Value) -> Cow<'_, Value> {
-    if needs_encoding(v) {
-        Cow::Owned(encode_owned(v))
-    } else {
-        Cow::Borrowed(v)
-    }
-}
-
-/// Like [`encode`], taking ownership (no copy when nothing needs escaping).
-pub(crate) fn encoded(v: Value) -> Value {
-    if needs_encoding(&v) {
-        encode_owned(&v)
-    } else {
-        v
-    }
-}
-
-/// `s` escaped for a `jsonb` string or a `text` column.
-pub(crate) fn encode_str(s: &str) -> Cow<'_, str> {
-    if !s.contains(['\0', ESC]) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\0' => out.push_str("\u{1}\u{1}"),
-            ESC => out.push_str("\u{1}\u{2}"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn decode_str(s: &str) -> Cow<'_, str> {
-    if !s.contains(ESC) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            (ESC, Some('\u{1}')) => {
-                chars.next();
-                out.push('\0');
-            }
-            (ESC, Some('\u{2}')) => {
-                chars.next();
-                out.push(ESC);
-            }
-            (c, _) => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Inputs are held to the input policy's depth, so recursion is bounded here.
-fn needs_encoding(v: &Value) -> bool {
-    let special = |s: &str| s.contains(['\0', ESC]);
-    match v {
-        Value::String(s) => special(s),
-        Value::Array(a) => a.iter().any(needs_encoding),
-        Value::Object(m) => m.iter().any(|(k, v)| special(k) || needs_encoding(v)),
-        _ => false,
-    }
-}
-
-fn encode_owned(v: &Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(encode_str(s).into_owned()),
-        Value::Array(a) => Value::Array(a.iter().map(encode_owned).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (encode_str(k).into_owned(), encode_owned(v))).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// Undoes [`encode`] in place. Iterative: stored values may nest at any depth.
-fn decode_in_place(root: &mut Value) {
-    let mut stack = vec![root];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) => {
-                if let Cow::Owned(d) = decode_str(s) {
-                    *s = d;
-                }
-            }
-            Value::Array(a) => stack.extend(a.iter_mut()),
-            Value::Object(m) => {
-                if m.keys().any(|k| k.contains(ESC)) {
-                    let old = std::mem::take(m);
-                    *m = old.into_iter().map(|(k, v)| (decode_str(&k).into_owned(), v)).collect::<Map<_, _>>();
-                }
-                stack.extend(m.values_mut());
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Decodes stored JSON text (see the module docs).
-pub(crate) fn decode_text(text: &[u8]) -> palisade_core::Result<Value> {
-    let mut v = decode_stored_json(text)?;
-    // The escape only ever appears as `\u0001` in JSON text.
-    if text.windows(6).any(|w| w == b"\\u0001") {
-        decode_in_place(&mut v);
-    }
-    Ok(v)
-}
 
 /// A `jsonb` (or `json`) column read as stored by this backend: decoded
 /// without a recursion limit, U+0000 restored.
@@ -155,53 +27,7 @@ impl sqlx::Type<Postgres> for StoredJson {
 impl<'r> sqlx::Decode<'r, Postgres> for StoredJson {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         let binary = value.format() == PgValueFormat::Binary;
-        let mut bytes = value.as_bytes()?;
-        // Binary `jsonb` starts with its format version (1); JSON text never
-        // starts with a control character.
-        if binary && bytes.first() == Some(&1) {
-            bytes = &bytes[1..];
-        }
-        Ok(StoredJson(decode_text(bytes)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn round_trip(v: Value) {
-        let text = encode(&v).to_string();
-        assert!(!text.contains("\\u0000"), "jsonb would refuse {text}");
-        assert_eq!(decode_text(text.as_bytes()).unwrap(), v);
-    }
-
-    #[test]
-    fn nul_and_escape_round_trip_in_strings_and_keys() {
-        round_trip(
-            json!({"a\u{0}b": ["\u{0}", "\u{1}", "\u{1}\u{1}", "\u{1}\u{2}", "x\u{0}\u{1}\u{0}"], "k": "plain"}),
-        );
-        round_trip(json!("\u{0}\u{0}\u{0}"));
-        round_trip(json!({"\u{1}": {"\u{0}": 1}}));
-    }
-
-    #[test]
-    fn encoding_keeps_code_point_order() {
-        let samples = ["", "\u{0}", "\u{0}\u{0}", "\u{0}a", "\u{1}", "\u{1}\u{0}", "\u{2}", "a", "a\u{0}", "ab", "é"];
-        for a in samples {
-            for b in samples {
-                assert_eq!(a.cmp(b), encode_str(a).cmp(&encode_str(b)), "{a:?} vs {b:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn values_without_nul_are_borrowed() {
-        assert!(matches!(encode(&json!({"a": ["b", 1]})), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn stray_escape_from_older_rows_is_kept() {
-        assert_eq!(decode_text(br#""a\u0001b""#).unwrap(), json!("a\u{1}b"));
+        let bytes = value.as_bytes()?;
+        Ok(StoredJson(decode_text(if binary { jsonb_text(bytes) } else { bytes })?))
     }
 }

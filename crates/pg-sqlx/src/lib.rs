@@ -4,9 +4,13 @@
 //! schema — its [`Namespace`] — set as the connections' `search_path`, so SQL
 //! never concatenates identifiers or values.
 //!
-//! - **Migrations**: the workspace's `migrations/` folder, embedded with
-//!   `sqlx::migrate!`, applied into the namespace at connect time (idempotent)
-//!   and tracked in `<namespace>.palisade_migrations` — never the application's
+//! What every Postgres backend shares — the migrations, the document
+//! store's SQL, the SQLSTATE table, the U+0000 encoding — comes from
+//! [`palisade_pg_common`]; this crate binds, runs and decodes with sqlx.
+//!
+//! - **Migrations**: pg-common's embedded set, applied by sqlx's migrator
+//!   into the namespace at connect time (idempotent) and tracked in
+//!   `<namespace>.palisade_migrations` — never the application's
 //!   `_sqlx_migrations`. sqlx holds a database-wide advisory lock while
 //!   migrating, so concurrent service starts are safe.
 //! - **Events**: appends lock the namespace's `event_head` row before assigning
@@ -30,7 +34,7 @@
 //! - **Hostile values**: JSON is decoded without serde_json's recursion limit,
 //!   so one deep row written before the input policy existed never breaks a
 //!   read; U+0000 inside values (which `jsonb` refuses) is stored with a
-//!   reversible, order-preserving encoding (see `json.rs`).
+//!   reversible, order-preserving encoding ([`palisade_pg_common::json`]).
 //! - **Reputation**: the event log plus per-period score rows kept in step in
 //!   the same transaction; ranks come from `rank()` window functions.
 //! - **Documents** on JSONB, one partition per collection: filters become SQL
@@ -51,9 +55,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
+use palisade_pg_common::{migrations, namespace};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{Connection, Executor};
+use sqlx::{Connection, Executor, SqlSafeStr};
 
 pub use documents::PgDocumentStore;
 pub use events::PgEventStore;
@@ -63,8 +71,19 @@ pub use sessions::PgSessionCache;
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "pg_sqlx";
 
-/// The migrations every Postgres backend applies.
-pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+pub use palisade_pg_common::migrations::MigrationStatus;
+
+/// pg-common's migrations as sqlx runs them (same versions, descriptions
+/// and SHA-384 checksums as `sqlx::migrate!` over the folder would give).
+pub fn migrations() -> Vec<Migration> {
+    migrations::MIGRATIONS
+        .iter()
+        .map(|m| {
+            let (description, sql) = (Cow::Borrowed(m.description), m.sql.into_sql_str());
+            Migration::new(m.version, description, MigrationType::Simple, sql, m.no_transaction())
+        })
+        .collect()
+}
 
 /// Connection settings. `Debug` never shows the URL's password.
 #[derive(Clone)]
@@ -137,17 +156,6 @@ pub fn capabilities() -> Capabilities {
     caps
 }
 
-/// A migration's state in a namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationStatus {
-    /// Version (file prefix).
-    pub version: i64,
-    /// Description (file name).
-    pub description: String,
-    /// Whether it is applied.
-    pub applied: bool,
-}
-
 /// A connection pool confined to one namespace, migrated on connect.
 #[derive(Clone)]
 pub struct PgBackend {
@@ -203,9 +211,9 @@ impl PgBackend {
         &self.pool
     }
 
-    fn migrator(&self) -> sqlx::migrate::Migrator {
-        let mut m = sqlx::migrate::Migrator::with_migrations(MIGRATIONS.iter().cloned().collect());
-        m.dangerous_set_table_name(format!("{}.palisade_migrations", self.namespace));
+    fn migrator(&self) -> Migrator {
+        let mut m = Migrator::with_migrations(migrations());
+        m.dangerous_set_table_name(namespace::migration_table(&self.namespace));
         m.create_schema(self.namespace.as_str().to_owned());
         m
     }
@@ -217,29 +225,20 @@ impl PgBackend {
 
     /// Which migrations are applied in the namespace (nothing is changed).
     pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
-        let table_exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'palisade_migrations')",
-        )
-        .bind(self.namespace.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| error::map("migration_status", e))?;
+        let table_exists: bool = sqlx::query_scalar(namespace::MIGRATION_TABLE_EXISTS)
+            .bind(self.namespace.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| error::map("migration_status", e))?;
         let applied: Vec<i64> = if table_exists {
-            sqlx::query_scalar("SELECT version FROM palisade_migrations WHERE success")
+            sqlx::query_scalar(namespace::APPLIED_MIGRATIONS)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| error::map("migration_status", e))?
         } else {
             Vec::new()
         };
-        Ok(MIGRATIONS
-            .iter()
-            .map(|m| MigrationStatus {
-                version: m.version,
-                description: m.description.to_string(),
-                applied: applied.contains(&m.version),
-            })
-            .collect())
+        Ok(migrations::status(&applied))
     }
 
     /// Deletes every row of every store in the namespace, leaving the schema
@@ -247,30 +246,19 @@ impl PgBackend {
     /// event head reset). One transaction; much cheaper than dropping and
     /// re-migrating, so test suites recycle namespaces with it.
     pub async fn empty_namespace(&self) -> Result<()> {
-        const EMPTY: &str = "DO $$ DECLARE tables text; BEGIN \
-            DELETE FROM collections; \
-            SELECT string_agg(format('%I', c.relname), ', ') INTO tables \
-              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-               AND c.relname NOT IN ('palisade_migrations', 'event_head'); \
-            EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE'; \
-            DELETE FROM event_head; \
-            INSERT INTO event_head DEFAULT VALUES; \
-            END $$";
-        self.pool.execute(EMPTY).await.map(|_| ()).map_err(|e| error::map("empty_namespace", e))
+        self.pool.execute(namespace::EMPTY).await.map(|_| ()).map_err(|e| error::map("empty_namespace", e))
     }
 
     /// Drops the namespace's schema and everything in it.
     pub async fn drop_namespace(&self) -> Result<()> {
-        // The namespace is validated `[a-z][a-z0-9_]*`, so quoting it is enough.
-        let sql = sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.namespace));
+        let sql = sqlx::AssertSqlSafe(namespace::drop_schema(&self.namespace));
         self.pool.execute(sql).await.map_err(|e| error::map("drop_namespace", e))?;
         Ok(())
     }
 
     /// Checks that Postgres answers.
     pub async fn ping(&self) -> Result<()> {
-        self.pool.execute("SELECT 1").await.map(|_| ()).map_err(|e| error::map("ping", e))
+        self.pool.execute(namespace::PING).await.map(|_| ()).map_err(|e| error::map("ping", e))
     }
 
     /// The event store of this namespace.
@@ -316,6 +304,21 @@ mod tests {
         assert!(matches!(mode("postgres://h/db?sslmode=require", true), PgSslMode::Require));
         assert!(matches!(mode("postgres://h/db?sslmode=verify-ca", true), PgSslMode::VerifyCa));
         assert!(matches!(mode("postgres://h/db?sslmode=disable", true), PgSslMode::Disable));
+    }
+
+    #[test]
+    fn migrations_keep_the_checksums_sqlx_migrate_gives_the_folder() {
+        // Namespaces migrated by `sqlx::migrate!` builds recorded these
+        // checksums; a mismatch would refuse to start on them.
+        let from_folder = sqlx::migrate!("../pg-common/migrations");
+        let ours = migrations();
+        assert_eq!(ours.len(), from_folder.iter().count());
+        for (a, b) in ours.iter().zip(from_folder.iter()) {
+            assert_eq!(
+                (a.version, &a.description, &a.checksum, a.no_tx),
+                (b.version, &b.description, &b.checksum, b.no_tx)
+            );
+        }
     }
 
     #[test]

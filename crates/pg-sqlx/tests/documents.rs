@@ -433,7 +433,7 @@ async fn upgrading_from_unpartitioned_documents_keeps_them() {
     with_backend(false, |backend| async move {
         let ns = backend.namespace().as_str().to_owned();
         let mut old = sqlx::migrate::Migrator::with_migrations(
-            palisade_pg_sqlx::MIGRATIONS.iter().filter(|m| m.version <= 5).cloned().collect(),
+            palisade_pg_sqlx::migrations().into_iter().filter(|m| m.version <= 5).collect(),
         );
         old.dangerous_set_table_name(format!("{ns}.palisade_migrations"));
         old.create_schema(ns.clone());

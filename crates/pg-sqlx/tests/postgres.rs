@@ -159,7 +159,7 @@ async fn concurrent_starts_migrate_once() {
     let b = PgBackend::connect(&PgConfig::new(url, ns)).await.unwrap();
     let applied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM palisade_migrations").fetch_one(b.pool()).await.unwrap();
-    assert_eq!(applied as usize, palisade_pg_sqlx::MIGRATIONS.iter().count());
+    assert_eq!(applied as usize, palisade_pg_sqlx::migrations().len());
     b.drop_namespace().await.unwrap();
 }
 

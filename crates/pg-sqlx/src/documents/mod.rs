@@ -1,5 +1,8 @@
 //! `DocumentStore` on JSONB (`migrations/0003_documents.sql`,
-//! `migrations/0006_document_indexes.sql`).
+//! `migrations/0006_document_indexes.sql`). The statements, the filter
+//! translation and the collection specs are pg-common's
+//! ([`palisade_pg_common::documents`]); this module binds and runs them with
+//! sqlx, and owns transactions and retries.
 //!
 //! - **Storage**: one `documents` table, partitioned by collection: each
 //!   collection has its own partition, created with its indexes when
@@ -16,7 +19,7 @@
 //!   rows now and then (at most once a minute per store instance);
 //!   [`PgDocumentStore::sweep`] does it on demand.
 //! - **Filters** become SQL over the `palisade_doc_*` functions, with every
-//!   value and path a bound parameter (see `filter.rs`); they implement core's
+//!   value and path a bound parameter (pg-common's `filter.rs`); they implement core's
 //!   reference semantics ([`matches`](palisade_core::documents::matches)).
 //! - **Writes** check the schema in Rust (core's `SchemaValidator`) before
 //!   anything is written. `update` and `replace` lock the matching live rows
@@ -27,7 +30,7 @@
 //!   collection's partition over `palisade_doc_sort_key` of its fields (type
 //!   bracket, then value; strings by code point); `$eq $in $gt $gte $lt $lte`
 //!   on an indexed field add a key range that index answers (see
-//!   `filter.rs`). `$eq`/`$in` on any field also use the GIN index on `body`.
+//!   pg-common's `filter.rs`). `$eq`/`$in` on any field also use the GIN index on `body`.
 //!   [`PgDocumentStore::explain`] shows the plan of a `find`.
 //! - **Uniqueness**: `_id` is the primary key (`ON CONFLICT DO NOTHING`, so
 //!   the clashing ids are known). A unique index is an exclusion constraint
@@ -44,9 +47,6 @@
 //! [`TtlSpec::expires_at`]: palisade_core::documents::TtlSpec::expires_at
 //! [`IndexSpec::key_of`]: palisade_core::documents::IndexSpec::key_of
 
-mod filter;
-mod spec;
-
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -54,32 +54,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use palisade_core::documents::{
     check_collection_name, check_id, cmp_docs, prepare_insert, prepare_replace, project, with_version, CollectionSpec,
     FieldPath, Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
+use palisade_pg_common::documents::{
+    self as common, statements, version_of, Bind, Collection, DocumentFault, Sql, Staged, CHUNK,
+};
+use palisade_pg_common::json::{encode, encoded};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use self::filter::{Bind, Sql};
-use self::spec::Collection;
-use crate::error::{map, tagged, DocumentFault};
-use crate::json::{encode, encoded, StoredJson};
+use crate::error::{is_lock_not_available, map, tagged};
+use crate::json::StoredJson;
 use crate::{capabilities, PgBackend};
-
-/// A row of `documents d` is live unless `now >= expires_at`.
-macro_rules! live {
-    () => {
-        "(d.expires_at IS NULL OR d.expires_at > now())"
-    };
-}
-
-/// Rows per statement when writing many documents (each column is one array parameter).
-const CHUNK: usize = 5_000;
 /// Most tries of one document write that deadlocks (see `write_retrying`).
 const WRITE_ATTEMPTS: u32 = 5;
 /// How often writes sweep a collection's expired rows.
@@ -105,25 +96,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A document about to be written.
-struct Staged {
-    id: String,
-    /// The stored form (with `_id` and `_version`).
-    doc: Value,
-    version: i64,
-    expires_at: Option<DateTime<Utc>>,
-}
-
-impl Staged {
-    fn new(coll: &Collection, id: String, doc: Value, version: u64) -> Self {
-        let expires_at = coll.expiry(&doc);
-        Staged { id, doc, version: i64::try_from(version).unwrap_or(i64::MAX), expires_at }
+/// pg-common's `sql` as a sqlx query: each bind with the Rust type of its
+/// cast. An unnamed statement, planned with its parameter values (a generic
+/// plan could not match a bound path to an index expression, nor prune to
+/// the collection's partition at plan time).
+fn query(sql: Sql) -> Query<'static, Postgres, PgArguments> {
+    let (text, binds) = sql.into_parts();
+    // pg-common builds the text from fixed fragments and `$n` placeholders only.
+    let mut q = sqlx::query(AssertSqlSafe(text)).persistent(false);
+    for b in binds {
+        q = match b {
+            Bind::Text(v) => q.bind(v),
+            Bind::TextArray(v) => q.bind(v),
+            Bind::Jsonb(v) => q.bind(v),
+            Bind::JsonbArray(v) => q.bind(v),
+            Bind::BigInt(v) => q.bind(v),
+        };
     }
-}
-
-/// A stored `bigint` version as the `u64` the API speaks.
-fn version_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+    q
 }
 
 impl PgDocumentStore {
@@ -135,7 +125,7 @@ impl PgDocumentStore {
     /// Deletes the expired documents of every collection (reads already
     /// ignore them); returns how many went.
     pub async fn sweep(&self) -> Result<u64> {
-        sqlx::query("DELETE FROM documents WHERE expires_at <= now()")
+        sqlx::query(statements::SWEEP)
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected())
@@ -152,8 +142,8 @@ impl PgDocumentStore {
         let Some(coll) = self.cached_collection(collection, OP).await? else {
             return Err(tagged(OP)(DocumentFault::NoCollection.into()));
         };
-        let sql = find_sql("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths());
-        let row = sql.query().fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let sql = statements::find("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths());
+        let row = query(sql).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         row.try_get::<Value, _>(0).map_err(|e| map(OP, e))
     }
 
@@ -181,7 +171,7 @@ impl PgDocumentStore {
 
     /// Deletes the expired documents of `collection`; returns how many went.
     async fn purge_expired(&self, collection: &str, op: &'static str) -> Result<u64> {
-        sqlx::query("DELETE FROM documents WHERE collection = $1 AND expires_at <= now()")
+        sqlx::query(statements::PURGE_EXPIRED)
             .bind(collection)
             .execute(&self.backend.pool)
             .await
@@ -230,7 +220,7 @@ impl PgDocumentStore {
         if let Some(c) = lock(&self.state.collections).get(name) {
             return Ok(Some(Arc::clone(c)));
         }
-        let stored: Option<StoredJson> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
+        let stored: Option<StoredJson> = sqlx::query_scalar(statements::SPEC)
             .bind(name)
             .fetch_optional(&self.backend.pool)
             .await
@@ -265,19 +255,18 @@ impl PgDocumentStore {
     /// The compiled spec of `name`, whose row stays locked against a
     /// concurrent drop until the transaction ends.
     async fn collection(&self, conn: &mut PgConnection, name: &str, op: &'static str) -> Result<Arc<Collection>> {
-        let stored: Option<StoredJson> =
-            sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1 FOR KEY SHARE")
-                .bind(name)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| map(op, e))?;
+        let stored: Option<StoredJson> = sqlx::query_scalar(statements::SPEC_LOCKED)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| map(op, e))?;
         let stored = stored.ok_or(DocumentFault::NoCollection)?;
         self.compiled(name, stored.0)
     }
 
     /// `NotFound` unless collection `name` exists.
     async fn check_exists(&self, name: &str, op: &'static str) -> Result<()> {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM collections WHERE name = $1)")
+        let exists: bool = sqlx::query_scalar(statements::EXISTS)
             .bind(name)
             .fetch_one(&self.backend.pool)
             .await
@@ -335,16 +324,12 @@ impl PgDocumentStore {
     async fn get_doc(&self, collection: &str, id: &str) -> Result<Option<Value>> {
         check_collection_name(collection)?;
         check_id(id)?;
-        let row = sqlx::query(concat!(
-            "SELECT d.body FROM collections c LEFT JOIN documents d ON d.collection = c.name AND d.id = $2 AND ",
-            live!(),
-            " WHERE c.name = $1"
-        ))
-        .bind(collection)
-        .bind(id)
-        .fetch_optional(&self.backend.pool)
-        .await
-        .map_err(|e| map("get", e))?;
+        let row = sqlx::query(statements::GET)
+            .bind(collection)
+            .bind(id)
+            .fetch_optional(&self.backend.pool)
+            .await
+            .map_err(|e| map("get", e))?;
         let row = row.ok_or(DocumentFault::NoCollection)?;
         let doc = row.try_get::<Option<StoredJson>, _>(0).map_err(|e| map("get", e))?;
         Ok(doc.map(|d| d.0))
@@ -367,16 +352,12 @@ impl PgDocumentStore {
         const OP: &str = "replace";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let row = sqlx::query(concat!(
-            "SELECT d.version FROM documents d WHERE d.collection = $1 AND d.id = $2 AND ",
-            live!(),
-            " FOR UPDATE"
-        ))
-        .bind(collection)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| map(OP, e))?;
+        let row = sqlx::query(statements::LOCK_VERSION)
+            .bind(collection)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map(OP, e))?;
         let row = row.ok_or(DocumentFault::NoDocument)?;
         let actual = version_of(row.try_get(0).map_err(|e| map(OP, e))?);
         if let Some(expected) = expected.filter(|e| *e != actual) {
@@ -400,11 +381,8 @@ impl PgDocumentStore {
         const OP: &str = "update";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let mut sql = Sql::new("SELECT d.id, d.body, d.version FROM documents d WHERE d.collection = ")
-            .with_indexed(&coll.indexed_paths());
-        sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
-        sql.filter(filter).push(" ORDER BY d.id FOR UPDATE");
-        let rows = sql.query().fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
+        let sql = statements::lock_matching(collection, filter, &coll.indexed_paths());
+        let rows = query(sql).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
         let mut staged = Vec::new();
         for row in &rows {
             let id: String = row.try_get(0).map_err(|e| map(OP, e))?;
@@ -430,10 +408,8 @@ impl PgDocumentStore {
         const OP: &str = "delete";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let mut sql = Sql::new("DELETE FROM documents d WHERE d.collection = ").with_indexed(&indexed);
-        sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
-        sql.filter(filter);
-        let deleted = sql.query().execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
+        let sql = statements::delete(collection, filter, &indexed);
+        let deleted = query(sql).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
         if deleted == 0 {
             self.check_exists(collection, OP).await?;
         }
@@ -447,8 +423,8 @@ impl PgDocumentStore {
         options.validate()?;
         let keys = &options.sort;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let sql = find_sql("SELECT d.body", collection, options, &indexed);
-        let rows = sql.query().fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let sql = statements::find("SELECT d.body", collection, options, &indexed);
+        let rows = query(sql).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         let Some(first) = rows.first() else {
             self.check_exists(collection, OP).await?;
             return Ok(Vec::new());
@@ -475,11 +451,8 @@ impl PgDocumentStore {
         options: &FindOptions,
         indexed: &[FieldPath],
     ) -> Result<Vec<Value>> {
-        let mut sql = Sql::new("SELECT d.body FROM documents d WHERE d.collection = ").with_indexed(indexed);
-        sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
-        sql.filter(&options.filter);
-        let mut docs: Vec<Value> = sql
-            .query()
+        let sql = statements::matching(collection, &options.filter, indexed);
+        let mut docs: Vec<Value> = query(sql)
             .fetch_all(&self.backend.pool)
             .await
             .map_err(|e| map("find", e))?
@@ -495,11 +468,8 @@ impl PgDocumentStore {
         const OP: &str = "count";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let mut sql = Sql::new("SELECT EXISTS (SELECT 1 FROM collections WHERE name = ").with_indexed(&indexed);
-        sql.bind(Bind::Text(collection.to_owned()), "::text");
-        sql.push(concat!("), (SELECT count(*) FROM documents d WHERE d.collection = $1 AND ", live!(), " AND "));
-        sql.filter(filter).push(")");
-        let row = sql.query().fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let sql = statements::count(collection, filter, &indexed);
+        let row = query(sql).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         if !row.try_get::<bool, _>(0).map_err(|e| map(OP, e))? {
             return Err(DocumentFault::NoCollection.into());
         }
@@ -510,14 +480,11 @@ impl PgDocumentStore {
     async fn ensure(&self, spec: CollectionSpec) -> Result<bool> {
         const OP: &str = "ensure_collection";
         spec.validate()?;
-        let stored = encoded(spec::to_json(&spec));
+        let stored = encoded(common::to_json(&spec));
         // A concurrent drop between the two statements is retried.
         for _ in 0..3 {
             let created = ddl_retrying(|| {
-                sqlx::query("INSERT INTO collections (name, spec) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                    .bind(&spec.name)
-                    .bind(&stored)
-                    .execute(&self.backend.pool)
+                sqlx::query(statements::CREATE_COLLECTION).bind(&spec.name).bind(&stored).execute(&self.backend.pool)
             })
             .await
             .map_err(|e| map(OP, e))?
@@ -526,13 +493,13 @@ impl PgDocumentStore {
             if created {
                 return Ok(true);
             }
-            let existing: Option<StoredJson> = sqlx::query_scalar("SELECT spec FROM collections WHERE name = $1")
+            let existing: Option<StoredJson> = sqlx::query_scalar(statements::SPEC)
                 .bind(&spec.name)
                 .fetch_optional(&self.backend.pool)
                 .await
                 .map_err(|e| map(OP, e))?;
             if let Some(StoredJson(existing)) = existing {
-                return if spec::from_json(&spec.name, &existing)? == spec {
+                return if common::from_json(&spec.name, &existing)? == spec {
                     Ok(false)
                 } else {
                     Err(DocumentFault::SpecMismatch.into())
@@ -544,13 +511,12 @@ impl PgDocumentStore {
 
     async fn drop_coll(&self, collection: &str) -> Result<bool> {
         check_collection_name(collection)?;
-        let dropped = ddl_retrying(|| {
-            sqlx::query("DELETE FROM collections WHERE name = $1").bind(collection).execute(&self.backend.pool)
-        })
-        .await
-        .map_err(|e| map("drop_collection", e))?
-        .rows_affected()
-            > 0;
+        let dropped =
+            ddl_retrying(|| sqlx::query(statements::DROP_COLLECTION).bind(collection).execute(&self.backend.pool))
+                .await
+                .map_err(|e| map("drop_collection", e))?
+                .rows_affected()
+                > 0;
         lock(&self.state.collections).remove(collection);
         Ok(dropped)
     }
@@ -572,9 +538,7 @@ where
     let mut pause = Duration::from_millis(20);
     loop {
         match statement().await {
-            Err(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some("55P03") && started.elapsed() < DDL_PATIENCE =>
-            {
+            Err(e) if is_lock_not_available(&e) && started.elapsed() < DDL_PATIENCE => {
                 tracing::debug!("collection DDL is waiting for the documents table");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
@@ -582,28 +546,6 @@ where
             r => return r,
         }
     }
-}
-
-/// The query of `find`, starting with `select` (which ends in `SELECT d.body`).
-fn find_sql(select: &'static str, collection: &str, options: &FindOptions, indexed: &[FieldPath]) -> Sql {
-    let keys = &options.sort;
-    let mut sql = Sql::new(select).with_indexed(indexed);
-    if !keys.is_empty() {
-        sql.push(", ").containers_flag(keys);
-    }
-    sql.push(" FROM documents d");
-    if !keys.is_empty() {
-        sql.sort_values(keys);
-    }
-    sql.push(" WHERE d.collection = ").bind(Bind::Text(collection.to_owned()), "::text");
-    sql.push(concat!(" AND ", live!(), " AND ")).filter(&options.filter).order_by(keys);
-    if options.skip > 0 {
-        sql.push(" OFFSET ").bind(Bind::BigInt(i64::try_from(options.skip).unwrap_or(i64::MAX)), "::bigint");
-    }
-    if let Some(limit) = options.limit {
-        sql.push(" LIMIT ").bind(Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)), "::bigint");
-    }
-    sql
 }
 
 /// `sql` with `$1` = the collection and `$2…$5` = the id, body, version and
@@ -632,13 +574,7 @@ async fn insert_documents<'a>(
 ) -> Result<Vec<&'a Staged>> {
     let mut taken = Vec::new();
     for chunk in docs.chunks(CHUNK) {
-        const INSERT: &str = concat!(
-            "INSERT INTO documents (collection, id, body, version, expires_at) ",
-            "SELECT $1, t.id, t.body, t.version, t.expires_at ",
-            "FROM unnest($2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[]) AS t(id, body, version, expires_at) ",
-            "ON CONFLICT (collection, id) DO NOTHING RETURNING id"
-        );
-        let rows = with_rows(INSERT, collection, chunk)
+        let rows = with_rows(statements::INSERT, collection, chunk)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| coll.named_unique(map(op, e)))?;
@@ -659,7 +595,7 @@ async fn purge_expired_ids(
     docs: &[&Staged],
     op: &'static str,
 ) -> Result<u64> {
-    sqlx::query("DELETE FROM documents WHERE collection = $1 AND id = ANY($2::text[]) AND expires_at <= now()")
+    sqlx::query(statements::PURGE_EXPIRED_IDS)
         .bind(collection)
         .bind(docs.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
         .execute(&mut *conn)
@@ -681,7 +617,7 @@ async fn lock_unique_keys(
     if staged.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT palisade_doc_lock_unique_keys($1, $2, $3)")
+    sqlx::query(statements::LOCK_UNIQUE_KEYS)
         .bind(collection)
         .bind(staged.iter().map(|s| encode(&s.doc).into_owned()).collect::<Vec<_>>())
         .bind(paths)
@@ -704,15 +640,13 @@ async fn write_back(
     lock_unique_keys(conn, coll, collection, staged, op).await?;
     if staged.len() > CHUNK && coll.unique_paths().is_some() {
         // Values may move between chunks: check uniqueness at commit.
-        sqlx::query("SET CONSTRAINTS ALL DEFERRED").execute(&mut *conn).await.map_err(|e| map(op, e))?;
+        sqlx::query(statements::DEFER_CONSTRAINTS).execute(&mut *conn).await.map_err(|e| map(op, e))?;
     }
     for chunk in staged.chunks(CHUNK) {
-        const UPDATE: &str = concat!(
-            "UPDATE documents AS d SET body = t.body, version = t.version, expires_at = t.expires_at ",
-            "FROM unnest($2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[]) AS t(id, body, version, expires_at) ",
-            "WHERE d.collection = $1 AND d.id = t.id"
-        );
-        with_rows(UPDATE, collection, chunk).execute(&mut *conn).await.map_err(|e| coll.named_unique(map(op, e)))?;
+        with_rows(statements::UPDATE, collection, chunk)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| coll.named_unique(map(op, e)))?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Filters and sorts as SQL over the `palisade_doc_*` functions of
+//! Filters and sorts as SQL text plus typed binds, over the `palisade_doc_*` functions of
 //! `migrations/0003_documents.sql`. Every value and every path is a bound
 //! parameter; the SQL text is built only from fixed fragments. The documents
 //! table is always aliased `d`.
@@ -16,25 +16,27 @@
 
 use palisade_core::documents::{array_index, FieldOp, FieldPath, Filter, SortKey, SortOrder};
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgArguments, Postgres};
-use sqlx::query::Query;
-use sqlx::AssertSqlSafe;
 
 use crate::json::{encode_str, encoded};
 
-/// A bound parameter.
+/// A bound parameter, by the Postgres type its placeholder is cast to.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Bind {
+pub enum Bind {
+    /// `::text`
     Text(String),
+    /// `::text[]`
     TextArray(Vec<String>),
+    /// `::jsonb`
     Jsonb(Value),
+    /// `::jsonb[]`
     JsonbArray(Vec<Value>),
+    /// `::bigint`
     BigInt(i64),
 }
 
 /// SQL text plus its parameters, numbered `$1…` in push order.
 #[derive(Debug, Default)]
-pub(super) struct Sql {
+pub struct Sql {
     text: String,
     binds: Vec<Bind>,
     /// Paths some btree index of the collection covers (see `Sql::index_range`).
@@ -43,24 +45,24 @@ pub(super) struct Sql {
 
 impl Sql {
     /// Starts with a fixed fragment.
-    pub(super) fn new(fragment: &'static str) -> Self {
+    pub fn new(fragment: &'static str) -> Self {
         Sql { text: fragment.to_owned(), binds: Vec::new(), indexed: Vec::new() }
     }
 
     /// Lets filters use the btree indexes over `paths`.
-    pub(super) fn with_indexed(mut self, paths: &[FieldPath]) -> Self {
+    pub fn with_indexed(mut self, paths: &[FieldPath]) -> Self {
         self.indexed = paths.to_vec();
         self
     }
 
     /// Appends a fixed fragment.
-    pub(super) fn push(&mut self, fragment: &'static str) -> &mut Self {
+    pub fn push(&mut self, fragment: &'static str) -> &mut Self {
         self.text.push_str(fragment);
         self
     }
 
     /// Appends a placeholder for `value`, followed by the fixed `cast` (e.g. `::jsonb`).
-    pub(super) fn bind(&mut self, value: Bind, cast: &'static str) -> &mut Self {
+    pub fn bind(&mut self, value: Bind, cast: &'static str) -> &mut Self {
         self.binds.push(value);
         self.text.push('$');
         self.text.push_str(&self.binds.len().to_string());
@@ -68,34 +70,34 @@ impl Sql {
         self
     }
 
-    /// The SQL text (for tests and tracing).
-    #[cfg(test)]
-    pub(super) fn text(&self) -> &str {
+    /// The SQL text so far.
+    pub fn text(&self) -> &str {
         &self.text
     }
 
-    /// The query, ready to run: an unnamed statement, planned with its
-    /// parameter values (a generic plan could not match a bound path to an
-    /// index expression, nor prune to the collection's partition at plan time).
-    pub(super) fn query(self) -> Query<'static, Postgres, PgArguments> {
-        // Only fixed fragments and `$n` placeholders were ever appended.
-        // Values are compared with stored documents, so they take the same
-        // U+0000 encoding (see `json.rs`).
-        let mut q = sqlx::query(AssertSqlSafe(self.text)).persistent(false);
-        for b in self.binds {
-            q = match b {
-                Bind::Text(v) => q.bind(encode_str(&v).into_owned()),
-                Bind::TextArray(v) => q.bind(v.iter().map(|s| encode_str(s).into_owned()).collect::<Vec<_>>()),
-                Bind::Jsonb(v) => q.bind(encoded(v)),
-                Bind::JsonbArray(v) => q.bind(v.into_iter().map(encoded).collect::<Vec<_>>()),
-                Bind::BigInt(v) => q.bind(v),
-            };
-        }
-        q
+    /// The SQL text and its parameters in placeholder order, ready for a
+    /// driver to bind. Run it as an unnamed statement (planned with its
+    /// parameter values): a generic plan could not match a bound path to an
+    /// index expression, nor prune to the collection's partition at plan
+    /// time. Values are compared with stored documents, so they are returned
+    /// in the same U+0000 encoding (see [`crate::json`]).
+    pub fn into_parts(self) -> (String, Vec<Bind>) {
+        let binds = self
+            .binds
+            .into_iter()
+            .map(|b| match b {
+                Bind::Text(v) => Bind::Text(encode_str(&v).into_owned()),
+                Bind::TextArray(v) => Bind::TextArray(v.iter().map(|s| encode_str(s).into_owned()).collect()),
+                Bind::Jsonb(v) => Bind::Jsonb(encoded(v)),
+                Bind::JsonbArray(v) => Bind::JsonbArray(v.into_iter().map(encoded).collect()),
+                Bind::BigInt(v) => Bind::BigInt(v),
+            })
+            .collect();
+        (self.text, binds)
     }
 
     /// Appends the condition `filter` (a boolean that is never NULL).
-    pub(super) fn filter(&mut self, filter: &Filter) -> &mut Self {
+    pub fn filter(&mut self, filter: &Filter) -> &mut Self {
         match filter {
             Filter::And(parts) => self.junction(parts, " AND ", "TRUE"),
             Filter::Or(parts) => self.junction(parts, " OR ", "FALSE"),
@@ -281,7 +283,7 @@ impl Sql {
     }
 
     /// `CROSS JOIN LATERAL` computing column `s.k<i>` = the sort value of key `i`.
-    pub(super) fn sort_values(&mut self, keys: &[SortKey]) -> &mut Self {
+    pub fn sort_values(&mut self, keys: &[SortKey]) -> &mut Self {
         self.push(" CROSS JOIN LATERAL (SELECT ");
         for (i, key) in keys.iter().enumerate() {
             if i > 0 {
@@ -314,7 +316,7 @@ impl Sql {
 
     /// Whether any sort value is an object or array (whose order SQL cannot
     /// reproduce), over all matching rows: a window column.
-    pub(super) fn containers_flag(&mut self, keys: &[SortKey]) -> &mut Self {
+    pub fn containers_flag(&mut self, keys: &[SortKey]) -> &mut Self {
         self.push("bool_or(");
         for i in 0..keys.len() {
             if i > 0 {
@@ -326,7 +328,7 @@ impl Sql {
     }
 
     /// `ORDER BY` the sort values (exact for scalars), then `_id` by code point.
-    pub(super) fn order_by(&mut self, keys: &[SortKey]) -> &mut Self {
+    pub fn order_by(&mut self, keys: &[SortKey]) -> &mut Self {
         self.push(" ORDER BY ");
         for (i, key) in keys.iter().enumerate() {
             let dir = if key.order == SortOrder::Desc { " DESC" } else { "" };
@@ -448,6 +450,17 @@ mod tests {
         assert!(sql.text().ends_with("palisade_doc_compare_top(d.body -> $7::text, $8::jsonb, 1, 1))"));
         assert_eq!(sql.binds[4], Bind::TextArray(vec!["a".into(), "b".into()]));
         assert_eq!(sql.binds[5], Bind::Jsonb(json!("x'); DROP TABLE documents; --")));
+    }
+
+    #[test]
+    fn binds_come_out_in_the_stored_u0000_encoding() {
+        let filter = json!({"_id": "a\u{0}", "k.x": {"$in": ["\u{1}"]}, "m": {"\u{0}": 1}});
+        let (text, binds) = translate(filter).into_parts();
+        assert!(text.starts_with("(d.id = $1::text AND "), "{text}");
+        assert_eq!(binds[0], Bind::Text("a\u{1}\u{1}".into()));
+        assert!(binds.contains(&Bind::JsonbArray(vec![json!("\u{1}\u{2}")])), "{binds:?}");
+        assert!(binds.contains(&Bind::Jsonb(json!({"\u{1}\u{1}": 1}))), "{binds:?}");
+        assert!(binds.contains(&Bind::TextArray(vec!["k".into(), "x".into()])), "{binds:?}");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use palisade_core::documents::{CollectionSpec, FieldPath, IndexSpec, SchemaValid
 use palisade_core::{Error, ErrorDetail, ErrorKind, Result};
 use serde_json::{json, Map, Value};
 
-use crate::error::DocumentFault;
+use super::DocumentFault;
 
 /// The stored form of `spec` (its name is the row's key).
-pub(super) fn to_json(spec: &CollectionSpec) -> Value {
+pub fn to_json(spec: &CollectionSpec) -> Value {
     let indexes: Vec<Value> = spec
         .indexes
         .iter()
@@ -48,7 +48,7 @@ fn path_of(v: Option<&Value>) -> Result<FieldPath> {
 }
 
 /// Reads back what [`to_json`] wrote.
-pub(super) fn from_json(name: &str, v: &Value) -> Result<CollectionSpec> {
+pub fn from_json(name: &str, v: &Value) -> Result<CollectionSpec> {
     let m: &Map<String, Value> = v.as_object().ok_or_else(corrupt)?;
     let schema = m.get("schema").filter(|s| !s.is_null()).cloned();
     let mut indexes = Vec::new();
@@ -76,23 +76,23 @@ pub(super) fn from_json(name: &str, v: &Value) -> Result<CollectionSpec> {
 }
 
 /// A collection as the store uses it for writes.
-pub(super) struct Collection {
+pub struct Collection {
     /// The stored spec, to tell whether a cached copy is still current.
-    pub(super) stored: Value,
-    pub(super) spec: CollectionSpec,
+    pub stored: Value,
+    pub spec: CollectionSpec,
     schema: Option<SchemaValidator>,
 }
 
 impl Collection {
     /// Compiles the stored spec of collection `name`.
-    pub(super) fn compile(name: &str, stored: Value) -> Result<Self> {
+    pub fn compile(name: &str, stored: Value) -> Result<Self> {
         let spec = from_json(name, &stored)?;
         let schema = spec.validate()?;
         Ok(Collection { stored, spec, schema })
     }
 
     /// `SchemaViolation` unless `body` (with `_id`, without `_version`) fits the schema.
-    pub(super) fn check_schema(&self, body: &Map<String, Value>) -> Result<()> {
+    pub fn check_schema(&self, body: &Map<String, Value>) -> Result<()> {
         match &self.schema {
             Some(s) => s.validate(&Value::Object(body.clone())),
             None => Ok(()),
@@ -100,13 +100,13 @@ impl Collection {
     }
 
     /// When the stored document `doc` expires, if ever.
-    pub(super) fn expiry(&self, doc: &Value) -> Option<DateTime<Utc>> {
+    pub fn expiry(&self, doc: &Value) -> Option<DateTime<Utc>> {
         self.spec.ttl.as_ref().and_then(|t| t.expires_at(doc))
     }
 
     /// The paths of each unique index as `palisade_doc_unique_key` takes
     /// them (`[[segments…] per field] per index]`); `None` without unique indexes.
-    pub(super) fn unique_paths(&self) -> Option<Value> {
+    pub fn unique_paths(&self) -> Option<Value> {
         let indexes: Vec<Value> = self
             .spec
             .indexes
@@ -118,7 +118,7 @@ impl Collection {
     }
 
     /// Every path some index covers (its btree index can serve conditions on it).
-    pub(super) fn indexed_paths(&self) -> Vec<FieldPath> {
+    pub fn indexed_paths(&self) -> Vec<FieldPath> {
         let mut paths: Vec<FieldPath> = Vec::new();
         for key in self.spec.indexes.iter().flat_map(|idx| &idx.fields) {
             if !paths.contains(&key.path) {
@@ -131,7 +131,7 @@ impl Collection {
     /// A violated unique constraint (`documents_<no>_unique_<i>`, see
     /// `migrations/0006_document_indexes.sql`) as a `UniqueViolation` naming
     /// index `i` of the spec; other errors unchanged.
-    pub(super) fn named_unique(&self, e: Error) -> Error {
+    pub fn named_unique(&self, e: Error) -> Error {
         let index = match e.detail() {
             Some(ErrorDetail::UniqueViolation { index }) => index
                 .rsplit_once("_unique_")

@@ -1,0 +1,70 @@
+//! Namespace-level statements. A namespace is one Postgres schema, set as
+//! every connection's `search_path`, so the stores' statements name no
+//! schema at all; only the statements here name it, quoted.
+
+use palisade_core::Namespace;
+
+use crate::migrations::TABLE;
+
+/// `ident` as a quoted SQL identifier (`"` doubled), whatever it holds.
+/// Namespaces are already validated as `[a-z][a-z0-9_]*`; quoting keeps any
+/// identifier safe all the same.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Drops the namespace's schema and everything in it (no-op when absent).
+pub fn drop_schema(ns: &Namespace) -> String {
+    format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(ns.as_str()))
+}
+
+/// Empties every store of the current namespace in one statement, leaving
+/// the schema as a fresh migration does: collections and their partitions
+/// gone, every table truncated (identities restarted), the event head reset.
+/// Migrations stay recorded.
+pub const EMPTY: &str = "DO $$ DECLARE tables text; BEGIN \
+    DELETE FROM collections; \
+    SELECT string_agg(format('%I', c.relname), ', ') INTO tables \
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+       AND c.relname NOT IN ('palisade_migrations', 'event_head'); \
+    EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE'; \
+    DELETE FROM event_head; \
+    INSERT INTO event_head DEFAULT VALUES; \
+    END $$";
+
+/// `$1` = the namespace: whether its migration table exists (a boolean).
+pub const MIGRATION_TABLE_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'palisade_migrations')";
+
+/// The versions recorded as successfully applied (bigint rows), in the
+/// current namespace. Only run after [`MIGRATION_TABLE_EXISTS`] said yes.
+pub const APPLIED_MIGRATIONS: &str = "SELECT version FROM palisade_migrations WHERE success";
+
+/// The schema-qualified migration table, for migrators that take a name.
+pub fn migration_table(ns: &Namespace) -> String {
+    format!("{}.{TABLE}", ns.as_str())
+}
+
+/// Checks that the server answers.
+pub const PING: &str = "SELECT 1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_with_quotes_doubled() {
+        assert_eq!(quote_ident("conf_1"), "\"conf_1\"");
+        assert_eq!(quote_ident("a\"; DROP SCHEMA x; --"), "\"a\"\"; DROP SCHEMA x; --\"");
+        let ns = Namespace::new("tenant_a").unwrap();
+        assert_eq!(drop_schema(&ns), "DROP SCHEMA IF EXISTS \"tenant_a\" CASCADE");
+        assert_eq!(migration_table(&ns), "tenant_a.palisade_migrations");
+    }
+
+    #[test]
+    fn emptying_keeps_the_migration_record() {
+        assert!(EMPTY.contains("NOT IN ('palisade_migrations', 'event_head')"));
+        assert!(MIGRATION_TABLE_EXISTS.contains(TABLE) && APPLIED_MIGRATIONS.contains(TABLE));
+    }
+}
