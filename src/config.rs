@@ -15,9 +15,17 @@
 //! | memory session capacity (keys; LRU beyond) | `PALISADE_MEMORY_SESSION_CAPACITY` | `memory_session_capacity` | 1,000,000 |
 //! | input limits, all stores | — | `[limits]` | see `palisade_core::policy` |
 //! | input limits, one store | — | `[<store>.limits]` | `[limits]` |
+//! | degraded mode, all stores | — | `[degrade]` | see `DegradeConfig` |
+//! | degraded mode, one store | — | `[<store>.degrade]` | `[degrade]` |
 //!
 //! Limits keys: `max_depth`, `max_session_value_bytes`, `max_event_data_bytes`,
 //! `max_document_bytes`, `max_reason_bytes`.
+//!
+//! Degrade keys (used by stores with `fallback = "memory"`): `buffer_capacity`
+//! (writes kept for replay, at least 1), `probe_initial_ms` and `probe_max_ms`
+//! (backoff between probes of a down primary), `replay_timeout_ms` (per
+//! replayed write), `replay_sessions` (replay session writes too; off by
+//! default, sessions being ephemeral).
 //!
 //! Precedence: defaults, then the TOML file (`--config FILE` or
 //! `PALISADE_CONFIG`), then environment variables. URLs are kept as
@@ -27,7 +35,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_core::{Error, ErrorKind, InputPolicy, Namespace, Result};
+use palisade_core::{DegradeConfig, Error, ErrorKind, InputPolicy, Namespace, Result};
 use serde::Deserialize;
 
 /// A store URL. Its password never appears in `Debug`, `Display` or errors.
@@ -123,6 +131,8 @@ pub struct StoreConfig {
     pub fallback: Fallback,
     /// What the store accepts (applies to its fallback too).
     pub limits: InputPolicy,
+    /// Degraded-mode tuning, used when `fallback` is memory.
+    pub degrade: DegradeConfig,
 }
 
 impl Default for StoreConfig {
@@ -131,6 +141,7 @@ impl Default for StoreConfig {
             url: StoreUrl(url::Url::parse("memory://").expect("static URL parses")),
             fallback: Fallback::None,
             limits: InputPolicy::default(),
+            degrade: DegradeConfig::default(),
         }
     }
 }
@@ -231,6 +242,37 @@ struct FileStore {
     url: Option<String>,
     fallback: Option<Fallback>,
     limits: Option<FileLimits>,
+    degrade: Option<FileDegrade>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDegrade {
+    buffer_capacity: Option<usize>,
+    probe_initial_ms: Option<u64>,
+    probe_max_ms: Option<u64>,
+    replay_timeout_ms: Option<u64>,
+    replay_sessions: Option<bool>,
+}
+
+impl FileDegrade {
+    /// `d` with these settings; durations and the buffer must be at least 1
+    /// and the first probe delay at most the longest.
+    fn apply(self, mut d: DegradeConfig) -> Result<DegradeConfig> {
+        let ms = [self.probe_initial_ms, self.probe_max_ms, self.replay_timeout_ms];
+        if self.buffer_capacity == Some(0) || ms.contains(&Some(0)) {
+            return Err(config_error("degrade: buffer_capacity and durations must be at least 1"));
+        }
+        d.buffer_capacity = self.buffer_capacity.unwrap_or(d.buffer_capacity);
+        d.probe_initial = self.probe_initial_ms.map_or(d.probe_initial, Duration::from_millis);
+        d.probe_max = self.probe_max_ms.map_or(d.probe_max, Duration::from_millis);
+        d.replay_timeout = self.replay_timeout_ms.map_or(d.replay_timeout, Duration::from_millis);
+        d.replay_sessions = self.replay_sessions.unwrap_or(d.replay_sessions);
+        if d.probe_initial > d.probe_max {
+            return Err(config_error("degrade: probe_initial_ms must not exceed probe_max_ms"));
+        }
+        Ok(d)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -273,6 +315,7 @@ struct File {
     tls: Option<bool>,
     memory_session_capacity: Option<u64>,
     limits: Option<FileLimits>,
+    degrade: Option<FileDegrade>,
     events: Option<FileStore>,
     sessions: Option<FileStore>,
     documents: Option<FileStore>,
@@ -325,6 +368,12 @@ impl Config {
                 target.limits = limits.apply(target.limits)?;
             }
         }
+        if let Some(degrade) = file.degrade {
+            for kind in StoreKind::ALL {
+                let target = self.store_mut(kind);
+                target.degrade = degrade.apply(target.degrade.clone())?;
+            }
+        }
         for (kind, store) in [
             (StoreKind::Events, file.events),
             (StoreKind::Sessions, file.sessions),
@@ -342,6 +391,9 @@ impl Config {
             }
             if let Some(limits) = store.limits {
                 target.limits = limits.apply(target.limits)?;
+            }
+            if let Some(degrade) = store.degrade {
+                target.degrade = degrade.apply(target.degrade.clone())?;
             }
         }
         Ok(())
@@ -472,6 +524,30 @@ mod tests {
         assert_eq!(c.pool_size, 4);
         assert_eq!(c.sessions.url.scheme(), "redis+fred");
         assert_eq!(c.events.fallback, Fallback::None);
+    }
+
+    #[test]
+    fn degraded_mode_is_tuned_for_all_stores_then_per_store() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "[degrade]\nbuffer_capacity = 10\nprobe_initial_ms = 50\n\
+             [sessions.degrade]\nreplay_sessions = true\nprobe_max_ms = 60000\n",
+        )
+        .unwrap();
+        assert_eq!(c.events.degrade.buffer_capacity, 10);
+        assert_eq!(c.events.degrade.probe_initial, Duration::from_millis(50));
+        assert!(!c.events.degrade.replay_sessions);
+        assert!(c.sessions.degrade.replay_sessions);
+        assert_eq!(c.sessions.degrade.buffer_capacity, 10, "the shared table applies first");
+        assert_eq!(c.sessions.degrade.probe_max, Duration::from_secs(60));
+        assert_eq!(c.documents.degrade.probe_max, DegradeConfig::default().probe_max);
+        for bad in [
+            "[degrade]\nbuffer_capacity = 0",
+            "[degrade]\nprobe_initial_ms = 5000\nprobe_max_ms = 10",
+            "[events.degrade]\nreplay = true",
+        ] {
+            assert_eq!(Config::default().apply_toml(bad).unwrap_err().kind(), ErrorKind::Config, "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use palisade_core::{
-    DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result, SessionCache,
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result,
+    SessionCache,
 };
 
 use crate::config::{Config, StoreKind, StoreUrl};
@@ -76,6 +77,9 @@ pub trait Connector: Send + Sync {
         ns: &Namespace,
         policy: InputPolicy,
     ) -> Result<Arc<dyn Backend>>;
+    /// What the backend's stores guarantee (known before connecting, so a
+    /// store whose server is down at start-up reports them too).
+    fn capabilities(&self) -> Capabilities;
     /// Checks that the server at `url` answers (without touching any namespace).
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()>;
     /// Drops `ns` at `url` without migrating it first (throwaway namespaces).
@@ -132,6 +136,9 @@ impl Connector for MemoryConnector {
             ..Default::default()
         };
         Ok(Arc::new(palisade_memory::MemoryStores::new(ns.clone(), &m)))
+    }
+    fn capabilities(&self) -> Capabilities {
+        palisade_memory::capabilities()
     }
     async fn ping(&self, _: &StoreUrl, _: &Config) -> Result<()> {
         Ok(())
@@ -194,6 +201,9 @@ impl Connector for PgSqlxConnector {
         let mut pg = Self::pg_config(url, config, ns);
         pg.policy = policy;
         Ok(Arc::new(palisade_pg_sqlx::PgBackend::connect(&pg).await?))
+    }
+    fn capabilities(&self) -> Capabilities {
+        palisade_pg_sqlx::capabilities()
     }
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
         let pg = Self::pg_config(url, config, &config.namespace);
@@ -258,6 +268,9 @@ impl Connector for RedisConnector {
         let mut redis = self.redis_config(url, config, ns);
         redis.policy = policy;
         Ok(Arc::new(palisade_redis::RedisBackend::connect(&redis).await?))
+    }
+    fn capabilities(&self) -> Capabilities {
+        palisade_redis::capabilities()
     }
     async fn ping(&self, url: &StoreUrl, config: &Config) -> Result<()> {
         let redis = self.redis_config(url, config, &config.namespace);

@@ -2,16 +2,18 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use palisade_core::degradable::Replay;
+use futures::future::BoxFuture;
+use palisade_core::degradable::{Rejected, Replay};
 use palisade_core::{
-    Degradable, DegradeConfig, DocumentStore, EventStore, Health, InputPolicy, Namespace, ReputationRepo, Result,
-    SessionCache, Store, Traced,
+    Degradable, DocumentStore, Error, EventStore, Health, InputPolicy, Namespace, ReputationRepo, Result, SessionCache,
+    Store, Traced,
 };
 use serde::Serialize;
 
 use crate::config::{Config, Fallback, StoreKind};
-use crate::registry::{memory_config, resolve, Backend};
+use crate::registry::{memory_config, resolve, Backend, BackendInfo, Connector};
 
 /// How one store is doing, as `palisade health` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -56,14 +58,33 @@ impl StoreStatus {
     }
 }
 
-type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
+/// What `Stores` reaches of a store's `Degradable` layer, whatever the trait.
+#[async_trait]
+trait DegradedLayer: Send + Sync {
+    fn health(&self) -> Health;
+    fn take_rejected(&self) -> Vec<Rejected>;
+    async fn try_recover(&self) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: ?Sized + Replay + 'static> DegradedLayer for Degradable<T> {
+    fn health(&self) -> Health {
+        Degradable::health(self)
+    }
+    fn take_rejected(&self) -> Vec<Rejected> {
+        Degradable::take_rejected(self)
+    }
+    async fn try_recover(&self) -> Result<()> {
+        Degradable::try_recover(self).await
+    }
+}
 
 #[derive(Clone)]
 struct Probe {
     kind: StoreKind,
     backend: &'static str,
     url: String,
-    degradable: Option<HealthFn>,
+    degradable: Option<Arc<dyn DegradedLayer>>,
     store: Arc<dyn Store>,
     /// The session cache, whose evictions health reports.
     sessions: Option<Arc<dyn SessionCache>>,
@@ -84,7 +105,9 @@ impl Probe {
             rejected: None,
             evictions: self.sessions.as_ref().map(|s| s.evictions()),
         };
-        if let Some(Health::Degraded { since, reason, buffered, rejected }) = self.degradable.as_ref().map(|h| h()) {
+        if let Some(Health::Degraded { since, reason, buffered, rejected }) =
+            self.degradable.as_ref().map(|d| d.health())
+        {
             status.status = "degraded";
             status.detail = Some(reason);
             status.since = Some(since);
@@ -148,9 +171,13 @@ impl Stores {
     /// migration run.
     ///
     /// # Errors
-    /// Connecting is eager, also with a fallback: an unreachable server, a bad
-    /// URL or bad credentials fail here. The fallback serves outages after
-    /// start-up.
+    /// Configuration errors fail here, always: a malformed URL, an unknown
+    /// scheme or one whose feature is off, a store the backend does not
+    /// offer. So does a server that cannot be reached — unless the store has
+    /// `fallback = "memory"`: then it starts degraded, served from memory
+    /// (health says so, with the reason), and switches to its server once a
+    /// probe connects to it, replaying what was written meanwhile. Stores on
+    /// one server share that one deferred connection.
     pub async fn connect(config: &Config) -> Result<Self> {
         Stores::connect_in(config, &config.namespace).await
     }
@@ -163,6 +190,34 @@ impl Stores {
         let (documents, p3) = open_documents(config, ns, &mut opened).await?;
         let (reputation, p4) = open_reputation(config, ns, &mut opened).await?;
         Ok(Stores { events, sessions, documents, reputation, probes: vec![p1, p2, p3, p4] })
+    }
+
+    /// The writes that degraded mode buffered but the primary refused when
+    /// they were replayed (a unique conflict with data the fallback never
+    /// saw, a key holding another type, …), by store; drains the lists.
+    /// Health counts them until they are taken.
+    pub fn take_rejected(&self) -> Vec<(StoreKind, Rejected)> {
+        let mut out = Vec::new();
+        for p in &self.probes {
+            if let Some(d) = &p.degradable {
+                out.extend(d.take_rejected().into_iter().map(|r| (p.kind, r)));
+            }
+        }
+        out
+    }
+
+    /// Tries, now, to bring every degraded store back to its primary
+    /// (connecting it if it never was, replaying buffered writes) instead of
+    /// waiting for the background probes; `Ok` once none is degraded, else
+    /// the first store's error. For tests and graceful shutdown.
+    pub async fn try_recover(&self) -> Result<()> {
+        let mut first = Ok(());
+        for d in self.probes.iter().filter_map(|p| p.degradable.as_ref()) {
+            if let Err(e) = d.try_recover().await {
+                first = first.and(Err(e));
+            }
+        }
+        first
     }
 
     /// Pings every store and reports its state.
@@ -179,27 +234,75 @@ impl Stores {
 /// the same server share one.
 #[derive(Default)]
 struct Opened {
-    backends: Vec<((String, InputPolicy), Arc<dyn Backend>)>,
+    backends: Vec<((String, InputPolicy), Slot)>,
+}
+
+/// A backend, connected or — its server down at start-up, a fallback
+/// configured — connected when a probe first reaches the server.
+#[derive(Clone)]
+enum Slot {
+    Ready(Arc<dyn Backend>),
+    Pending(Arc<Pending>),
+}
+
+type ConnectBackend = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync>;
+
+/// A backend whose first connection failed for want of a server.
+struct Pending {
+    backend: tokio::sync::OnceCell<Arc<dyn Backend>>,
+    connect: ConnectBackend,
+    /// Why the first attempt failed.
+    cause: Error,
+}
+
+impl Pending {
+    /// The backend, connecting it (once, shared by its stores) if it is not yet.
+    async fn get(&self) -> Result<Arc<dyn Backend>> {
+        self.backend.get_or_try_init(|| (self.connect)()).await.cloned()
+    }
+}
+
+impl Slot {
+    /// The connected backend; a pending one is tried once more.
+    async fn ready(&self) -> Result<Arc<dyn Backend>> {
+        match self {
+            Slot::Ready(b) => Ok(Arc::clone(b)),
+            Slot::Pending(p) => p.get().await,
+        }
+    }
 }
 
 impl Opened {
     /// The backend for store `kind`: one already opened for its URL and
-    /// limits, or a new connection.
+    /// limits, or a new connection. A server that cannot be reached is a
+    /// pending slot when the store may fall back to memory.
     async fn backend(
         &mut self,
         kind: StoreKind,
         config: &Config,
         ns: &Namespace,
-    ) -> Result<(&'static crate::registry::BackendInfo, Arc<dyn Backend>)> {
+    ) -> Result<(&'static BackendInfo, &'static dyn Connector, Slot)> {
         let store = config.store(kind);
         let (info, connector) = resolve(&store.url, kind).map_err(|e| e.with_op("connect"))?;
         let key = (store.url.expose().to_owned(), store.limits);
-        if let Some((_, b)) = self.backends.iter().find(|(k, _)| *k == key) {
-            return Ok((info, Arc::clone(b)));
+        if let Some((_, slot)) = self.backends.iter().find(|(k, _)| *k == key) {
+            return Ok((info, connector, slot.clone()));
         }
-        let backend = connector.connect(&store.url, config, ns, store.limits).await?;
-        self.backends.push((key, Arc::clone(&backend)));
-        Ok((info, backend))
+        let slot = match connector.connect(&store.url, config, ns, store.limits).await {
+            Ok(backend) => Slot::Ready(backend),
+            Err(cause) if cause.is_backend_failure() && store.fallback == Fallback::Memory => {
+                let (url, config, ns, limits) = (store.url.clone(), config.clone(), ns.clone(), store.limits);
+                let args = Arc::new((url, config, ns));
+                let connect: ConnectBackend = Box::new(move || {
+                    let args = Arc::clone(&args);
+                    Box::pin(async move { connector.connect(&args.0, &args.1, &args.2, limits).await })
+                });
+                Slot::Pending(Arc::new(Pending { backend: tokio::sync::OnceCell::new(), connect, cause }))
+            }
+            Err(e) => return Err(e),
+        };
+        self.backends.push((key, slot.clone()));
+        Ok((info, connector, slot))
     }
 }
 
@@ -227,16 +330,25 @@ where
 {
     let Kind { kind, pick, memory, wrap, trace, upcast } = k;
     let store = config.store(kind);
-    let (info, backend) = opened.backend(kind, config, ns).await?;
-    let primary = pick(backend.as_ref())?;
-    let (handle, degradable) = match store.fallback {
-        Fallback::None => (primary, None),
-        Fallback::Memory => {
+    let (info, connector, slot) = opened.backend(kind, config, ns).await?;
+    let (handle, degradable) = match (store.fallback, slot) {
+        (Fallback::None, slot) => (pick(slot.ready().await?.as_ref())?, None),
+        (Fallback::Memory, Slot::Ready(backend)) => {
             let secondary = memory(ns, &memory_config(config, kind));
-            let d = Arc::new(Degradable::new(primary, secondary, DegradeConfig::default()));
-            let health = Arc::clone(&d);
-            let health: HealthFn = Arc::new(move || health.health());
-            (wrap(d), Some(health))
+            let d = Arc::new(Degradable::new(pick(backend.as_ref())?, secondary, store.degrade.clone()));
+            (wrap(Arc::clone(&d)), Some(d as Arc<dyn DegradedLayer>))
+        }
+        (Fallback::Memory, Slot::Pending(pending)) => {
+            let secondary = memory(ns, &memory_config(config, kind));
+            let shared = Arc::clone(&pending);
+            let connect = Arc::new(move || {
+                let pending = Arc::clone(&shared);
+                Box::pin(async move { pick(pending.get().await?.as_ref()) }) as BoxFuture<'static, Result<Arc<T>>>
+            });
+            let caps = connector.capabilities();
+            let d = Degradable::connecting(connect, info.id, caps, secondary, store.degrade.clone(), &pending.cause);
+            let d = Arc::new(d);
+            (wrap(Arc::clone(&d)), Some(d as Arc<dyn DegradedLayer>))
         }
     };
     let handle = trace(handle, ns);

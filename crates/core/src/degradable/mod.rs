@@ -51,6 +51,11 @@
 //!   [`DegradeConfig::probe_initial`] and [`DegradeConfig::probe_max`]) pings the
 //!   primary, replays, and switches back. Failover and recovery emit `tracing`
 //!   events (`warn` and `info`).
+//! - **Starting during an outage.** [`Degradable::connecting`] wraps a
+//!   primary that could not be connected yet: the wrapper starts degraded
+//!   (the connect error is the reason), serves from the secondary, and the
+//!   probe connects the primary — then replays and switches back as after
+//!   any outage. Identity and capabilities are the primary's, given up front.
 
 mod documents;
 mod events;
@@ -179,9 +184,40 @@ struct Shared<Op> {
     probing: AtomicBool,
 }
 
+/// Connects a primary that was down when its [`Degradable`] was made.
+pub type ConnectFn<T> = Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+
+/// The primary: connected at construction, or by the probe later.
+struct Primary<T: ?Sized> {
+    store: tokio::sync::OnceCell<Arc<T>>,
+    connect: Option<ConnectFn<T>>,
+    /// Backend id and capabilities while not connected.
+    backend: &'static str,
+    capabilities: crate::Capabilities,
+}
+
+impl<T: ?Sized> Primary<T> {
+    /// The connected primary; `Unavailable` before it is.
+    fn get(&self) -> Result<&T> {
+        self.store
+            .get()
+            .map(|p| p.as_ref())
+            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "the primary is not connected yet").set_temporary(true))
+    }
+
+    /// The primary, connecting it first if it is not yet.
+    async fn connected(&self) -> Result<&T> {
+        match (&self.connect, self.store.get()) {
+            (_, Some(p)) => Ok(p.as_ref()),
+            (Some(connect), None) => self.store.get_or_try_init(|| connect()).await.map(|p| p.as_ref()),
+            (None, None) => self.get(),
+        }
+    }
+}
+
 /// A store that fails over to a secondary; see the [module docs](self).
 pub struct Degradable<T: ?Sized + Replay> {
-    primary: Arc<T>,
+    primary: Arc<Primary<T>>,
     secondary: Arc<T>,
     shared: Arc<Shared<T::Op>>,
     config: DegradeConfig,
@@ -191,15 +227,55 @@ pub struct Degradable<T: ?Sized + Replay> {
 impl<T: ?Sized + Replay + 'static> Degradable<T> {
     /// Wraps `primary` with `secondary` as the fallback.
     pub fn new(primary: Arc<T>, secondary: Arc<T>, config: DegradeConfig) -> Self {
+        let primary = Primary {
+            store: tokio::sync::OnceCell::new_with(Some(primary)),
+            connect: None,
+            backend: "",
+            capabilities: crate::Capabilities::none(),
+        };
+        Self::with_primary(primary, secondary, config, None)
+    }
+
+    /// A wrapper whose primary (backend `backend`, guaranteeing
+    /// `capabilities`) could not be connected: `cause` is why. It starts
+    /// degraded, serving from `secondary`, and its probe calls `connect`
+    /// until it succeeds, then replays the buffered writes and switches to
+    /// the primary. Must be called within a Tokio runtime (the probe is a task).
+    pub fn connecting(
+        connect: ConnectFn<T>,
+        backend: &'static str,
+        capabilities: crate::Capabilities,
+        secondary: Arc<T>,
+        config: DegradeConfig,
+        cause: &Error,
+    ) -> Self {
+        let primary = Primary { store: tokio::sync::OnceCell::new(), connect: Some(connect), backend, capabilities };
+        let d = Self::with_primary(primary, secondary, config, Some(cause.to_string()));
+        tracing::warn!(store = d.label, error = %cause, "palisade: primary unreachable at start-up; serving from the memory fallback");
+        d.spawn_probe();
+        d
+    }
+
+    /// `down`: the reason the wrapper starts degraded, if it does.
+    fn with_primary(primary: Primary<T>, secondary: Arc<T>, config: DegradeConfig, down: Option<String>) -> Self {
+        let since = Utc::now();
+        let status = down.clone().map(|reason| (since, reason));
+        let state = down.map(|reason| Degraded { since, reason, buffer: VecDeque::new() });
         let shared = Shared {
-            degraded: AtomicBool::new(false),
-            status: parking_lot::Mutex::new(None),
+            degraded: AtomicBool::new(state.is_some()),
+            status: parking_lot::Mutex::new(status),
             buffered: AtomicUsize::new(0),
-            state: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(state),
             rejected: parking_lot::Mutex::new(Vec::new()),
             probing: AtomicBool::new(false),
         };
-        Degradable { primary, secondary, shared: Arc::new(shared), config, label: std::any::type_name::<T>() }
+        Degradable {
+            primary: Arc::new(primary),
+            secondary,
+            shared: Arc::new(shared),
+            config,
+            label: std::any::type_name::<T>(),
+        }
     }
 
     /// Healthy, or degraded with details.
@@ -233,7 +309,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
         call: impl Fn(&'a T) -> BoxFuture<'a, Result<R>>,
     ) -> Result<R> {
         if !self.is_degraded() {
-            match call(&self.primary).await {
+            match call(self.primary.get()?).await {
                 Err(e) if e.is_backend_failure() => self.fail_over(op, &e).await,
                 other => return other,
             }
@@ -254,7 +330,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
         let refuse = |why: &'static str| Err(Error::new(ErrorKind::Unavailable, why).with_op(op));
         const PRIMARY_ONLY: &str = "this write needs the primary's data, and the primary is down";
         if !self.is_degraded() {
-            match call(&self.primary).await {
+            match call(self.primary.get()?).await {
                 Err(e) if e.is_backend_failure() => {
                     self.fail_over(op, &e).await;
                     match policy {
@@ -273,7 +349,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
         let Some(degraded) = state.as_mut() else {
             // Recovered while we waited for the lock.
             drop(state);
-            return call(&self.primary).await;
+            return call(self.primary.get()?).await;
         };
         if degraded.buffer.len() >= self.config.buffer_capacity {
             return refuse("primary is down and the degraded-mode write buffer is full");
@@ -313,7 +389,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             loop {
                 tokio::time::sleep(delay).await;
                 let Some(shared) = weak.upgrade() else { return };
-                match recover(&shared, primary.as_ref(), label, config.replay_timeout).await {
+                match recover(&shared, &primary, label, config.replay_timeout).await {
                     Ok(()) => {
                         shared.probing.store(false, Ordering::Release);
                         // A failover that raced with the end of this probe found
@@ -336,7 +412,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     /// Probes and replays now, without waiting for the background probe;
     /// returns `Ok` once healthy again. Useful for tests and graceful shutdown.
     pub async fn try_recover(&self) -> Result<()> {
-        recover(&self.shared, self.primary.as_ref(), self.label, self.config.replay_timeout).await
+        recover(&self.shared, &self.primary, self.label, self.config.replay_timeout).await
     }
 }
 
@@ -345,13 +421,14 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
 /// them, so an interrupted replay resumes where it stopped.
 async fn recover<T: ?Sized + Replay>(
     shared: &Shared<T::Op>,
-    primary: &T,
+    primary: &Primary<T>,
     label: &'static str,
     replay_timeout: Duration,
 ) -> Result<()> {
     if !shared.degraded.load(Ordering::Acquire) {
         return Ok(());
     }
+    let primary = primary.connected().await?;
     primary.probe().await?;
     let mut state = shared.state.lock().await;
     let Some(degraded) = state.as_mut() else { return Ok(()) };
@@ -397,11 +474,11 @@ async fn recover<T: ?Sized + Replay>(
 #[async_trait::async_trait]
 impl<T: ?Sized + Replay + crate::Store + 'static> crate::Store for Degradable<T> {
     fn backend(&self) -> &'static str {
-        self.primary.backend()
+        self.primary.get().map_or(self.primary.backend, |p| p.backend())
     }
 
     fn capabilities(&self) -> crate::Capabilities {
-        self.primary.capabilities()
+        self.primary.get().map_or(self.primary.capabilities, |p| p.capabilities())
     }
 
     async fn ping(&self) -> Result<()> {

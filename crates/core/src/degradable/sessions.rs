@@ -80,7 +80,8 @@ impl Degradable<dyn SessionCache> {
 impl SessionCache for Degradable<dyn SessionCache> {
     /// Evictions of the primary and the memory secondary together.
     fn evictions(&self) -> u64 {
-        self.primary.evictions().saturating_add(self.secondary.evictions())
+        let primary = self.primary.get().map_or(0, |p| p.evictions());
+        primary.saturating_add(self.secondary.evictions())
     }
 
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
