@@ -17,6 +17,7 @@
 //! | input limits, one store | — | `[<store>.limits]` | `[limits]` |
 //! | degraded mode, all stores | — | `[degrade]` | see `DegradeConfig` |
 //! | degraded mode, one store | — | `[<store>.degrade]` | `[degrade]` |
+//! | a backend's own settings | — | `[backends.<id>]` | the backend's defaults |
 //!
 //! Limits keys: `max_depth`, `max_session_value_bytes`, `max_event_data_bytes`,
 //! `max_document_bytes`, `max_reason_bytes`.
@@ -27,14 +28,24 @@
 //! replayed write), `replay_sessions` (replay session writes too; off by
 //! default, sessions being ephemeral).
 //!
+//! Backend tables (`[backends.memory]`, `[backends.pg_sqlx]`,
+//! `[backends.redis_rs]`, `[backends.fred]`) are handed to the backend, which
+//! parses them and refuses keys it does not know: e.g. Redis `scan_limit`,
+//! `rebuild_chunk`, `board_retention_days`, `tail_block_ms`, `cluster`;
+//! memory `session_capacity`, `live_buffer`, `sweep_interval_ms` (see each
+//! backend's `from_options`). `memory_session_capacity` is the memory
+//! backend's `session_capacity` unless its table sets one.
+//!
 //! Precedence: defaults, then the TOML file (`--config FILE` or
 //! `PALISADE_CONFIG`), then environment variables. URLs are kept as
 //! [`StoreUrl`], whose `Debug` and `Display` never show a password.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use palisade_core::backend::ConnectOptions;
 use palisade_core::{DegradeConfig, Error, ErrorKind, InputPolicy, Namespace, Result};
 use serde::Deserialize;
 
@@ -217,6 +228,8 @@ pub struct Config {
     /// Most session keys a memory session cache (primary or fallback) keeps;
     /// beyond it the least recently used are evicted and counted in health.
     pub memory_session_capacity: u64,
+    /// Each backend's own settings, by backend id (`[backends.<id>]`).
+    pub backends: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for Config {
@@ -232,6 +245,7 @@ impl Default for Config {
             op_timeout: Duration::from_millis(10_000),
             tls: false,
             memory_session_capacity: 1_000_000,
+            backends: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +330,7 @@ struct File {
     memory_session_capacity: Option<u64>,
     limits: Option<FileLimits>,
     degrade: Option<FileDegrade>,
+    backends: Option<BTreeMap<String, toml::Table>>,
     events: Option<FileStore>,
     sessions: Option<FileStore>,
     documents: Option<FileStore>,
@@ -366,6 +381,17 @@ impl Config {
             for kind in StoreKind::ALL {
                 let target = self.store_mut(kind);
                 target.limits = limits.apply(target.limits)?;
+            }
+        }
+        for (id, table) in file.backends.unwrap_or_default() {
+            if !crate::registry::BACKENDS.iter().any(|b| b.id == id) {
+                let known: Vec<&str> = crate::registry::BACKENDS.iter().map(|b| b.id).collect();
+                return Err(config_error(format!("[backends.{id}]: unknown backend; known: {}", known.join(", "))));
+            }
+            let value =
+                serde_json::to_value(&table).map_err(|e| config_error(format!("[backends.{id}]: unreadable: {e}")))?;
+            if let serde_json::Value::Object(map) = value {
+                self.backends.entry(id).or_default().extend(map);
             }
         }
         if let Some(degrade) = file.degrade {
@@ -438,6 +464,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// What backend `backend` (an id) is told when a store connects to it in
+    /// `ns` with `policy`: the shared settings and its `[backends.<id>]` table.
+    pub fn connect_options(&self, backend: &str, ns: &Namespace, policy: InputPolicy) -> ConnectOptions {
+        let mut tuning = self.backends.get(backend).cloned().unwrap_or_default();
+        if backend == palisade_memory::BACKEND {
+            tuning.entry("session_capacity").or_insert_with(|| self.memory_session_capacity.into());
+        }
+        ConnectOptions::new(ns.clone())
+            .with_pool_size(self.pool_size)
+            .with_connect_timeout(self.connect_timeout)
+            .with_op_timeout(self.op_timeout)
+            .with_tls(self.tls)
+            .with_policy(policy)
+            .with_tuning(tuning)
     }
 
     /// The settings of one store.
@@ -548,6 +590,25 @@ mod tests {
         ] {
             assert_eq!(Config::default().apply_toml(bad).unwrap_err().kind(), ErrorKind::Config, "{bad}");
         }
+    }
+
+    #[test]
+    fn shared_settings_and_backend_tables_reach_the_connect_options() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "pool_size = 3\ntls = true\nmemory_session_capacity = 9\n\
+             [backends.redis_rs]\nscan_limit = 500\n[backends.memory]\nlive_buffer = 8\n",
+        )
+        .unwrap();
+        let ns = Namespace::new("t").unwrap();
+        let o = c.connect_options("redis_rs", &ns, InputPolicy::default());
+        assert_eq!((o.pool_size, o.tls), (3, true));
+        assert_eq!(o.tuning.get("scan_limit"), Some(&serde_json::json!(500)));
+        assert!(c.connect_options("fred", &ns, InputPolicy::default()).tuning.is_empty());
+        let m = c.connect_options("memory", &ns, InputPolicy::default()).tuning;
+        assert_eq!((m.get("session_capacity"), m.get("live_buffer")), (Some(&9.into()), Some(&8.into())));
+        let err = Config::default().apply_toml("[backends.cassandra]\nx = 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown backend"), "{err}");
     }
 
     #[test]

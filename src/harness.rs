@@ -72,7 +72,9 @@ impl ConfigHarness {
     pub async fn ping(&self) -> Result<()> {
         for kind in StoreKind::ALL {
             let url = &self.config.store(kind).url;
-            resolve(url, kind)?.1.ping(url, &self.config).await?;
+            let (info, connector) = resolve(url, kind)?;
+            let options = self.config.connect_options(info.id, &self.config.namespace, self.config.store(kind).limits);
+            connector.ping(url.expose(), &options).await?;
         }
         Ok(())
     }
@@ -96,8 +98,9 @@ impl ConfigHarness {
                 return Ok(b);
             }
         }
-        let connector = resolve(&store.url, kind)?.1;
-        let backend = connector.connect(&store.url, &self.config, ns, store.limits).await?;
+        let (info, connector) = resolve(&store.url, kind)?;
+        let options = self.config.connect_options(info.id, ns, store.limits);
+        let backend = connector.connect(store.url.expose(), &options).await?;
         if shareable {
             with_shared(|s| s.open.push((key, Arc::clone(&backend))));
         }
@@ -171,8 +174,9 @@ impl Harness for ConfigHarness {
                 continue;
             }
             seen.push(url.expose());
-            if let Ok((_, connector)) = resolve(url, kind) {
-                connector.drop_namespace(url, &self.config, ns).await?;
+            if let Ok((info, connector)) = resolve(url, kind) {
+                let options = self.config.connect_options(info.id, ns, self.config.store(kind).limits);
+                connector.drop_namespace(url.expose(), &options).await?;
             }
         }
         Ok(())

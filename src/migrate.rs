@@ -1,6 +1,7 @@
 //! Schema migrations of the configured stores (`palisade migrate`): applies
 //! (or, in a dry run, lists) the shared SQL migrations in the configured
-//! namespace of every Postgres store.
+//! namespace of every store whose backend has a schema (its connector's
+//! `migrate`).
 
 use std::fmt::Write as _;
 
@@ -11,33 +12,27 @@ use crate::registry::resolve;
 
 /// Applies pending migrations (only lists them when `dry_run`) and returns a
 /// printable report of each store's state.
-#[cfg_attr(not(feature = "pg-sqlx"), allow(unused_variables))]
 pub async fn run(config: &Config, dry_run: bool) -> Result<String> {
     let mut out = String::new();
     let mut done: Vec<String> = Vec::new();
     for kind in StoreKind::ALL {
         let url = &config.store(kind).url;
-        let (info, _) = resolve(url, kind)?;
+        let (info, connector) = resolve(url, kind)?;
         if done.contains(&url.expose().to_owned()) {
             continue;
         }
         done.push(url.expose().to_owned());
-        match info.id {
-            #[cfg(feature = "pg-sqlx")]
-            "pg_sqlx" => {
-                let pg = crate::registry::PgSqlxConnector::pg_config(url, config, &config.namespace);
-                let backend = palisade_pg_sqlx::PgBackend::connect_without_migrating(&pg).await?;
-                if !dry_run {
-                    backend.migrate().await?;
-                }
+        let options = config.connect_options(info.id, &config.namespace, config.store(kind).limits);
+        match connector.migrate(url.expose(), &options, dry_run).await? {
+            Some(migrations) => {
                 let _ = writeln!(out, "{} (namespace {}):", url.redacted(), config.namespace);
-                for m in backend.migration_status().await? {
+                for m in migrations {
                     let state = if m.applied { "applied" } else { "pending" };
                     let _ = writeln!(out, "  {:>4}  {:<8} {}", m.version, state, m.description);
                 }
             }
-            other => {
-                let _ = writeln!(out, "{} ({other}): no migrations needed", url.redacted());
+            None => {
+                let _ = writeln!(out, "{} ({}): no migrations needed", url.redacted(), info.id);
             }
         }
     }

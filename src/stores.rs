@@ -288,14 +288,14 @@ impl Opened {
         if let Some((_, slot)) = self.backends.iter().find(|(k, _)| *k == key) {
             return Ok((info, connector, slot.clone()));
         }
-        let slot = match connector.connect(&store.url, config, ns, store.limits).await {
+        let options = config.connect_options(info.id, ns, store.limits);
+        let slot = match connector.connect(store.url.expose(), &options).await {
             Ok(backend) => Slot::Ready(backend),
             Err(cause) if cause.is_backend_failure() && store.fallback == Fallback::Memory => {
-                let (url, config, ns, limits) = (store.url.clone(), config.clone(), ns.clone(), store.limits);
-                let args = Arc::new((url, config, ns));
+                let args = Arc::new((store.url.clone(), options));
                 let connect: ConnectBackend = Box::new(move || {
                     let args = Arc::clone(&args);
-                    Box::pin(async move { connector.connect(&args.0, &args.1, &args.2, limits).await })
+                    Box::pin(async move { connector.connect(args.0.expose(), &args.1).await })
                 });
                 Slot::Pending(Arc::new(Pending { backend: tokio::sync::OnceCell::new(), connect, cause }))
             }
@@ -334,12 +334,12 @@ where
     let (handle, degradable) = match (store.fallback, slot) {
         (Fallback::None, slot) => (pick(slot.ready().await?.as_ref())?, None),
         (Fallback::Memory, Slot::Ready(backend)) => {
-            let secondary = memory(ns, &memory_config(config, kind));
+            let secondary = memory(ns, &memory_config(config, kind)?);
             let d = Arc::new(Degradable::new(pick(backend.as_ref())?, secondary, store.degrade.clone()));
             (wrap(Arc::clone(&d)), Some(d as Arc<dyn DegradedLayer>))
         }
         (Fallback::Memory, Slot::Pending(pending)) => {
-            let secondary = memory(ns, &memory_config(config, kind));
+            let secondary = memory(ns, &memory_config(config, kind)?);
             let shared = Arc::clone(&pending);
             let connect = Arc::new(move || {
                 let pending = Arc::clone(&shared);

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod backend;
 pub mod capabilities;
 pub mod degradable;
 pub mod documents;

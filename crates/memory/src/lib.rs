@@ -19,16 +19,20 @@
 //! Nothing is durable: a process restart loses everything (`durable = false`).
 //! Each store instance is one [`Namespace`]; two instances never share data.
 
+mod config;
 mod documents;
 mod error;
 mod events;
 mod reputation;
 mod sessions;
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use palisade_core::{Capabilities, InputPolicy, Namespace};
+use async_trait::async_trait;
+use palisade_core::backend::{Backend, ConnectOptions, Connector};
+use palisade_core::{Capabilities, DocumentStore, EventStore, Namespace, ReputationRepo, Result, SessionCache};
 
+pub use config::MemoryConfig;
 pub use documents::MemoryDocumentStore;
 pub use events::MemoryEventStore;
 pub use reputation::MemoryReputationRepo;
@@ -36,32 +40,6 @@ pub use sessions::MemorySessionCache;
 
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "memory";
-
-/// Tuning of the memory backend.
-#[derive(Debug, Clone)]
-pub struct MemoryConfig {
-    /// Most session keys kept; beyond it the least recently used are evicted
-    /// (sessions are ephemeral by contract).
-    pub session_capacity: u64,
-    /// How often writes may sweep expired documents.
-    pub sweep_interval: Duration,
-    /// Buffer of the live-tail broadcast channel; a subscriber that falls
-    /// further behind re-reads the log (nothing is skipped).
-    pub live_buffer: usize,
-    /// What the stores accept (depth and size limits).
-    pub policy: InputPolicy,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            session_capacity: 1_000_000,
-            sweep_interval: Duration::from_secs(1),
-            live_buffer: 4096,
-            policy: InputPolicy::default(),
-        }
-    }
-}
 
 /// What every memory store guarantees: everything but durability.
 pub fn capabilities() -> Capabilities {
@@ -80,23 +58,65 @@ pub fn capabilities() -> Capabilities {
 #[derive(Clone)]
 pub struct MemoryStores {
     /// Events.
-    pub events: std::sync::Arc<MemoryEventStore>,
+    pub events: Arc<MemoryEventStore>,
     /// Sessions.
-    pub sessions: std::sync::Arc<MemorySessionCache>,
+    pub sessions: Arc<MemorySessionCache>,
     /// Documents.
-    pub documents: std::sync::Arc<MemoryDocumentStore>,
+    pub documents: Arc<MemoryDocumentStore>,
     /// Reputation.
-    pub reputation: std::sync::Arc<MemoryReputationRepo>,
+    pub reputation: Arc<MemoryReputationRepo>,
 }
 
 impl MemoryStores {
     /// Fresh, empty stores for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         MemoryStores {
-            events: std::sync::Arc::new(MemoryEventStore::new(namespace.clone(), config)),
-            sessions: std::sync::Arc::new(MemorySessionCache::new(namespace.clone(), config)),
-            documents: std::sync::Arc::new(MemoryDocumentStore::new(namespace.clone(), config)),
-            reputation: std::sync::Arc::new(MemoryReputationRepo::with_policy(namespace, config.policy)),
+            events: Arc::new(MemoryEventStore::new(namespace.clone(), config)),
+            sessions: Arc::new(MemorySessionCache::new(namespace.clone(), config)),
+            documents: Arc::new(MemoryDocumentStore::new(namespace.clone(), config)),
+            reputation: Arc::new(MemoryReputationRepo::with_policy(namespace, config.policy)),
         }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryStores {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(self.events.clone())
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(self.sessions.clone())
+    }
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Ok(self.documents.clone())
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(self.reputation.clone())
+    }
+    /// Memory stores vanish with their last handle; nothing to drop.
+    async fn drop_namespace(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The memory backend's connector (`memory://`). Every `connect` opens
+/// fresh, empty stores; tuning keys: see [`MemoryConfig::from_options`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryConnector;
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    fn id(&self) -> &'static str {
+        BACKEND
+    }
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+    async fn connect(&self, _url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
+        let config = MemoryConfig::from_options(options)?;
+        Ok(Arc::new(MemoryStores::new(options.namespace.clone(), &config)))
+    }
+    async fn ping(&self, _url: &str, _options: &ConnectOptions) -> Result<()> {
+        Ok(())
     }
 }

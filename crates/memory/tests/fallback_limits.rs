@@ -13,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn sessions_stay_within_capacity_evicting_least_recently_used() {
-    let config = MemoryConfig { session_capacity: 100, ..MemoryConfig::default() };
+    let config = MemoryConfig::default().with_session_capacity(100);
     let cache = MemorySessionCache::new(Namespace::new("cap").unwrap(), &config);
     for i in 0..1_000 {
         cache.set(&format!("k{i}"), json!(i), None, SetMode::Always).await.unwrap();
@@ -44,7 +44,7 @@ async fn expired_keys_are_not_counted_as_evictions() {
 
 #[tokio::test]
 async fn lagging_live_tail_rereads_the_log_and_loses_nothing() {
-    let config = MemoryConfig { live_buffer: 16, ..MemoryConfig::default() };
+    let config = MemoryConfig::default().with_live_buffer(16);
     let store = MemoryEventStore::new(Namespace::new("lag").unwrap(), &config);
     let mut tail = store.subscribe(Cursor::Start, EventFilter::all()).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), tail.next()).await.unwrap().unwrap().unwrap();

@@ -55,16 +55,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(8, "encode existing u0001", "0008_encode_existing_u0001.sql"),
 ];
 
-/// A migration's state in a namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationStatus {
-    /// Version (file prefix).
-    pub version: i64,
-    /// Description (file name).
-    pub description: String,
-    /// Whether it is applied.
-    pub applied: bool,
-}
+pub use palisade_core::backend::MigrationStatus;
 
 /// The state of every migration, given the versions recorded as applied
 /// (successfully) in the namespace's [`TABLE`].

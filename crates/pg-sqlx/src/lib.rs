@@ -44,6 +44,7 @@
 //!   (exact at any value size; `1` equals `1.0`; missing fields skipped).
 //!   Declared indexes do not serve sorts yet: sorting runs over the matches.
 
+mod config;
 mod documents;
 mod error;
 mod events;
@@ -51,18 +52,21 @@ mod json;
 mod reputation;
 mod sessions;
 
-use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
-
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
+use async_trait::async_trait;
+use palisade_core::backend::{Backend, ConnectOptions, Connector};
+use palisade_core::{
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result,
+    SessionCache,
+};
 use palisade_pg_common::{migrations, namespace};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, SqlSafeStr};
 
+pub use config::PgConfig;
 pub use documents::PgDocumentStore;
 pub use events::PgEventStore;
 pub use reputation::PgReputationRepo;
@@ -83,65 +87,6 @@ pub fn migrations() -> Vec<Migration> {
             Migration::new(m.version, description, MigrationType::Simple, sql, m.no_transaction())
         })
         .collect()
-}
-
-/// Connection settings. `Debug` never shows the URL's password.
-#[derive(Clone)]
-pub struct PgConfig {
-    /// `postgres://user:password@host:port/database`.
-    pub url: String,
-    /// The schema every store is confined to.
-    pub namespace: Namespace,
-    /// Connections in the pool.
-    pub pool_size: u32,
-    /// How long to wait for a connection (connect and pool acquire).
-    pub connect_timeout: Duration,
-    /// Server-side `statement_timeout`.
-    pub statement_timeout: Duration,
-    /// Use verified TLS (`sslmode=verify-full`: system roots, or the URL's
-    /// `sslrootcert`) unless the URL or `PGSSLMODE` names a mode other than
-    /// `prefer`/`allow`.
-    pub tls: bool,
-    /// What the stores accept (depth and size limits), checked before any I/O.
-    pub policy: InputPolicy,
-}
-
-impl PgConfig {
-    /// Defaults for `url` in `namespace`: 10 connections, 5 s connect, 30 s statements.
-    pub fn new(url: impl Into<String>, namespace: Namespace) -> Self {
-        PgConfig {
-            url: url.into(),
-            namespace,
-            pool_size: 10,
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
-            tls: false,
-            policy: InputPolicy::default(),
-        }
-    }
-
-    fn connect_options(&self) -> Result<PgConnectOptions> {
-        let opts = PgConnectOptions::from_str(&self.url).map_err(|e| error::map("connect", e))?;
-        let timeout_ms = self.statement_timeout.as_millis().to_string();
-        // `tls` raises the optional modes (the default `prefer`, `allow`) to
-        // `verify-full`; a mode that already says how (`disable`, `require`,
-        // `verify-ca`, `verify-full`, from the URL or PGSSLMODE) stays.
-        let weak = matches!(opts.get_ssl_mode(), PgSslMode::Prefer | PgSslMode::Allow);
-        let opts = if self.tls && weak { opts.ssl_mode(PgSslMode::VerifyFull) } else { opts };
-        Ok(opts
-            .application_name("palisade")
-            .options([("search_path", self.namespace.as_str()), ("statement_timeout", timeout_ms.as_str())]))
-    }
-}
-
-impl fmt::Debug for PgConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgConfig")
-            .field("url", &"<redacted>")
-            .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
 }
 
 /// What every pg-sqlx store guarantees.
@@ -282,6 +227,66 @@ impl PgBackend {
     }
 }
 
+#[async_trait]
+impl Backend for PgBackend {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(PgBackend::events(self)))
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(PgBackend::sessions(self)))
+    }
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(PgBackend::documents(self)))
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(PgBackend::reputation(self)))
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        PgBackend::drop_namespace(self).await
+    }
+    /// A migrated namespace emptied in one statement costs a fraction of
+    /// dropping it and applying every migration to a new one.
+    async fn empty_namespace(&self) -> Result<bool> {
+        PgBackend::empty_namespace(self).await.map(|()| true)
+    }
+}
+
+/// The pg-sqlx connector (`postgres://`, `postgresql://`): one pool per
+/// server and namespace, migrated on connect. Settings: [`PgConfig::from_options`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgSqlxConnector;
+
+#[async_trait]
+impl Connector for PgSqlxConnector {
+    fn id(&self) -> &'static str {
+        BACKEND
+    }
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+    async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(PgBackend::connect(&PgConfig::from_options(url, options)?).await?))
+    }
+    async fn ping(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        PgBackend::connect_without_migrating(&PgConfig::from_options(url, options)?).await?.ping().await
+    }
+    async fn drop_namespace(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        PgBackend::connect_without_migrating(&PgConfig::from_options(url, options)?).await?.drop_namespace().await
+    }
+    async fn migrate(
+        &self,
+        url: &str,
+        options: &ConnectOptions,
+        dry_run: bool,
+    ) -> Result<Option<Vec<MigrationStatus>>> {
+        let backend = PgBackend::connect_without_migrating(&PgConfig::from_options(url, options)?).await?;
+        if !dry_run {
+            backend.migrate().await?;
+        }
+        backend.migration_status().await.map(Some)
+    }
+}
+
 fn invalid_state(msg: &'static str) -> Error {
     Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
 }
@@ -289,22 +294,6 @@ fn invalid_state(msg: &'static str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mode(url: &str, tls: bool) -> PgSslMode {
-        let mut config = PgConfig::new(url, Namespace::new("t").unwrap());
-        config.tls = tls;
-        config.connect_options().unwrap().get_ssl_mode()
-    }
-
-    #[test]
-    fn the_tls_flag_makes_optional_tls_verified_and_keeps_explicit_modes() {
-        assert!(matches!(mode("postgres://h/db?sslmode=prefer", true), PgSslMode::VerifyFull));
-        assert!(matches!(mode("postgres://h/db?sslmode=allow", true), PgSslMode::VerifyFull));
-        assert!(matches!(mode("postgres://h/db?sslmode=prefer", false), PgSslMode::Prefer));
-        assert!(matches!(mode("postgres://h/db?sslmode=require", true), PgSslMode::Require));
-        assert!(matches!(mode("postgres://h/db?sslmode=verify-ca", true), PgSslMode::VerifyCa));
-        assert!(matches!(mode("postgres://h/db?sslmode=disable", true), PgSslMode::Disable));
-    }
 
     #[test]
     fn migrations_keep_the_checksums_sqlx_migrate_gives_the_folder() {
@@ -319,11 +308,5 @@ mod tests {
                 (b.version, &b.description, &b.checksum, b.no_tx)
             );
         }
-    }
-
-    #[test]
-    fn debug_never_shows_the_url() {
-        let config = PgConfig::new("postgres://app:s3cret@h/db", Namespace::new("t").unwrap());
-        assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

@@ -52,19 +52,26 @@
 #![cfg_attr(not(any(feature = "redis-rs", feature = "fred")), allow(dead_code, unused_variables, unreachable_code))]
 
 mod clients;
+mod config;
 mod error;
 mod events;
 mod reputation;
 pub mod scripts;
 mod sessions;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
+use async_trait::async_trait;
+use palisade_core::backend::{Backend, ConnectOptions, Connector};
+use palisade_core::{
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result,
+    SessionCache,
+};
 
 pub use clients::{Client, Cmd, Lua, Reply};
+pub(crate) use config::Settings;
+pub use config::{RedisConfig, MAX_REBUILD_CHUNK};
 pub use events::RedisEventStore;
 pub use reputation::RedisReputationRepo;
 pub use sessions::RedisSessionCache;
@@ -86,157 +93,6 @@ impl ClientKind {
             ClientKind::Fred => "fred",
         }
     }
-}
-
-/// Connection settings. `Debug` never shows the URL.
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// `redis://…` or `redis+fred://…`, see the crate docs.
-    pub url: String,
-    /// The namespace every store is confined to.
-    pub namespace: Namespace,
-    /// The client library; [`RedisConfig::new`] picks it from the URL scheme.
-    pub client: ClientKind,
-    /// Connect to a Redis Cluster (also set by `?cluster=true`).
-    pub cluster: bool,
-    /// Connections in fred's pool (redis-rs multiplexes one connection).
-    pub pool_size: usize,
-    /// How long one connection attempt may take.
-    pub connect_timeout: Duration,
-    /// How long one command or script may take before `Timeout`.
-    pub response_timeout: Duration,
-    /// Most stream entries one `query` call examines, and most `count_by`
-    /// examines in total, when the filter is not index-backed (see
-    /// [`RedisEventStore`]).
-    pub scan_limit: usize,
-    /// How long day/week/month leaderboards are kept after the later of their
-    /// period's end and their last change (`None`: forever). The log stays;
-    /// `rebuild` restores an expired board.
-    pub board_retention: Option<Duration>,
-    /// How long one `XREAD BLOCK` of a live tail waits.
-    pub tail_block: Duration,
-    /// Log entries one step of `rebuild` reads (each step is one script, so
-    /// this bounds how long a rebuild blocks the server at a time); clamped
-    /// to 1..=[`MAX_REBUILD_CHUNK`].
-    pub rebuild_chunk: usize,
-    /// Connect with TLS even when the URL says `redis://` (as `rediss://`).
-    pub tls: bool,
-    /// What the stores accept (depth and size limits), checked before any I/O.
-    pub policy: InputPolicy,
-}
-
-impl RedisConfig {
-    /// Defaults for `url` in `namespace`: client from the scheme, 4 pooled
-    /// connections, 5 s connect, 10 s response, 100 000-entry scans, boards
-    /// kept 400 days, 1 s tail blocks, rebuilds in steps of 1 000 log entries.
-    pub fn new(url: impl Into<String>, namespace: Namespace) -> Self {
-        let url = url.into();
-        let client = if url.trim_start().to_ascii_lowercase().contains("+fred") {
-            ClientKind::Fred
-        } else {
-            ClientKind::RedisRs
-        };
-        RedisConfig {
-            url,
-            namespace,
-            client,
-            cluster: false,
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(10),
-            scan_limit: 100_000,
-            board_retention: Some(Duration::from_secs(400 * 24 * 3600)),
-            tail_block: Duration::from_secs(1),
-            rebuild_chunk: 1_000,
-            tls: false,
-            policy: InputPolicy::default(),
-        }
-    }
-
-    fn settings(&self) -> Result<Settings> {
-        let config_err = |msg: &'static str| Error::new(ErrorKind::Config, msg).with_op("connect");
-        let parsed = url::Url::parse(self.url.trim()).map_err(|_| config_err("malformed redis URL"))?;
-        let scheme = parsed.scheme().to_ascii_lowercase();
-        let tls = match scheme.as_str() {
-            "redis" | "redis+fred" | "redis+cluster" | "redis+fred+cluster" => self.tls,
-            "rediss" | "rediss+fred" | "rediss+cluster" | "rediss+fred+cluster" => true,
-            _ => {
-                return Err(config_err(
-                    "a redis URL must start with redis://, rediss://, redis+fred:// or rediss+fred://",
-                ))
-            }
-        };
-        let mut cluster = self.cluster || scheme.ends_with("+cluster");
-        let mut nodes = Vec::new();
-        let mut kept = Vec::new();
-        let mut root_ca = None;
-        for (k, v) in parsed.query_pairs() {
-            match k.as_ref() {
-                "cluster" => cluster |= matches!(v.as_ref(), "true" | "1" | "yes"),
-                "node" => nodes.push(v.into_owned()),
-                "tls_ca" if tls => {
-                    let pem = std::fs::read(v.as_ref()).map_err(|_| config_err("cannot read the tls_ca file"))?;
-                    root_ca = Some(pem);
-                }
-                "tls_ca" => return Err(config_err("tls_ca needs a rediss:// URL")),
-                _ => kept.push((k.into_owned(), v.into_owned())),
-            }
-        }
-        let mut base = parsed.clone();
-        base.set_query(None);
-        if !kept.is_empty() {
-            base.query_pairs_mut().extend_pairs(kept);
-        }
-        let rebuilt = format!("{}{}", if tls { "rediss" } else { "redis" }, &base.as_str()[base.scheme().len()..]);
-        let mut urls = vec![rebuilt.clone()];
-        for node in nodes {
-            let mut u = url::Url::parse(&rebuilt).map_err(|_| config_err("malformed redis URL"))?;
-            let (host, port) = node.rsplit_once(':').ok_or_else(|| config_err("node must be host:port"))?;
-            let port: u16 = port.parse().map_err(|_| config_err("node must be host:port"))?;
-            u.set_host(Some(host)).map_err(|_| config_err("node must be host:port"))?;
-            u.set_port(Some(port)).map_err(|_| config_err("node must be host:port"))?;
-            urls.push(u.to_string());
-        }
-        Ok(Settings {
-            urls,
-            cluster,
-            pool_size: self.pool_size,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            tls,
-            root_ca,
-        })
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &"<redacted>")
-            .field("namespace", &self.namespace)
-            .field("client", &self.client)
-            .field("cluster", &self.cluster)
-            .field("pool_size", &self.pool_size)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The largest [`RedisConfig::rebuild_chunk`] (Lua and `ZRANGE` need exact integers).
-pub const MAX_REBUILD_CHUNK: usize = 1_000_000;
-
-/// What a client needs to connect (URLs hold credentials: never logged).
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) urls: Vec<String>,
-    pub(crate) cluster: bool,
-    #[cfg_attr(not(feature = "fred"), allow(dead_code))]
-    pub(crate) pool_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    /// `rediss://`: connect with TLS (rustls, ring provider).
-    pub(crate) tls: bool,
-    /// PEM roots to trust instead of the system's (`?tls_ca=<file>`).
-    pub(crate) root_ca: Option<Vec<u8>>,
 }
 
 /// What every Redis store guarantees. Not durable (see the crate docs);
@@ -373,6 +229,50 @@ impl RedisBackend {
     }
 }
 
+#[async_trait]
+impl Backend for RedisBackend {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(RedisBackend::events(self)))
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(RedisBackend::sessions(self)))
+    }
+    /// Redis offers no document store.
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Err(Error::unsupported("redis offers no document store", &["memory", "pg_sqlx", "pg_diesel", "mongo"])
+            .with_backend(self.backend()))
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(RedisBackend::reputation(self)))
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        RedisBackend::drop_namespace(self).await
+    }
+}
+
+/// The connector of one client: redis-rs (`redis://`, `rediss://`) or fred
+/// (`redis+fred://`, `rediss+fred://`). Settings: [`RedisConfig::from_options`].
+#[derive(Debug, Clone, Copy)]
+pub struct RedisConnector(pub ClientKind);
+
+#[async_trait]
+impl Connector for RedisConnector {
+    fn id(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+    async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
+        let config = RedisConfig::from_options(url, options)?.with_client(self.0);
+        Ok(Arc::new(RedisBackend::connect(&config).await?))
+    }
+    async fn ping(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        let config = RedisConfig::from_options(url, options)?.with_client(self.0);
+        RedisBackend::connect(&config).await?.ping().await
+    }
+}
+
 /// The three stores, each under its own hash tag.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Store {
@@ -420,42 +320,5 @@ mod tests {
         let b = key(&prefix(&ns("ab"), Store::Sessions), b"x");
         assert_ne!(a, b);
         assert!(a.starts_with(b"{a:s}:"));
-    }
-
-    #[test]
-    fn client_follows_the_scheme_and_cluster_flag_is_read() {
-        let c = RedisConfig::new("redis+fred://127.0.0.1:7000/?cluster=true&node=127.0.0.1:7001", ns("t"));
-        assert_eq!(c.client, ClientKind::Fred);
-        let s = c.settings().unwrap();
-        assert!(s.cluster);
-        assert_eq!(s.urls, vec!["redis://127.0.0.1:7000/", "redis://127.0.0.1:7001/"]);
-        assert_eq!(RedisConfig::new("redis://h:1", ns("t")).client, ClientKind::RedisRs);
-    }
-
-    #[test]
-    fn foreign_schemes_and_unreadable_tls_roots_are_config_errors() {
-        for url in ["postgres://h", "not a url", "rediss://h:1?tls_ca=/nonexistent/ca.pem", "redis://h:1?tls_ca=/x"] {
-            let e = RedisConfig::new(url, ns("t")).settings().err().map(|e| e.kind());
-            assert_eq!(e, Some(ErrorKind::Config), "{url}");
-        }
-    }
-
-    #[test]
-    fn rediss_urls_and_the_tls_flag_select_tls() {
-        let s = RedisConfig::new("rediss+fred://h:1/?x=1", ns("t")).settings().unwrap();
-        assert!(s.tls);
-        assert_eq!(s.urls, vec!["rediss://h:1/?x=1"]);
-        let mut c = RedisConfig::new("redis://h:1", ns("t"));
-        assert!(!c.settings().unwrap().tls);
-        c.tls = true;
-        let s = c.settings().unwrap();
-        assert!(s.tls);
-        assert_eq!(s.urls, vec!["rediss://h:1"]);
-    }
-
-    #[test]
-    fn debug_never_shows_the_url() {
-        let c = RedisConfig::new("redis://user:s3cret@h:1", ns("t"));
-        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
