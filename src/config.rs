@@ -448,6 +448,10 @@ impl Config {
         if let Some(n) = get("PALISADE_MEMORY_SESSION_CAPACITY") {
             let n = n.parse().map_err(|_| config_error("PALISADE_MEMORY_SESSION_CAPACITY must be a number"))?;
             self.memory_session_capacity = check_capacity(n)?;
+            // The environment wins over `[backends.memory] session_capacity` too.
+            if let Some(table) = self.backends.get_mut(palisade_memory::BACKEND) {
+                table.insert("session_capacity".into(), n.into());
+            }
         }
         let all_fallback = get("PALISADE_FALLBACK").map(|f| f.parse::<Fallback>()).transpose()?;
         for kind in StoreKind::ALL {

@@ -184,6 +184,7 @@ impl Stores {
 
     /// Like [`connect`](Self::connect), in namespace `ns` instead.
     pub async fn connect_in(config: &Config, ns: &Namespace) -> Result<Self> {
+        validate(config, ns)?;
         let mut opened = Opened::default();
         let (events, p1) = open_events(config, ns, &mut opened).await?;
         let (sessions, p2) = open_sessions(config, ns, &mut opened).await?;
@@ -195,7 +196,8 @@ impl Stores {
     /// The writes that degraded mode buffered but the primary refused when
     /// they were replayed (a unique conflict with data the fallback never
     /// saw, a key holding another type, …), by store; drains the lists.
-    /// Health counts them until they are taken.
+    /// Health counts them only while the store is still degraded, so a
+    /// service that cares reads them after recovery (or on a timer).
     pub fn take_rejected(&self) -> Vec<(StoreKind, Rejected)> {
         let mut out = Vec::new();
         for p in &self.probes {
@@ -235,6 +237,9 @@ impl Stores {
 #[derive(Default)]
 struct Opened {
     backends: Vec<((String, InputPolicy), Slot)>,
+    /// Report an unreachable server as an error even with a fallback
+    /// (`palisade health`: an outage must not look like success).
+    eager: bool,
 }
 
 /// A backend, connected or — its server down at start-up, a fallback
@@ -291,7 +296,7 @@ impl Opened {
         let options = config.connect_options(info.id, ns, store.limits);
         let slot = match connector.connect(store.url.expose(), &options).await {
             Ok(backend) => Slot::Ready(backend),
-            Err(cause) if cause.is_backend_failure() && store.fallback == Fallback::Memory => {
+            Err(cause) if cause.is_backend_failure() && store.fallback == Fallback::Memory && !self.eager => {
                 let args = Arc::new((store.url.clone(), options));
                 let connect: ConnectBackend = Box::new(move || {
                     let args = Arc::clone(&args);
@@ -304,6 +309,21 @@ impl Opened {
         self.backends.push((key, slot.clone()));
         Ok((info, connector, slot))
     }
+}
+
+/// Every configuration error `connect` could meet, found before any I/O:
+/// schemes, features, stores offered, each backend's URL and settings, and
+/// the memory fallbacks' settings.
+fn validate(config: &Config, ns: &Namespace) -> Result<()> {
+    for kind in StoreKind::ALL {
+        let store = config.store(kind);
+        let (info, connector) = resolve(&store.url, kind).map_err(|e| e.with_op("connect"))?;
+        connector.validate(store.url.expose(), &config.connect_options(info.id, ns, store.limits))?;
+        if store.fallback == Fallback::Memory {
+            memory_config(config, kind)?;
+        }
+    }
+    Ok(())
 }
 
 /// What health probes see of a store: its `Store` side and, for session
@@ -418,7 +438,7 @@ async fn open_reputation(
 pub async fn probe(config: &Config) -> Vec<StoreStatus> {
     let ns = &config.namespace;
     let mut out = Vec::with_capacity(4);
-    let mut backends = Opened::default();
+    let mut backends = Opened { eager: true, ..Opened::default() };
     for kind in StoreKind::ALL {
         let opened = match kind {
             StoreKind::Events => open_events(config, ns, &mut backends).await.map(|(_, p)| p),

@@ -45,6 +45,10 @@ fn status(stores_health: &[palisade::StoreStatus], kind: StoreKind) -> &'static 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_with_the_server_down_then_moves_to_it_when_it_starts() {
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err(),
+        "port {PORT} is taken (a redis-server left over from a killed run?): stop it first"
+    );
     let ns = Namespace::random("boot").unwrap();
     let stores = Stores::connect(&config(&ns)).await.expect("boots although redis is down");
 
@@ -118,9 +122,22 @@ async fn configuration_errors_fail_at_once_even_with_a_fallback() {
         let err = Stores::connect(&config).await.err().unwrap_or_else(|| panic!("{url} booted"));
         assert_eq!(err.kind(), kind, "{url}: {err}");
     }
+    // A backend setting it does not know, or a bad memory-fallback setting,
+    // fails before any connection is tried (the server is unreachable).
+    for table in ["[backends.redis_rs]\nscan_limt = 5\n", "[backends.memory]\nsession_capacity = 0\n"] {
+        let mut config = Config::default();
+        config.apply_toml(&format!("{table}[events]\nurl = \"redis://127.0.0.1:1\"\nfallback = \"memory\"\n")).unwrap();
+        let err = Stores::connect(&config).await.err().unwrap_or_else(|| panic!("{table} booted"));
+        assert_eq!(err.kind(), ErrorKind::Config, "{table}: {err}");
+    }
     // Without a fallback an unreachable server fails the boot, as before.
     let mut config = Config::default();
     config.apply_toml("connect_timeout_ms = 300\n[events]\nurl = \"redis://127.0.0.1:1\"\n").unwrap();
     let err = Stores::connect(&config).await.err().expect("no fallback: fails");
     assert!(err.is_backend_failure(), "{err}");
+    // `palisade health` reports an unreachable server as down even with a
+    // fallback: an outage must not exit 0.
+    config.events.fallback = palisade::Fallback::Memory;
+    let report = palisade::probe(&config).await;
+    assert_eq!(status(&report, StoreKind::Events), "down", "{report:?}");
 }

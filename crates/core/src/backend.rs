@@ -166,6 +166,9 @@ pub trait Connector: Send + Sync {
     /// What the backend's stores guarantee (known before connecting, so a
     /// store whose server is down at start-up reports them too).
     fn capabilities(&self) -> Capabilities;
+    /// Checks `url` and `options` as `connect` would, without any I/O: a
+    /// malformed URL or an unknown tuning key is a `Config` error.
+    fn validate(&self, url: &str, options: &ConnectOptions) -> Result<()>;
     /// Connects to the server at `url` in `options.namespace`, migrating
     /// first where the backend has a schema.
     async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>>;

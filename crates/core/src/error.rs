@@ -70,7 +70,7 @@ pub enum ErrorDetail {
         /// The stream whose version was checked.
         stream: String,
         /// What the caller expected.
-        expected: crate::events::ExpectedVersion,
+        expected: crate::version::ExpectedVersion,
         /// The stream's version at the time of the check (0 = no stream).
         actual: u64,
     },

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::{now_ms, truncate_ms, TimeRange};
+pub use crate::version::ExpectedVersion;
 
 /// Most events one `append` call accepts.
 pub const MAX_BATCH: usize = 200_000;
@@ -231,28 +232,6 @@ impl Event {
             occurred_at: truncate_ms(e.occurred_at),
             position,
             recorded_at: truncate_ms(recorded_at),
-        }
-    }
-}
-
-/// What the caller expects a stream's version to be when appending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExpectedVersion {
-    /// No check.
-    Any,
-    /// The stream has no events yet.
-    NoStream,
-    /// The stream's last event has exactly this version (≥ 1).
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// Whether a stream at `actual` (0 = no stream) satisfies the expectation.
-    pub fn holds(&self, actual: u64) -> bool {
-        match self {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exact(v) => *v == actual,
         }
     }
 }

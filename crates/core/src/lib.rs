@@ -26,6 +26,7 @@ pub mod sessions;
 pub mod store;
 pub mod time;
 pub mod traced;
+mod version;
 
 pub use capabilities::Capabilities;
 pub use degradable::{Degradable, DegradeConfig, Health};

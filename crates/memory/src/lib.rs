@@ -112,6 +112,9 @@ impl Connector for MemoryConnector {
     fn capabilities(&self) -> Capabilities {
         capabilities()
     }
+    fn validate(&self, _url: &str, options: &ConnectOptions) -> Result<()> {
+        MemoryConfig::from_options(options).map(|_| ())
+    }
     async fn connect(&self, _url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
         let config = MemoryConfig::from_options(options)?;
         Ok(Arc::new(MemoryStores::new(options.namespace.clone(), &config)))

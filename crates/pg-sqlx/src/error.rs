@@ -16,7 +16,11 @@ pub(crate) fn map(op: &'static str, e: sqlx::Error) -> Error {
         sqlx::Error::PoolTimedOut => {
             Error::new(ErrorKind::Timeout, "timed out waiting for a connection").set_temporary(true)
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+        // A certificate that does not verify is no outage: it stays wrong until
+        // the configuration changes (with a fallback, boot fails instead of
+        // waiting for it).
+        sqlx::Error::Tls(_) => Error::new(ErrorKind::Config, "TLS with postgres failed"),
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             Error::new(ErrorKind::Unavailable, "cannot reach postgres").set_temporary(true)
         }
         sqlx::Error::Protocol(_) => Error::new(ErrorKind::Unavailable, "postgres connection broke").set_temporary(true),

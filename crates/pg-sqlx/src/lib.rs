@@ -264,6 +264,9 @@ impl Connector for PgSqlxConnector {
     fn capabilities(&self) -> Capabilities {
         capabilities()
     }
+    fn validate(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        PgConfig::from_options(url, options).map(|_| ())
+    }
     async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
         Ok(Arc::new(PgBackend::connect(&PgConfig::from_options(url, options)?).await?))
     }

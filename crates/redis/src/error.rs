@@ -44,7 +44,7 @@ fn build(
 #[cfg(feature = "redis-rs")]
 pub(crate) fn map_redis_rs(op: &'static str, e: redis::RedisError) -> Error {
     use redis::ErrorKind as K;
-    let backend = crate::clients::redis_rs::BACKEND;
+    let backend = crate::ClientKind::RedisRs.backend();
     let (kind, temporary, message) = if e.is_timeout() {
         (ErrorKind::Timeout, true, "redis did not answer in time".to_owned())
     } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
@@ -72,7 +72,7 @@ pub(crate) fn map_redis_rs(op: &'static str, e: redis::RedisError) -> Error {
 #[cfg(feature = "fred")]
 pub(crate) fn map_fred(op: &'static str, e: fred::error::Error) -> Error {
     use fred::error::ErrorKind as K;
-    let backend = crate::clients::fred::BACKEND;
+    let backend = crate::ClientKind::Fred.backend();
     let (kind, temporary, message) = match e.kind() {
         K::Timeout => (ErrorKind::Timeout, true, "redis did not answer in time".to_owned()),
         K::IO | K::Canceled | K::Cluster | K::Routing | K::Backpressure => {

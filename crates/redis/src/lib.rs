@@ -56,7 +56,7 @@ mod config;
 mod error;
 mod events;
 mod reputation;
-pub mod scripts;
+mod scripts;
 mod sessions;
 
 use std::sync::Arc;
@@ -69,7 +69,7 @@ use palisade_core::{
     SessionCache,
 };
 
-pub use clients::{Client, Cmd, Lua, Reply};
+pub(crate) use clients::{Client, Cmd};
 pub(crate) use config::Settings;
 pub use config::{RedisConfig, MAX_REBUILD_CHUNK};
 pub use events::RedisEventStore;
@@ -176,11 +176,6 @@ impl RedisBackend {
         &self.namespace
     }
 
-    /// The raw client, for benchmarks and admin.
-    pub fn client(&self) -> &Arc<dyn Client> {
-        &self.client
-    }
-
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<()> {
         self.client.call("ping", Cmd::keyless("PING")).await.map(|_| ())
@@ -262,6 +257,9 @@ impl Connector for RedisConnector {
     }
     fn capabilities(&self) -> Capabilities {
         capabilities()
+    }
+    fn validate(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        RedisConfig::from_options(url, options).map(|_| ())
     }
     async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
         let config = RedisConfig::from_options(url, options)?.with_client(self.0);

@@ -428,7 +428,20 @@ async fn recover<T: ?Sized + Replay>(
     if !shared.degraded.load(Ordering::Acquire) {
         return Ok(());
     }
-    let primary = primary.connected().await?;
+    let primary = match primary.connected().await {
+        Ok(p) => p,
+        Err(e) => {
+            // Health shows the latest reason; a refusal that is no outage
+            // (bad credentials, a failed migration) is worth an operator's eye.
+            if let Some(status) = shared.status.lock().as_mut() {
+                status.1 = e.to_string();
+            }
+            if !e.is_backend_failure() {
+                tracing::error!(store = label, error = %e, "palisade: the primary refuses to connect; still serving from the memory fallback");
+            }
+            return Err(e);
+        }
+    };
     primary.probe().await?;
     let mut state = shared.state.lock().await;
     let Some(degraded) = state.as_mut() else { return Ok(()) };
