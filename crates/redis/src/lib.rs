@@ -4,7 +4,7 @@
 //! **redis-rs** (`redis-rs`: a `ConnectionManager`, or an async cluster
 //! connection) and **fred** (`fred`: a pool with an exponential reconnect
 //! policy). Key layout, Lua scripts and semantics are shared code
-//! ([`scripts`], the store modules); only the client calls differ
+//! (`scripts.rs`, the store modules); only the client calls differ
 //! (`clients::Client`). Both clients pass the same conformance suite.
 //!
 //! ## Stores
