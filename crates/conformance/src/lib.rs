@@ -21,7 +21,8 @@
 //! cases are skipped with a printed notice, unless `PALISADE_REQUIRE` names the
 //! server, in which case a missing or unreachable server fails every case.
 //! When `PALISADE_CONFORMANCE_LOG` names a file, each case appends
-//! `pass|na|skip|fail <TAB> backend <TAB> trait <TAB> case` to it, for the
+//! `pass|na|skip|fail <TAB> backend <TAB> trait <TAB> case <TAB> milliseconds`
+//! to it (the time includes opening the stores), for the
 //! summary printed by `scripts/test.sh`.
 //!
 //! A case whose capability the store lacks checks that the backend answers
@@ -169,10 +170,11 @@ where
     }
 }
 
-fn log(outcome: &str, backend: &str, trait_id: &str, case: &str) {
+fn log(outcome: &str, backend: &str, trait_id: &str, case: &str, took: std::time::Duration) {
     let Ok(path) = std::env::var("PALISADE_CONFORMANCE_LOG") else { return };
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = f.write_all(format!("{outcome}\t{backend}\t{trait_id}\t{case}\n").as_bytes());
+        let ms = took.as_millis();
+        let _ = f.write_all(format!("{outcome}\t{backend}\t{trait_id}\t{case}\t{ms}\n").as_bytes());
     }
 }
 
@@ -318,18 +320,19 @@ pub async fn run<S, H>(
     S: ?Sized + Send + Sync + 'static,
     H: Future<Output = Option<Arc<dyn Harness>>>,
 {
+    let started = std::time::Instant::now();
     let Some(h) = harness.await else {
-        log("skip", backend, trait_id, case);
+        log("skip", backend, trait_id, case, started.elapsed());
         return;
     };
     match execute(h.as_ref(), open, body).await {
-        Ok(Outcome::Passed) => log("pass", backend, trait_id, case),
+        Ok(Outcome::Passed) => log("pass", backend, trait_id, case, started.elapsed()),
         Ok(Outcome::NotApplicable(capability)) => {
             eprintln!("n/a: {backend}::{trait_id}::{case} (no `{capability}` capability)");
-            log("na", backend, trait_id, case);
+            log("na", backend, trait_id, case, started.elapsed());
         }
         Err(failure) => {
-            log("fail", backend, trait_id, case);
+            log("fail", backend, trait_id, case, started.elapsed());
             // Re-raised on the test's own thread, so the test output shows
             // the failed assertion (the case ran on a runtime worker).
             panic!("{backend}::{trait_id}::{case}: {}", failure.message())
