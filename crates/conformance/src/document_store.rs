@@ -12,8 +12,9 @@ use futures::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::{assert_kind, ok};
+use palisade_core::backend::eval::matches;
 use palisade_core::documents::{
-    matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, Projection, SortKey, UpdateOps, MAX_FIND_LIMIT,
+    CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, Projection, SortKey, UpdateOps, MAX_FIND_LIMIT,
 };
 use palisade_core::{DocumentStore, Error, ErrorDetail, ErrorKind, Result};
 

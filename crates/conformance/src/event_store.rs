@@ -18,12 +18,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{assert_kind, ok};
+use palisade_core::backend::clock::now_ms;
 use palisade_core::error::{ErrorDetail, ErrorKind, Result};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
     GroupCount, NewEvent, Order, PageRequest, Position, SubscriptionItem, MAX_NAME_LEN, MAX_PAGE, MAX_TAGS,
 };
-use palisade_core::time::{now_ms, truncate_ms, TimeRange};
+use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::EventStore;
 
 const SOURCE: &str = "conformance";

@@ -11,9 +11,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backend::check::check_limit;
+use crate::backend::clock::now_ms;
+use crate::backend::eval::canonical_ip;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::time::{now_ms, truncate_ms, TimeRange};
+use crate::time::{truncate_ms, TimeRange};
 pub use crate::version::ExpectedVersion;
 
 /// Most events one `append` call accepts.
@@ -124,7 +127,7 @@ impl NewEvent {
 }
 
 /// Validates a short name: 1..=256 bytes, no control characters.
-pub fn check_name(what: &str, value: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.len() > MAX_NAME_LEN {
         return Err(Error::invalid(format!("{what} must be 1..={MAX_NAME_LEN} bytes")));
     }
@@ -418,15 +421,6 @@ impl EventFilter {
     }
 }
 
-/// Maps IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) to plain IPv4, as every
-/// backend stores client IPs.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
 /// Result order of a `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Order {
@@ -476,14 +470,6 @@ impl PageRequest {
     }
 }
 
-/// Checks a page/read limit: 1..=[`MAX_PAGE`].
-pub fn check_limit(limit: usize) -> Result<()> {
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Error::invalid(format!("limit must be 1..={MAX_PAGE}")));
-    }
-    Ok(())
-}
-
 /// A page of results.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Page<T> {
@@ -515,30 +501,6 @@ pub struct GroupCount {
     pub key: String,
     /// Matching events in the group.
     pub count: u64,
-}
-
-/// The keys of `e` under `group` (none when the event lacks the field).
-pub fn group_keys(e: &Event, group: GroupBy) -> Vec<String> {
-    match group {
-        GroupBy::Kind => vec![e.kind.clone()],
-        GroupBy::Source => vec![e.source.clone()],
-        GroupBy::Tag => {
-            let mut tags = e.tags.clone();
-            tags.sort();
-            tags.dedup();
-            tags
-        }
-        GroupBy::ClientIp => e.client_ip.map(|ip| canonical_ip(ip).to_string()).into_iter().collect(),
-        GroupBy::Session => e.session_id.clone().into_iter().collect(),
-    }
-}
-
-/// Sorts groups by count descending, then key ascending (code point order), and
-/// keeps the first `top`. Every backend's `count_by` returns this order.
-pub fn rank_groups(mut groups: Vec<GroupCount>, top: usize) -> Vec<GroupCount> {
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-    groups.truncate(top);
-    groups
 }
 
 /// An item of a live tail.

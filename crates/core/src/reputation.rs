@@ -87,7 +87,13 @@ pub struct ReputationEvent {
 impl ReputationEvent {
     /// A new event with a fresh UUID v7 at `now`.
     pub fn new(subject: Subject, delta: i64, reason: impl Into<String>) -> Self {
-        ReputationEvent { id: Uuid::now_v7(), subject, delta, reason: reason.into(), at: crate::time::now_ms() }
+        ReputationEvent {
+            id: Uuid::now_v7(),
+            subject,
+            delta,
+            reason: reason.into(),
+            at: crate::backend::clock::now_ms(),
+        }
     }
     /// Sets `at`.
     pub fn at(mut self, at: DateTime<Utc>) -> Self {
@@ -246,30 +252,6 @@ pub struct Ranked {
     pub rank: u64,
 }
 
-/// Assigns competition ranks to `(subject, score)` pairs and sorts them by
-/// score descending, then subject id ascending (code point order) — the order
-/// every backend returns.
-pub fn rank_entries(mut entries: Vec<(Subject, i64)>) -> Vec<Ranked> {
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
-    let mut out: Vec<Ranked> = Vec::with_capacity(entries.len());
-    for (i, (subject, score)) in entries.into_iter().enumerate() {
-        let rank = match out.last() {
-            Some(prev) if prev.score == score => prev.rank,
-            _ => i as u64 + 1,
-        };
-        out.push(Ranked { subject, score, rank });
-    }
-    out
-}
-
-/// Checks a page limit for leaderboards and history: 1..=[`MAX_RANKED`].
-pub fn check_ranked_limit(limit: usize) -> Result<()> {
-    if limit == 0 || limit > MAX_RANKED {
-        return Err(Error::invalid(format!("limit must be 1..={MAX_RANKED}")));
-    }
-    Ok(())
-}
-
 /// Scores and periodic leaderboards, derived from an idempotent log of
 /// reputation events.
 ///
@@ -330,6 +312,7 @@ impl<T: ReputationRepo + ?Sized> ReputationRepoExt for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::eval::rank_entries;
 
     #[test]
     fn competition_ranking_is_1224_with_ties_by_id() {

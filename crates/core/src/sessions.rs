@@ -6,30 +6,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::backend::clock::ttl_millis;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::time::{now_ms, truncate_ms, ttl_millis, MAX_TTL_MS};
+use crate::time::{truncate_ms, MAX_TTL_MS};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest `max_len` of a history list and largest `range` limit.
 pub const MAX_HISTORY: usize = 10_000;
-
-/// Checks a key: 1..=1024 bytes of UTF-8 (any characters, spaces and newlines included).
-pub fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(Error::invalid(format!("key must be 1..={MAX_KEY_LEN} bytes")));
-    }
-    Ok(())
-}
-
-/// Checks a history length / range limit: 1..=[`MAX_HISTORY`].
-pub fn check_history_len(n: usize) -> Result<()> {
-    if n == 0 || n > MAX_HISTORY {
-        return Err(Error::invalid(format!("history length must be 1..={MAX_HISTORY}")));
-    }
-    Ok(())
-}
 
 /// When a key expires: after a relative TTL or at an absolute instant.
 ///
@@ -88,11 +73,6 @@ impl Expiry {
         };
         Ok(at)
     }
-}
-
-/// The deadline of an optional expiry, fixed now (see [`Expiry::deadline`]).
-pub fn deadline(expiry: Option<Expiry>) -> Result<Option<DateTime<Utc>>> {
-    expiry.map(|e| e.deadline(now_ms())).transpose()
 }
 
 /// When `set` writes.

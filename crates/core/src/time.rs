@@ -1,6 +1,6 @@
 //! Time conventions: UTC, millisecond precision, absolute expiry instants.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 
@@ -8,27 +8,6 @@ use crate::error::{Error, Result};
 /// and compares.
 pub fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
-}
-
-/// The current instant, truncated to milliseconds.
-pub fn now_ms() -> DateTime<Utc> {
-    truncate_ms(Utc::now())
-}
-
-/// Checks a TTL: whole milliseconds, strictly positive, at most ~100 years.
-/// Returns it as milliseconds.
-pub fn ttl_millis(ttl: TimeDelta) -> Result<i64> {
-    let ms = ttl.num_milliseconds();
-    if ms <= 0 {
-        return Err(Error::invalid("ttl must be at least 1 millisecond"));
-    }
-    if ttl.subsec_nanos() % 1_000_000 != 0 {
-        return Err(Error::invalid("ttl must be whole milliseconds"));
-    }
-    if ms > MAX_TTL_MS {
-        return Err(Error::invalid("ttl must be at most 100 years"));
-    }
-    Ok(ms)
 }
 
 /// The longest TTL accepted (100 years, in milliseconds).
@@ -52,16 +31,6 @@ pub fn check_instant(what: &str, t: DateTime<Utc>) -> Result<()> {
         return Err(Error::invalid(format!("{what} must lie in the years 1 to 9999")));
     }
     Ok(())
-}
-
-/// `t` moved into years 1 to 9999, for bounds that only compare (`purge`).
-pub fn clamp_instant(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.clamp(min_instant(), max_instant())
-}
-
-/// `now + ttl`, as the absolute expiry instant. Expired means `now >= expires_at`.
-pub fn expiry_after(now: DateTime<Utc>, ttl_ms: i64) -> DateTime<Utc> {
-    now + TimeDelta::milliseconds(ttl_ms)
 }
 
 /// A half-open UTC interval `[from, to)`; either end may be open.
@@ -117,22 +86,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_and_negative_ttls_are_invalid() {
-        assert!(ttl_millis(TimeDelta::zero()).is_err());
-        assert!(ttl_millis(TimeDelta::milliseconds(-5)).is_err());
-        assert!(ttl_millis(TimeDelta::microseconds(999)).is_err());
-        assert!(ttl_millis(TimeDelta::microseconds(1500)).is_err(), "not whole milliseconds");
-        assert_eq!(ttl_millis(TimeDelta::milliseconds(1)).ok(), Some(1));
-    }
-
-    #[test]
     fn instants_are_kept_in_years_1_to_9999() {
         assert_eq!(min_instant().to_rfc3339(), "0001-01-01T00:00:00+00:00");
         assert_eq!(max_instant().timestamp_millis() % 1000, 999);
         assert!(check_instant("t", DateTime::<Utc>::MIN_UTC).is_err());
         assert!(check_instant("t", DateTime::<Utc>::MAX_UTC).is_err());
         assert!(check_instant("t", min_instant()).is_ok() && check_instant("t", max_instant()).is_ok());
-        assert_eq!(clamp_instant(DateTime::<Utc>::MIN_UTC), min_instant());
     }
 
     #[test]

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use palisade_core::documents::{
-    cmp_docs, matches, prepare_insert, prepare_replace, project, with_version, CollectionSpec, Filter, FindOptions,
-    SchemaValidator, UpdateOps, UpdateResult,
-};
-use palisade_core::time::now_ms;
+use palisade_core::backend::check::{prepare_insert, prepare_replace};
+use palisade_core::backend::clock::now_ms;
+use palisade_core::backend::eval::{cmp_docs, matches, project};
+use palisade_core::backend::stored::with_version;
+use palisade_core::documents::{CollectionSpec, Filter, FindOptions, SchemaValidator, UpdateOps, UpdateResult};
 use palisade_core::{Capabilities, DocumentStore, InputPolicy, Namespace, Result, Store};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
@@ -200,7 +200,7 @@ impl MemoryDocumentStore {
     }
 
     fn collection(&self, name: &str) -> Result<Arc<RwLock<Collection>>> {
-        palisade_core::documents::check_collection_name(name)?;
+        palisade_core::backend::check::check_collection_name(name)?;
         self.collections.get(name).map(|c| Arc::clone(c.value())).ok_or_else(|| Fault::NoCollection.into())
     }
 
@@ -258,7 +258,7 @@ impl DocumentStore for MemoryDocumentStore {
 
     async fn drop_collection(&self, collection: &str) -> Result<bool> {
         let run = || {
-            palisade_core::documents::check_collection_name(collection)?;
+            palisade_core::backend::check::check_collection_name(collection)?;
             let _ddl = self.ddl.lock();
             match self.collections.remove(collection) {
                 Some((_, coll)) => {
@@ -302,7 +302,7 @@ impl DocumentStore for MemoryDocumentStore {
 
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Value>> {
         let run = || {
-            palisade_core::documents::check_id(id)?;
+            palisade_core::backend::check::check_id(id)?;
             self.read(collection, |c, now| Ok(c.docs.get(id).filter(|d| d.live(now)).map(|d| d.doc.clone())))
         };
         run().map_err(tagged("get"))

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
+use palisade_core::backend::check::check_limit;
+use palisade_core::backend::clock::now_ms;
+use palisade_core::backend::eval::{canonical_ip, group_keys, rank_groups};
 use palisade_core::events::{
-    canonical_ip, check_limit, group_keys, rank_groups, AppendBatch, AppendOutcome, Appended, Cursor, Event,
-    EventFilter, EventSubscription, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+    AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Order,
+    Page, PageRequest, Position, SubscriptionItem,
 };
-use palisade_core::time::{now_ms, truncate_ms};
+use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, InputPolicy, Namespace, Result, Store};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;

@@ -4,8 +4,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use palisade_core::backend::check::check_ranked_limit;
 use palisade_core::reputation::{
-    check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
+    Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::TimeRange;
 use palisade_core::{Capabilities, Error, InputPolicy, Namespace, ReputationRepo, Result, Store};

@@ -11,8 +11,10 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::{EvictionPolicy, Expiry as MokaExpiry};
 use moka::sync::Cache;
-use palisade_core::sessions::{check_history_len, check_key, deadline, Decision, KeyTtl, SetMode};
-use palisade_core::time::{expiry_after, now_ms, ttl_millis};
+use palisade_core::backend::check::{check_history_len, check_key};
+use palisade_core::backend::clock::deadline;
+use palisade_core::backend::clock::{expiry_after, now_ms, ttl_millis};
+use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, Expiry, InputPolicy, Namespace, Result, SessionCache, Store};
 use serde_json::Value;
 

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use palisade_core::policy::decode_stored_json;
+use palisade_core::backend::stored::decode_stored_json;
 use serde_json::{Map, Value};
 
 const ESC: char = '\u{1}';

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use ipnet::IpNet;
+use palisade_core::backend::check::check_limit;
+use palisade_core::backend::eval::{canonical_ip, rank_groups};
 use palisade_core::events::{
-    canonical_ip, check_limit, rank_groups, AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter,
-    EventSubscription, ExpectedVersion, GroupBy, GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+    AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
+    GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
@@ -389,7 +391,7 @@ impl EventStore for PgEventStore {
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         sqlx::query("DELETE FROM events WHERE occurred_at < $1")
-            .bind(palisade_core::time::clamp_instant(truncate_ms(before)))
+            .bind(palisade_core::backend::clock::clamp_instant(truncate_ms(before)))
             .execute(&self.backend.pool)
             .await
             .map(|r| r.rows_affected())

@@ -2,8 +2,9 @@
 //! updated in the same transaction; ranks from window functions.
 
 use async_trait::async_trait;
+use palisade_core::backend::check::check_ranked_limit;
 use palisade_core::reputation::{
-    check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
+    Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use palisade_core::sessions::{check_history_len, check_key, Decision, KeyTtl, SetMode};
-use palisade_core::time::{now_ms, ttl_millis};
+use palisade_core::backend::check::{check_history_len, check_key};
+use palisade_core::backend::clock::{now_ms, ttl_millis};
+use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache, Store};
 use serde_json::Value;
 use sqlx::Row;
@@ -84,7 +85,7 @@ impl PgSessionCache {
 
 /// Values are JSON text (NUL-safe); decoded without a recursion limit.
 fn decode_value(text: &str) -> Result<Value> {
-    palisade_core::policy::decode_stored_json(text.as_bytes())
+    palisade_core::backend::stored::decode_stored_json(text.as_bytes())
 }
 
 fn wrong_type(want: &'static str) -> Error {

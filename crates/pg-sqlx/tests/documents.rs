@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use futures::future::join_all;
 use palisade_conformance::server_url;
+use palisade_core::backend::eval::{cmp_docs, matches};
 use palisade_core::documents::{
-    cmp_docs, matches, CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, SortKey, SortOrder, UpdateOps,
+    CollectionSpec, FieldPath, Filter, FindOptions, IndexSpec, SortKey, SortOrder, UpdateOps,
 };
 use palisade_core::{DocumentStore, ErrorDetail, ErrorKind, Namespace};
 use palisade_pg_sqlx::{PgBackend, PgConfig, PgDocumentStore};

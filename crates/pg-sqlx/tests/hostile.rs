@@ -6,8 +6,8 @@
 
 use palisade_conformance::poisoned::{self, POISON_DEPTH};
 use palisade_conformance::server_url;
+use palisade_core::backend::stored::decode_stored_json;
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
-use palisade_core::policy::decode_stored_json;
 use palisade_core::{DocumentStore, Namespace};
 use palisade_pg_sqlx::{PgBackend, PgConfig};
 use serde_json::json;

@@ -43,10 +43,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
+use palisade_core::backend::check::check_limit;
+use palisade_core::backend::eval::{canonical_ip, group_keys, rank_groups};
 use palisade_core::events::{
-    canonical_ip, check_limit, group_keys, rank_groups, AppendBatch, AppendOutcome, Appended, Cursor, Event,
-    EventFilter, EventSubscription, ExpectedVersion, GroupBy, GroupCount, NewEvent, Order, Page, PageRequest, Position,
-    SubscriptionItem,
+    AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
+    GroupCount, NewEvent, Order, Page, PageRequest, Position, SubscriptionItem,
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
@@ -88,7 +89,7 @@ fn exclusive(p: Position, order: Order) -> Option<String> {
 /// limit (written before the input policy, or by another writer): it is
 /// decoded without one and kept out of the typed decoding of the rest.
 fn decode_event(bytes: &[u8]) -> Result<NewEvent> {
-    let mut v = palisade_core::policy::decode_stored_json(bytes)?;
+    let mut v = palisade_core::backend::stored::decode_stored_json(bytes)?;
     let data = match v.as_object_mut() {
         Some(m) => m.insert("data".to_owned(), serde_json::Value::Null),
         None => None,

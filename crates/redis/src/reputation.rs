@@ -37,8 +37,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use palisade_core::backend::check::check_ranked_limit;
 use palisade_core::reputation::{
-    check_ranked_limit, Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
+    Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ErrorKind, ReputationRepo, Result};
@@ -250,7 +251,7 @@ impl ReputationRepo for RedisReputationRepo {
             .filter(|r| !r.is_nil())
             .map(|r| {
                 let bytes = r.bytes().map_err(|e| e.with_backend(self.backend.backend()))?;
-                let v = palisade_core::policy::decode_stored_json(bytes)?;
+                let v = palisade_core::backend::stored::decode_stored_json(bytes)?;
                 serde_json::from_value(v).map_err(|e| Error::from(e).with_backend(self.backend.backend()))
             })
             .collect::<Result<_>>()

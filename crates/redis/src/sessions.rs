@@ -21,8 +21,10 @@
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
-use palisade_core::sessions::{check_history_len, check_key, deadline, Decision, KeyTtl, SetMode};
-use palisade_core::time::{now_ms, ttl_millis};
+use palisade_core::backend::check::{check_history_len, check_key};
+use palisade_core::backend::clock::deadline;
+use palisade_core::backend::clock::{now_ms, ttl_millis};
+use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, Expiry, Result, SessionCache};
 use serde_json::Value;
 
@@ -56,7 +58,7 @@ fn unix_ms(expiry: Option<Expiry>) -> Result<Option<i64>> {
 }
 
 fn decode(backend: &'static str, reply: &Reply) -> Result<Value> {
-    palisade_core::policy::decode_stored_json(reply.bytes()?).map_err(|e| e.with_backend(backend))
+    palisade_core::backend::stored::decode_stored_json(reply.bytes()?).map_err(|e| e.with_backend(backend))
 }
 
 fn decimal(reply: &Reply, backend: &'static str) -> Result<i64> {

@@ -99,7 +99,7 @@ pub async fn in_with_ten_thousand_values_matches_like_the_reference(store: &dyn 
             let parsed = f(&filter);
             let mut want: Vec<String> = docs
                 .iter()
-                .filter(|d| palisade_core::documents::matches(&parsed, d))
+                .filter(|d| palisade_core::backend::eval::matches(&parsed, d))
                 .map(|d| d["_id"].as_str().unwrap_or_default().to_owned())
                 .collect();
             want.sort();

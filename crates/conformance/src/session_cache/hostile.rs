@@ -6,10 +6,10 @@ use serde_json::json;
 
 use super::{assert_expires_within, get, long, ms, past_short_ttl, range, set, short, ttl};
 use crate::{assert_kind, nested, ok};
+use palisade_core::backend::clock::now_ms;
 use palisade_core::error::ErrorKind;
 use palisade_core::policy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_SESSION_VALUE_BYTES};
 use palisade_core::sessions::{KeyTtl, SetMode};
-use palisade_core::time::now_ms;
 use palisade_core::{Expiry, SessionCache};
 
 /// Values and history entries nested deeper than the policy allows are

@@ -5,8 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::{Degradable, Replay, WritePolicy};
-use crate::sessions::{deadline, Decision, KeyTtl, SetMode};
-use crate::time::now_ms;
+use crate::backend::clock::{deadline, now_ms};
+use crate::sessions::{Decision, KeyTtl, SetMode};
 use crate::{Expiry, Result, SessionCache};
 
 /// A buffered session write (only with `DegradeConfig::replay_sessions`).

@@ -1,25 +1,25 @@
 //! JSON documents in collections, and the [`DocumentStore`] trait.
 
 mod filter;
-mod matcher;
-mod path;
+pub(crate) mod matcher;
+pub(crate) mod path;
 mod schema;
 mod update;
-mod value;
+pub(crate) mod value;
 
 pub use filter::{FieldOp, Filter, MAX_CONDITIONS, MAX_FILTER_DEPTH};
-pub use matcher::{cmp_docs, matches, project, reach, sort_value, Reached};
-pub use path::{array_index, check_field_name, FieldPath, MAX_DEPTH, MAX_FIELD_LEN};
+pub use path::{check_field_name, FieldPath, MAX_DEPTH, MAX_FIELD_LEN};
 pub use schema::SchemaValidator;
 pub use update::{UpdateOp, UpdateOps};
-pub use value::{cmp_bracketed, cmp_numbers, cmp_total, type_rank, values_equal};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::backend::check::check_collection_name;
+use crate::backend::eval::reach;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -234,19 +234,6 @@ impl CollectionSpec {
     }
 }
 
-/// Checks a collection name: `[A-Za-z][A-Za-z0-9_]{0,62}`.
-pub fn check_collection_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 63;
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid("collection names are [A-Za-z][A-Za-z0-9_]{0,62}"))
-    }
-}
-
 /// Which fields `find` returns. `_id` and `_version` are always returned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Projection {
@@ -318,7 +305,7 @@ pub struct UpdateResult {
 
 /// Checks the field names of a document value recursively: see
 /// [`check_field_name`]; nesting at most [`MAX_DEPTH`].
-pub fn validate_fields(v: &Value, depth: usize) -> Result<()> {
+pub(crate) fn validate_fields(v: &Value, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::invalid(format!("documents nest at most {MAX_DEPTH} levels")));
     }
@@ -330,80 +317,6 @@ pub fn validate_fields(v: &Value, depth: usize) -> Result<()> {
         Value::Array(a) => a.iter().try_for_each(|v| validate_fields(v, depth + 1)),
         _ => Ok(()),
     }
-}
-
-/// Checks an `_id`: a string of 1..=512 bytes without control characters.
-pub fn check_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("`_id` must be 1..={MAX_ID_LEN} bytes without control characters")));
-    }
-    Ok(())
-}
-
-/// Prepares a document for insertion: must be an object with valid field
-/// names, without `_version` (store-managed); `_id` is checked, or generated as
-/// a UUID v7 string when absent; the stored form is held to `policy`. Returns
-/// the id and the body with `_id` set and no `_version`.
-pub fn prepare_insert(doc: Value, policy: &crate::InputPolicy) -> Result<(String, Map<String, Value>)> {
-    let Value::Object(mut m) = doc else {
-        return Err(Error::invalid("a document must be a JSON object"));
-    };
-    if m.contains_key("_version") {
-        return Err(Error::invalid("`_version` is store-managed; do not set it on insert"));
-    }
-    let id = match m.remove("_id") {
-        None => uuid::Uuid::now_v7().to_string(),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(Error::invalid("`_id` must be a string")),
-    };
-    check_id(&id)?;
-    m.insert("_id".to_owned(), Value::String(id.clone()));
-    let body = Value::Object(m);
-    validate_fields(&body, 0)?;
-    policy.check_document(&body)?;
-    let Value::Object(m) = body else { unreachable!("constructed as object above") };
-    Ok((id, m))
-}
-
-/// Prepares a replacement document for `id`: like [`prepare_insert`], except
-/// that an `_id` in the body must equal `id` and a `_version` in the body is
-/// taken as the expected version (it must agree with `expected` if both are
-/// given). Returns the body (with `_id`, without `_version`) and the expected
-/// version.
-pub fn prepare_replace(
-    id: &str,
-    doc: Value,
-    expected: Option<u64>,
-    policy: &crate::InputPolicy,
-) -> Result<(Map<String, Value>, Option<u64>)> {
-    check_id(id)?;
-    let Value::Object(mut m) = doc else {
-        return Err(Error::invalid("a document must be a JSON object"));
-    };
-    let in_body = match m.remove("_version") {
-        None => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| Error::invalid("`_version` must be a positive integer"))?),
-    };
-    let expected = match (expected, in_body) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(Error::invalid("`_version` in the body disagrees with the expected version"))
-        }
-        (a, b) => a.or(b),
-    };
-    match m.get("_id") {
-        None => {}
-        Some(Value::String(s)) if s == id => {}
-        Some(_) => return Err(Error::invalid("`_id` in the body differs from the id replaced")),
-    }
-    m.insert("_id".to_owned(), Value::String(id.to_owned()));
-    let (_, body) = prepare_insert(Value::Object(m), policy)?;
-    Ok((body, expected))
-}
-
-/// The stored form of a body: the body plus `_version`.
-pub fn with_version(mut body: Map<String, Value>, version: u64) -> Value {
-    body.insert("_version".to_owned(), Value::from(version));
-    Value::Object(body)
 }
 
 /// JSON documents in named collections, with schemas, indexes, TTL and a

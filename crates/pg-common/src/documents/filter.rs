@@ -14,7 +14,9 @@
 //! query faster. Queries run as unnamed statements (planned with their
 //! parameter values), so a bound path matches the index expression.
 
-use palisade_core::documents::{array_index, FieldOp, FieldPath, Filter, SortKey, SortOrder};
+use palisade_core::documents::{FieldOp, FieldPath, Filter, SortKey, SortOrder};
+
+use palisade_core::backend::eval::array_index;
 use serde_json::{Map, Value};
 
 use crate::json::{encode_str, encoded};

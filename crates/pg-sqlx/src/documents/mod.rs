@@ -20,7 +20,7 @@
 //!   [`PgDocumentStore::sweep`] does it on demand.
 //! - **Filters** become SQL over the `palisade_doc_*` functions, with every
 //!   value and path a bound parameter (pg-common's `filter.rs`); they implement core's
-//!   reference semantics ([`matches`](palisade_core::documents::matches)).
+//!   reference semantics ([`matches`](palisade_core::backend::eval::matches)).
 //! - **Writes** check the schema in Rust (core's `SchemaValidator`) before
 //!   anything is written. `update` and `replace` lock the matching live rows
 //!   (`FOR UPDATE`, in `_id` order), apply the operations in Rust and write
@@ -54,9 +54,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use palisade_core::backend::check::{check_collection_name, check_id, prepare_insert, prepare_replace};
+use palisade_core::backend::eval::{cmp_docs, project};
+use palisade_core::backend::stored::with_version;
 use palisade_core::documents::{
-    check_collection_name, check_id, cmp_docs, prepare_insert, prepare_replace, project, with_version, CollectionSpec,
-    FieldPath, Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
+    CollectionSpec, FieldPath, Filter, FindOptions, UpdateOps, UpdateResult, MAX_INSERT_MANY,
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
 use palisade_pg_common::documents::{

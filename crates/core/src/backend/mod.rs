@@ -1,4 +1,16 @@
-//! For backend authors: how a backend crate plugs into the facade.
+//! For backend authors: how a backend crate plugs into the facade, and the
+//! helpers every backend shares so that all of them behave alike:
+//!
+//! - [`check`]: input checks run before any I/O;
+//! - [`clock`]: "now", TTLs and expiry instants, fixed when a call is made;
+//! - [`stored`]: decoding stored JSON so one row never fails a whole read;
+//! - [`eval`]: the reference semantics (document filters, sorts and
+//!   projections, event grouping, leaderboard ranks) for backends that
+//!   evaluate in process, and that the others must agree with.
+//!
+//! Services never need these; they use the traits and models.
+//!
+//! # Connecting
 //!
 //! A backend crate exposes one [`Connector`] (a unit struct, usually). The
 //! facade's registry lists the compiled-in connectors; for each store it
@@ -15,6 +27,11 @@
 //! - An unreachable server is `Unavailable` or `Timeout` (temporary): with a
 //!   fallback configured, the facade then boots degraded and connects later.
 //! - Neither the URL nor credentials appear in errors, `Debug` or logs.
+
+pub mod check;
+pub mod clock;
+pub mod eval;
+pub mod stored;
 
 use std::fmt;
 use std::sync::Arc;
