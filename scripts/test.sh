@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: starts the servers, runs every workspace test with all
-# features, builds the docs warning-free, and prints the conformance summary.
+# features, builds the docs warning-free, verifies that every crate builds from
+# its packaged form, and prints the conformance summary.
 # This is what the README tells newcomers to run and what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,10 @@ cargo test --workspace --all-features --doc --locked || status=$?
 cargo fmt --all -- --check || status=$?
 cargo clippy --workspace --all-features --all-targets --locked --quiet -- -D warnings || status=$?
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet || status=$?
+# Every crate must build from its packaged form, as users get it from
+# crates.io: cargo packages each crate and builds it against the others
+# through a local registry overlay (migrations, README and license inside).
+cargo package --workspace --locked --allow-dirty --quiet || status=$?
 
 bash scripts/conformance-summary.sh "$PALISADE_CONFORMANCE_LOG" || status=1
 exit $status

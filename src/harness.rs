@@ -25,7 +25,8 @@ struct Shared {
     /// By namespace and the limits the backend was opened with.
     open: Vec<((String, InputPolicy), Arc<dyn Backend>)>,
     recycled: Vec<(String, Namespace)>,
-    /// Servers (URL and backend) that answered [`ConfigHarness::ping`].
+    /// Servers (backend and URL) that answered a recycling harness's
+    /// [`ConfigHarness::ping`].
     answered: Vec<String>,
 }
 
@@ -70,22 +71,26 @@ impl ConfigHarness {
         &self.config
     }
 
-    /// Checks that every configured server answers. A server is asked once
-    /// per process: the test macro builds a harness, and pings, for every
-    /// case, and a Postgres ping opens two connections — most of a short
-    /// case's time if repeated (a server that goes away later fails the
-    /// cases that use it anyway, when they open their stores).
+    /// Checks that every configured server answers.
+    ///
+    /// A [`recycling`](Self::recycling) harness (test suites) asks each
+    /// server once per process: the test macro builds a harness, and pings,
+    /// for every case, and a Postgres ping opens two connections — most of a
+    /// short case's time if repeated. A server that answered once and goes
+    /// away later fails the cases that use it when they open their stores.
     pub async fn ping(&self) -> Result<()> {
         for kind in StoreKind::ALL {
             let url = &self.config.store(kind).url;
             let (info, connector) = resolve(url, kind)?;
             let server = format!("{}\t{}", info.id, url.expose());
-            if with_shared(|s| s.answered.contains(&server)) {
+            if self.recycle && with_shared(|s| s.answered.contains(&server)) {
                 continue;
             }
             let options = self.config.connect_options(info.id, &self.config.namespace, self.config.store(kind).limits);
             connector.ping(url.expose(), &options).await?;
-            with_shared(|s| s.answered.push(server));
+            if self.recycle {
+                with_shared(|s| s.answered.push(server));
+            }
         }
         Ok(())
     }

@@ -4,7 +4,16 @@
 //! [`EventStore`] (security events), [`SessionCache`] (TTL'd session state),
 //! [`DocumentStore`] (JSON documents) and [`ReputationRepo`] (scores and
 //! leaderboards). This facade re-exports the contract from `palisade-core` and
-//! the backends enabled by Cargo features (today: `memory`, the default).
+//! the backends enabled by Cargo features, and opens stores from a [`Config`]
+//! ([`Stores::connect`]).
+//!
+//! | feature | enables | URL schemes |
+//! |---|---|---|
+//! | `memory` (default; always compiled, it is the degraded-mode fallback) | [`memory`] | `memory://` |
+//! | `pg-sqlx` | `pg_sqlx`: Postgres via sqlx | `postgres://`, `postgresql://` |
+//! | `redis-rs` | `redis`: Redis via redis-rs | `redis://`, `rediss://` |
+//! | `fred` | `redis`: Redis via fred | `redis+fred://`, `rediss+fred://` |
+//! | `conformance` | `harness`: the conformance suite over stores opened from a `Config` | — |
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> palisade::Result<()> {
@@ -14,6 +23,7 @@
 //! assert!(!appended.duplicate);
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 #[cfg(feature = "conformance")]
@@ -34,3 +44,9 @@ pub use palisade_core::{
     ReputationRepo, ReputationRepoExt, Result, SessionCache, SessionCacheExt,
 };
 pub use palisade_memory as memory;
+/// Postgres via sqlx (feature `pg-sqlx`).
+#[cfg(feature = "pg-sqlx")]
+pub use palisade_pg_sqlx as pg_sqlx;
+/// Redis via redis-rs (feature `redis-rs`) and fred (feature `fred`).
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
+pub use palisade_redis as redis;

@@ -20,9 +20,12 @@
 //! Server-backed harnesses come from [`harness_from_env`]: without a URL the
 //! cases are skipped with a printed notice, unless `PALISADE_REQUIRE` names the
 //! server, in which case a missing or unreachable server fails every case.
+//! (A server that answered and goes away during the run fails the cases
+//! that then cannot open their stores, required or not.)
 //! When `PALISADE_CONFORMANCE_LOG` names a file, each case appends
 //! `pass|na|skip|fail <TAB> backend <TAB> trait <TAB> case <TAB> milliseconds`
-//! to it (the time includes opening the stores), for the
+//! to it (the time covers the whole test: building the harness, opening the
+//! stores, the case, and releasing its namespaces), for the
 //! summary printed by `scripts/test.sh`.
 //!
 //! A case whose capability the store lacks checks that the backend answers

@@ -12,6 +12,7 @@
 //! friends (mockall) are available for unit tests.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 pub mod capabilities;

@@ -26,7 +26,7 @@ pub fn max_instant() -> DateTime<Utc> {
 }
 
 /// `InvalidInput` unless `t` lies in years 1 to 9999 (see [`min_instant`]).
-pub fn check_instant(what: &str, t: DateTime<Utc>) -> Result<()> {
+pub(crate) fn check_instant(what: &str, t: DateTime<Utc>) -> Result<()> {
     if t < min_instant() || t > max_instant() {
         return Err(Error::invalid(format!("{what} must lie in the years 1 to 9999")));
     }

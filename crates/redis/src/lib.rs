@@ -50,6 +50,7 @@
 // Without a client feature the crate only offers its types (connect says which
 // feature is missing); the client plumbing is then unused.
 #![cfg_attr(not(any(feature = "redis-rs", feature = "fred")), allow(dead_code, unused_variables, unreachable_code))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clients;
 mod config;
@@ -70,7 +71,6 @@ use palisade_core::{
 };
 
 pub(crate) use clients::{Client, Cmd};
-pub(crate) use config::Settings;
 pub use config::{RedisConfig, MAX_REBUILD_CHUNK};
 pub use events::RedisEventStore;
 pub use reputation::RedisReputationRepo;

@@ -3,7 +3,10 @@
 //! filter language, sort order and projections exactly as every backend must
 //! answer them, event grouping and ranking, and leaderboard ranks. A backend
 //! that translates to a query language (SQL, Redis scripts) must agree with
-//! these; the conformance suite checks it against them.
+//! these; the conformance suite checks it against them. (The SQL functions
+//! of migration `0003_documents.sql` mirror `reach`, `matches` and
+//! `sort_value`; its comment names their old paths under `documents`, and
+//! migrations are never edited.)
 
 use std::net::IpAddr;
 

@@ -8,7 +8,8 @@
 //!   projections, event grouping, leaderboard ranks) for backends that
 //!   evaluate in process, and that the others must agree with.
 //!
-//! Services never need these; they use the traits and models.
+//! Services rarely need these (one exception: [`clock::now_ms`], "now" at the
+//! stores' precision); they use the traits and models.
 //!
 //! # Connecting
 //!

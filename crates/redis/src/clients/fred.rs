@@ -19,9 +19,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use palisade_core::{Error, ErrorKind, Result};
 
 use super::{Client, Cmd, Lua, Reply};
+use crate::config::Settings;
 use crate::error::map_fred;
 use crate::scripts;
-use crate::Settings;
 
 /// The backend id of this client.
 pub(crate) const BACKEND: &str = "fred";

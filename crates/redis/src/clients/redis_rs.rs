@@ -14,9 +14,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::TlsCertificates;
 
 use super::{Client, Cmd, Lua, Reply};
+use crate::config::Settings;
 use crate::error::map_redis_rs;
 use crate::scripts;
-use crate::Settings;
 
 /// The backend id of this client.
 pub(crate) const BACKEND: &str = "redis_rs";
