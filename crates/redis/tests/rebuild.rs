@@ -16,8 +16,11 @@ use palisade_redis::{RedisBackend, RedisConfig};
 /// The `n`th event: one of 7 users or 3 engines, somewhere in the day.
 fn event(n: u32) -> ReputationEvent {
     let day = Utc.with_ymd_and_hms(2026, 3, 14, 0, 0, 0).single().unwrap_or_default();
-    let subject =
-        if n.is_multiple_of(3) { Subject::engine(format!("e{}", n % 9 / 3)) } else { Subject::user(format!("u{}", n % 7)) };
+    let subject = if n.is_multiple_of(3) {
+        Subject::engine(format!("e{}", n % 9 / 3))
+    } else {
+        Subject::user(format!("u{}", n % 7))
+    };
     let delta = i64::from(n % 11) - 4;
     ReputationEvent::new(subject, delta, "test").at(day + TimeDelta::seconds(i64::from(n * 7919 % 86_400)))
 }
