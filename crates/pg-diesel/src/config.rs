@@ -1,0 +1,232 @@
+//! pg-diesel's settings: [`PgDieselConfig`], built with its `with_*` methods
+//! or from the facade's [`ConnectOptions`] (`[backends.pg_diesel]`).
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_core::backend::ConnectOptions;
+use palisade_core::{Error, ErrorKind, InputPolicy, Namespace, Result};
+use serde::Deserialize;
+use tokio_postgres::config::Host;
+
+use crate::BACKEND;
+
+/// The URL scheme of this backend (`postgres+diesel://user:pw@host/db`).
+pub const SCHEME: &str = "postgres+diesel";
+
+/// Connection settings. `Debug` never shows the URL's password.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PgDieselConfig {
+    /// `postgres+diesel://user:password@host:port/database` (`postgres://`
+    /// and `postgresql://` are accepted too).
+    pub url: String,
+    /// The schema every store is confined to.
+    pub namespace: Namespace,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection (connect and pool acquire).
+    pub connect_timeout: Duration,
+    /// Server-side `statement_timeout`.
+    pub statement_timeout: Duration,
+    /// Require verified TLS. Not supported by pg-diesel yet: `true` (like an
+    /// `sslmode` of `require`, `verify-ca` or `verify-full`) is a `Config`
+    /// error, never a silent plain-text connection.
+    pub tls: bool,
+    /// What the stores accept (depth and size limits), checked before any I/O.
+    pub policy: InputPolicy,
+}
+
+/// Where and how to connect, parsed from [`PgDieselConfig`] before any I/O.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// Host name or address and port (TCP).
+    pub host: String,
+    pub port: u16,
+    /// Everything else tokio-postgres sends at startup: user, password,
+    /// database, `search_path`, `statement_timeout`, application name.
+    pub startup: tokio_postgres::Config,
+    pub connect_timeout: Duration,
+}
+
+impl PgDieselConfig {
+    /// Defaults for `url` in `namespace`: 10 connections, 5 s connect, 30 s statements.
+    pub fn new(url: impl Into<String>, namespace: Namespace) -> Self {
+        PgDieselConfig {
+            url: url.into(),
+            namespace,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            tls: false,
+            policy: InputPolicy::default(),
+        }
+    }
+
+    /// With `n` pooled connections.
+    pub fn with_pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// With connect (and pool acquire) timeout `d`.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// With server-side `statement_timeout` `d`.
+    pub fn with_statement_timeout(mut self, d: Duration) -> Self {
+        self.statement_timeout = d;
+        self
+    }
+
+    /// With verified TLS required (see [`PgDieselConfig::tls`]).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// With input policy `policy`.
+    pub fn with_policy(mut self, policy: InputPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// From the facade's options: pool size, connect timeout, the operation
+    /// timeout as `statement_timeout`, TLS and policy. pg-diesel has no
+    /// tuning keys of its own yet, so any `[backends.pg_diesel]` key is a
+    /// `Config` error. The URL is parsed (a malformed one is `Config`)
+    /// before any I/O.
+    pub fn from_options(url: &str, options: &ConnectOptions) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Tuning {}
+        let Tuning {} = options.tuning(BACKEND)?;
+        let config = PgDieselConfig::new(url, options.namespace.clone())
+            .with_pool_size(options.pool_size)
+            .with_connect_timeout(options.connect_timeout)
+            .with_statement_timeout(options.op_timeout)
+            .with_tls(options.tls)
+            .with_policy(options.policy);
+        config.target()?;
+        Ok(config)
+    }
+
+    /// Parses the URL into where to connect and what to send at startup.
+    ///
+    /// `sslmode` (from the URL or `PGSSLMODE`) may be `disable`, `allow` or
+    /// `prefer`, all of which connect without TLS here; a mode that demands
+    /// TLS is a `Config` error until pg-diesel speaks TLS. Only TCP hosts are
+    /// supported (one host; no Unix sockets yet).
+    pub(crate) fn target(&self) -> Result<Target> {
+        let bad =
+            |msg: &str| Error::new(ErrorKind::Config, format!("invalid pg-diesel URL: {msg}")).with_backend(BACKEND);
+        let mut url = url::Url::parse(&self.url).map_err(|_| bad("not a URL"))?;
+        match url.scheme() {
+            SCHEME | "postgres" | "postgresql" => {}
+            _ => return Err(bad("the scheme must be postgres+diesel://")),
+        }
+        let mut sslmode = std::env::var("PGSSLMODE").ok();
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => sslmode = Some(v.into_owned()),
+                "sslrootcert" | "sslcert" | "sslkey" => {}
+                _ => kept.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        let demands_tls = match sslmode.as_deref() {
+            None | Some("disable" | "allow" | "prefer") => false,
+            Some("require" | "verify-ca" | "verify-full") => true,
+            Some(_) => return Err(bad("unknown sslmode")),
+        };
+        if self.tls || demands_tls {
+            return Err(Error::new(ErrorKind::Config, "pg-diesel does not support TLS yet; use pg-sqlx (postgres://)")
+                .with_backend(BACKEND));
+        }
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+        // tokio-postgres parses `postgres://` URLs; the scheme carries no other meaning.
+        let text = url.as_str().replacen(&format!("{}://", url.scheme()), "postgres://", 1);
+        let mut startup: tokio_postgres::Config = text.parse().map_err(|_| bad("unparsable connection settings"))?;
+        let host = match startup.get_hosts() {
+            [Host::Tcp(h)] => h.clone(),
+            [] => "localhost".to_owned(),
+            [Host::Tcp(_), ..] => return Err(bad("one host only")),
+            _ => return Err(bad("only TCP hosts are supported")),
+        };
+        let port = startup.get_ports().first().copied().unwrap_or(5432);
+        let base = startup.get_options().unwrap_or_default().to_owned();
+        // The namespace is validated as [a-z][a-z0-9_]*: nothing to escape.
+        let options = format!(
+            "{base} -c search_path={} -c statement_timeout={}",
+            self.namespace.as_str(),
+            self.statement_timeout.as_millis()
+        );
+        startup.options(options.trim()).application_name("palisade").ssl_mode(tokio_postgres::config::SslMode::Disable);
+        Ok(Target { host, port, startup, connect_timeout: self.connect_timeout })
+    }
+}
+
+impl fmt::Debug for PgDieselConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgDieselConfig")
+            .field("url", &"<redacted>")
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> PgDieselConfig {
+        PgDieselConfig::new(url, Namespace::new("tenant_a").unwrap())
+    }
+
+    #[test]
+    fn the_url_gives_host_port_user_database_and_the_namespace_as_search_path() {
+        let t = config("postgres+diesel://app:pw@127.0.0.1:5433/security?connect_timeout=3").target().unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 5433));
+        assert_eq!(t.startup.get_user(), Some("app"));
+        assert_eq!(t.startup.get_dbname(), Some("security"));
+        assert_eq!(t.startup.get_options(), Some("-c search_path=tenant_a -c statement_timeout=30000"));
+        let t = config("postgres://db/x").target().unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("db", 5432));
+    }
+
+    #[test]
+    fn tls_demands_are_config_errors_never_plain_text() {
+        for url in ["postgres+diesel://h/db?sslmode=require", "postgres+diesel://h/db?sslmode=verify-full"] {
+            assert_eq!(config(url).target().err().map(|e| e.kind()), Some(ErrorKind::Config), "{url}");
+        }
+        assert!(config("postgres+diesel://h/db?sslmode=prefer").target().is_ok());
+        let forced = config("postgres+diesel://h/db").with_tls(true).target();
+        assert_eq!(forced.err().map(|e| e.kind()), Some(ErrorKind::Config));
+    }
+
+    #[test]
+    fn malformed_urls_and_unknown_tuning_are_config_errors() {
+        for url in ["nope", "mysql://h/db", "postgres+diesel://h:notaport/db", "postgres+diesel://h/db?sslmode=maybe"] {
+            assert_eq!(config(url).target().err().map(|e| e.kind()), Some(ErrorKind::Config), "{url}");
+        }
+        let options = ConnectOptions::new(Namespace::new("t").unwrap());
+        let mut tuning = serde_json::Map::new();
+        tuning.insert("pool".into(), 1.into());
+        let err = PgDieselConfig::from_options("postgres+diesel://h/db", &options.with_tuning(tuning)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_password() {
+        let c = config("postgres+diesel://app:s3cret@h/db?sslmode=require");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = c.target().err().map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}

@@ -1,0 +1,204 @@
+//! # palisade-pg-diesel
+//!
+//! Palisade on PostgreSQL through diesel 2.3 and diesel-async 0.9 — **work
+//! in progress** (issue #12): the connection layer, the migrations and the
+//! `table!` schema are here and tested; the four stores are not yet, so this
+//! backend is not in the facade's registry and `postgres+diesel://` URLs are
+//! not accepted by `Stores::connect` yet.
+//!
+//! What is here:
+//! - **Connections** ([`connection`]): tokio-postgres over a socket this
+//!   crate opens (`TCP_NODELAY`, connect timeout), with `search_path` set to
+//!   the namespace and `statement_timeout` sent as startup options, wrapped
+//!   in diesel-async's `AsyncPgConnection` and pooled by deadpool. A
+//!   connection closed or left inside a transaction (a cancelled call) is
+//!   discarded, never handed out again.
+//! - **Error kinds from SQLSTATE codes**: diesel 2.3 does not expose a
+//!   server error's code, so each connection reads it off the protocol
+//!   (see [`connection`]) and the crate maps it with pg-common's
+//!   table — never from message text.
+//! - **Migrations**: pg-common's set, applied into the namespace exactly as
+//!   sqlx's migrator does (same advisory lock, same
+//!   `<namespace>.palisade_migrations` table and SHA-384 checksums), so a
+//!   namespace either Postgres backend migrated is served by the other
+//!   without re-migrating; tested both ways against pg-sqlx.
+//! - **[`schema`]**: diesel `table!` definitions of Palisade's tables,
+//!   checked against the live catalog, for services that read them in their
+//!   own diesel queries.
+//! - **TLS** is not supported yet: `PALISADE_TLS` or an `sslmode` that
+//!   demands TLS is a `Config` error, never a silent plain-text connection.
+
+pub mod config;
+pub mod connection;
+mod error;
+mod migrate;
+pub mod schema;
+
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use palisade_core::{Capabilities, InputPolicy, Namespace, Result};
+use palisade_pg_common::namespace;
+
+pub use config::PgDieselConfig;
+pub use palisade_pg_common::migrations::MigrationStatus;
+
+use crate::config::Target;
+use crate::connection::{Manager, Pool, PooledConnection};
+
+/// The backend id used in errors, spans and test names.
+pub const BACKEND: &str = "pg_diesel";
+
+/// What every pg-diesel store will guarantee (the same as pg-sqlx: one
+/// schema, one set of SQL functions).
+pub fn capabilities() -> Capabilities {
+    let mut caps = Capabilities::none();
+    caps.durable = true;
+    caps.atomic_batch = true;
+    caps.gap_free_order = true;
+    caps.live_tail = true;
+    caps.analytics = true;
+    caps.schema_validation = true;
+    caps
+}
+
+/// A connection pool confined to one namespace, migrated on connect.
+#[derive(Clone)]
+pub struct PgDieselBackend {
+    pool: Pool,
+    target: Target,
+    namespace: Namespace,
+    policy: InputPolicy,
+}
+
+impl PgDieselBackend {
+    /// Connects (eagerly, so bad configuration or an unreachable server
+    /// fails here with its cause) and applies pending migrations.
+    pub async fn connect(config: &PgDieselConfig) -> Result<Self> {
+        let backend = PgDieselBackend::connect_without_migrating(config).await?;
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    /// Connects without touching the schema (for `palisade migrate --dry-run`).
+    pub async fn connect_without_migrating(config: &PgDieselConfig) -> Result<Self> {
+        let target = config.target()?;
+        // One direct connection first, so an unreachable server or bad
+        // credentials fail now with the real cause.
+        drop(connection::connect(&target).await?);
+        let pool = Pool::builder(Manager { target: target.clone() })
+            .max_size(usize::try_from(config.pool_size).unwrap_or(usize::MAX).max(1))
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| {
+                palisade_core::Error::new(palisade_core::ErrorKind::Config, "the postgres pool cannot be built")
+                    .with_backend(BACKEND)
+                    .with_source(e)
+            })?;
+        Ok(PgDieselBackend { pool, target, namespace: config.namespace.clone(), policy: config.policy })
+    }
+
+    /// The namespace (schema).
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The input policy the stores enforce.
+    pub fn policy(&self) -> InputPolicy {
+        self.policy
+    }
+
+    /// A pooled connection in the namespace (its `search_path`), for a
+    /// service's own diesel queries over [`schema`]. Give it back (drop it)
+    /// promptly: it is one of the stores' `pool_size` connections.
+    pub async fn connection(&self) -> Result<PooledConnection> {
+        self.conn("connection").await
+    }
+
+    pub(crate) async fn conn(&self, op: &'static str) -> Result<PooledConnection> {
+        self.pool.get().await.map_err(|e| error::pool(op, e))
+    }
+
+    /// Applies pending migrations into the namespace; a no-op when up to
+    /// date. Runs on a connection of its own (it holds a session-level
+    /// advisory lock), closed afterwards.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = connection::connect(&self.target).await?;
+        migrate::run(&mut conn, &self.namespace).await
+    }
+
+    /// Which migrations are applied in the namespace (nothing is changed).
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        let mut conn = self.conn("migration_status").await?;
+        migrate::status(&mut conn, &self.namespace).await
+    }
+
+    /// Deletes every row of every store in the namespace, leaving the schema
+    /// as a fresh migration does (pg-common's one statement).
+    pub async fn empty_namespace(&self) -> Result<()> {
+        let mut conn = self.conn("empty_namespace").await?;
+        conn.batch_execute(namespace::EMPTY).await.map_err(conn.error("empty_namespace"))
+    }
+
+    /// Drops the namespace's schema and everything in it.
+    pub async fn drop_namespace(&self) -> Result<()> {
+        let mut conn = self.conn("drop_namespace").await?;
+        conn.batch_execute(&namespace::drop_schema(&self.namespace)).await.map_err(conn.error("drop_namespace"))
+    }
+
+    /// Checks that Postgres answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn("ping").await?;
+        diesel::sql_query(namespace::PING).execute(&mut **conn).await.map(|_| ()).map_err(conn.error("ping"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use palisade_core::ErrorKind;
+
+    use super::*;
+
+    /// A backend in a fresh namespace, or `None` (skipped) without a server.
+    async fn backend(statement_timeout: Duration) -> Option<PgDieselBackend> {
+        let url = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL")?;
+        let config = PgDieselConfig::new(url, Namespace::random("pgd").ok()?)
+            .with_pool_size(2)
+            .with_statement_timeout(statement_timeout);
+        Some(PgDieselBackend::connect(&config).await.expect("connects"))
+    }
+
+    async fn kind_of(backend: &PgDieselBackend, sql: &str) -> (ErrorKind, bool) {
+        let mut conn = backend.connection().await.unwrap();
+        let e = diesel::sql_query(sql).execute(&mut **conn).await.map_err(conn.error("test")).unwrap_err();
+        (e.kind(), e.is_temporary())
+    }
+
+    #[tokio::test]
+    async fn server_errors_get_their_kind_from_the_sqlstate_on_the_wire() {
+        let Some(b) = backend(Duration::from_millis(300)).await else { return };
+        // diesel reports all of these as DatabaseErrorKind::Unknown.
+        assert_eq!(kind_of(&b, "SELECT pg_sleep(5)").await, (ErrorKind::Timeout, true), "57014");
+        assert_eq!(kind_of(&b, "SELECT * FROM no_such_table").await, (ErrorKind::Config, false), "42P01");
+        assert_eq!(kind_of(&b, "SELECT 1 / 0").await, (ErrorKind::InvalidInput, false), "22012");
+        assert_eq!(kind_of(&b, "SELECT 9223372036854775807::bigint + 1").await, (ErrorKind::Conflict, false), "22003");
+        // A later success leaves no stale code behind for a code-less error.
+        let mut conn = b.connection().await.unwrap();
+        let _ = diesel::sql_query("SELECT 1 / 0").execute(&mut **conn).await;
+        diesel::sql_query("SELECT 1").execute(&mut **conn).await.unwrap();
+        assert_eq!(conn.take_sqlstate(), None);
+        drop(conn);
+        b.drop_namespace().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_temporarily_unavailable() {
+        // A loopback port nothing listens on (connection refused at once).
+        let config = PgDieselConfig::new("postgres+diesel://postgres@127.0.0.1:9/test", Namespace::new("t").unwrap());
+        let e = PgDieselBackend::connect(&config).await.err().expect("refused");
+        assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true), "{e}");
+    }
+}
