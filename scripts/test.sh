@@ -23,9 +23,10 @@ mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"
 
 # Conformance harnesses recycle emptied Postgres namespaces (`conf_…`); the
-# last ones of each test binary stay behind, so drop them all afterwards.
+# last ones of each test binary stay behind, so drop them all afterwards
+# (and pg-diesel's test namespaces, `pgd_…`, that a failed test left).
 drop_test_schemas() {
-  psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%'" \
+  psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%' OR nspname LIKE 'pgd\_%'" \
     | psql "$PALISADE_TEST_POSTGRES_URL" -q >/dev/null || true
 }
 

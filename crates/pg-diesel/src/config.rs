@@ -128,14 +128,18 @@ impl PgDieselConfig {
             _ => return Err(bad("the scheme must be postgres+diesel://")),
         }
         let mut sslmode = std::env::var("PGSSLMODE").ok();
-        let mut kept: Vec<(String, String)> = Vec::new();
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                "sslmode" => sslmode = Some(v.into_owned()),
+        // Every other parameter goes to tokio-postgres byte for byte (no
+        // decode and re-encode, which would turn `%20` into `+`).
+        let mut kept: Vec<String> = Vec::new();
+        for segment in url.query().unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+            let (key, value) = url::form_urlencoded::parse(segment.as_bytes()).next().unwrap_or_default();
+            match key.as_ref() {
+                "sslmode" => sslmode = Some(value.into_owned()),
                 "sslrootcert" | "sslcert" | "sslkey" => {}
-                _ => kept.push((k.into_owned(), v.into_owned())),
+                _ => kept.push(segment.to_owned()),
             }
         }
+        let kept = kept.join("&");
         let demands_tls = match sslmode.as_deref() {
             None | Some("disable" | "allow" | "prefer") => false,
             Some("require" | "verify-ca" | "verify-full") => true,
@@ -145,10 +149,7 @@ impl PgDieselConfig {
             return Err(Error::new(ErrorKind::Config, "pg-diesel does not support TLS yet; use pg-sqlx (postgres://)")
                 .with_backend(BACKEND));
         }
-        url.set_query(None);
-        if !kept.is_empty() {
-            url.query_pairs_mut().extend_pairs(kept);
-        }
+        url.set_query((!kept.is_empty()).then_some(kept.as_str()));
         // tokio-postgres parses `postgres://` URLs; the scheme carries no other meaning.
         let text = url.as_str().replacen(&format!("{}://", url.scheme()), "postgres://", 1);
         let mut startup: tokio_postgres::Config = text.parse().map_err(|_| bad("unparsable connection settings"))?;
@@ -196,6 +197,9 @@ mod tests {
         assert_eq!(t.startup.get_user(), Some("app"));
         assert_eq!(t.startup.get_dbname(), Some("security"));
         assert_eq!(t.startup.get_options(), Some("-c search_path=tenant_a -c statement_timeout=30000"));
+        let t = config("postgres+diesel://h/db?options=-c%20lock_timeout%3D5s&sslmode=prefer").target().unwrap();
+        let options = t.startup.get_options().unwrap_or_default();
+        assert!(options.starts_with("-c lock_timeout=5s -c search_path=tenant_a"), "{options}");
         let t = config("postgres://db/x").target().unwrap();
         assert_eq!((t.host.as_str(), t.port), ("db", 5432));
     }

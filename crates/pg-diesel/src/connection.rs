@@ -13,6 +13,7 @@
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -37,6 +38,12 @@ impl Conn {
     /// (a second call returns `None`).
     pub(crate) fn take_sqlstate(&self) -> Option<String> {
         self.tap.take()
+    }
+
+    /// Whether the server last reported no open transaction.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> bool {
+        self.tap.idle()
     }
 
     /// Maps an error of a statement that ran on this connection.
@@ -103,13 +110,20 @@ fn connect_error(e: tokio_postgres::Error) -> Error {
             let code = code.code();
             // invalid_authorization_specification / invalid_password /
             // invalid_catalog_name: configuration, not an outage.
-            if code.starts_with("28") || code == "3D000" {
+            // Classes 42 and 22 at startup: a bad `options` setting in the URL.
+            if code.starts_with("28") || code.starts_with("42") || code.starts_with("22") || code == "3D000" {
                 Error::new(ErrorKind::Config, format!("postgres refused the connection ({code})"))
             } else {
                 sqlstate::database_error(code, None)
             }
         }
-        None => Error::new(ErrorKind::Unavailable, "cannot reach postgres").set_temporary(true),
+        // No server code: an I/O failure is an outage; anything else (no
+        // password given, an unsupported authentication method) is
+        // configuration and stays wrong until it changes.
+        None if std::error::Error::source(&e).is_some_and(|s| s.is::<io::Error>()) => {
+            Error::new(ErrorKind::Unavailable, "cannot reach postgres").set_temporary(true)
+        }
+        None => Error::new(ErrorKind::Config, "postgres refused the connection settings"),
     };
     err.with_backend(BACKEND).with_op("connect").with_source(e)
 }
@@ -133,7 +147,10 @@ impl deadpool::managed::Manager for Manager {
         conn: &mut Conn,
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<Error> {
-        if conn.conn.is_broken() {
+        // diesel-async's own check, and the server's word: a `BEGIN` sent as
+        // raw SQL and abandoned is invisible to diesel-async's transaction
+        // manager but not to `ReadyForQuery`.
+        if conn.conn.is_broken() || !conn.tap.idle() {
             return Err(deadpool::managed::RecycleError::message("connection closed or inside a transaction"));
         }
         conn.tap.take();
@@ -148,9 +165,18 @@ pub(crate) type Pool = deadpool::managed::Pool<Manager>;
 pub type PooledConnection = deadpool::managed::Object<Manager>;
 
 /// The last server error code seen on one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tap {
     code: Mutex<Option<[u8; 5]>>,
+    /// The last `ReadyForQuery` status: `I` idle, `T` in a transaction,
+    /// `E` in a failed transaction.
+    status: AtomicU8,
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Tap { code: Mutex::new(None), status: AtomicU8::new(b'I') }
+    }
 }
 
 impl Tap {
@@ -160,6 +186,15 @@ impl Tap {
 
     fn set(&self, code: Option<[u8; 5]>) {
         *self.slot() = code;
+    }
+
+    fn set_status(&self, status: u8) {
+        self.status.store(status, Ordering::Release);
+    }
+
+    /// Whether the server last said it is outside any transaction.
+    pub(crate) fn idle(&self) -> bool {
+        self.status.load(Ordering::Acquire) == b'I'
     }
 
     pub(crate) fn take(&self) -> Option<String> {
@@ -209,10 +244,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TapStream<S> {
 }
 
 /// Frames backend messages (type byte, big-endian length including itself,
-/// body) across reads. Keeps the body of `ErrorResponse` (`E`) only, up to
-/// [`MAX_ERROR_BODY`] bytes: its `C` field is the SQLSTATE. `ParseComplete`
-/// (`1`) and `CommandComplete` (`C`) clear the slot, so a later statement
-/// never inherits an earlier statement's code.
+/// body) across reads. Keeps the body of `ErrorResponse` (`E`, up to
+/// [`MAX_ERROR_BODY`] bytes: its `C` field is the SQLSTATE) and of
+/// `ReadyForQuery` (`Z`: the transaction status). `ParseComplete` (`1`) and
+/// `BindComplete` (`2`), which start every extended-protocol statement,
+/// clear the code, so a later statement never inherits an earlier one's;
+/// a simple-protocol `ROLLBACK` after a failed statement does not (the
+/// failed statement's caller still reads its code).
 #[derive(Debug, Default)]
 struct Frames {
     header: [u8; 5],
@@ -242,7 +280,7 @@ impl Frames {
                 continue;
             }
             let n = self.remaining.min(data.len());
-            if self.header[0] == b'E' && self.body.len() < MAX_ERROR_BODY {
+            if matches!(self.header[0], b'E' | b'Z') && self.body.len() < MAX_ERROR_BODY {
                 let room = MAX_ERROR_BODY - self.body.len();
                 self.body.extend_from_slice(&data[..n.min(room)]);
             }
@@ -257,7 +295,8 @@ impl Frames {
     fn finish(&mut self, tap: &Tap) {
         match self.header[0] {
             b'E' => tap.set(error_code(&self.body)),
-            b'1' | b'C' => tap.set(None),
+            b'1' | b'2' => tap.set(None),
+            b'Z' => tap.set_status(self.body.first().copied().unwrap_or(b'?')),
             _ => {}
         }
         self.have = 0;
@@ -314,8 +353,23 @@ mod tests {
     fn a_later_statement_clears_an_earlier_code() {
         let (tap, mut frames) = (Tap::default(), Frames::default());
         frames.feed(&error_response("23505"), &tap);
-        frames.feed(&message(b'C', b"INSERT 0 1\0"), &tap);
-        assert_eq!(tap.take(), None);
+        frames.feed(&message(b'2', b""), &tap);
+        assert_eq!(tap.take(), None, "the next statement's BindComplete clears it");
+        frames.feed(&error_response("40P01"), &tap);
+        frames.feed(&message(b'C', b"ROLLBACK\0"), &tap);
+        frames.feed(&message(b'Z', b"I"), &tap);
+        assert_eq!(tap.take().as_deref(), Some("40P01"), "a ROLLBACK after the error keeps it");
+    }
+
+    #[test]
+    fn ready_for_query_tells_whether_a_transaction_is_open() {
+        let (tap, mut frames) = (Tap::default(), Frames::default());
+        assert!(tap.idle());
+        frames.feed(&message(b'C', b"BEGIN\0"), &tap);
+        frames.feed(&message(b'Z', b"T"), &tap);
+        assert!(!tap.idle());
+        frames.feed(&message(b'Z', b"I"), &tap);
+        assert!(tap.idle());
     }
 
     #[test]

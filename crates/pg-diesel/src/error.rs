@@ -20,7 +20,12 @@ pub(crate) fn map(op: &'static str, e: DieselError, code: Option<String>) -> Err
                 Error::new(ErrorKind::Unavailable, "postgres connection broke").set_temporary(true)
             }
             _ => {
-                let code = code.or_else(|| code_of(kind).map(str::to_owned)).unwrap_or_default();
+                // diesel's kind, where it names one, wins over a tapped code
+                // that disagrees (the tap keeps one code per connection).
+                let code = match (code_of(kind), code) {
+                    (Some(known), Some(tapped)) if tapped != known => known.to_owned(),
+                    (known, tapped) => tapped.or(known.map(str::to_owned)).unwrap_or_default(),
+                };
                 sqlstate::database_error(&code, info.constraint_name())
             }
         },

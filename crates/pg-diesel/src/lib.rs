@@ -156,30 +156,62 @@ impl PgDieselBackend {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use palisade_core::ErrorKind;
 
     use super::*;
 
     /// A backend in a fresh namespace, or `None` (skipped) without a server.
-    async fn backend(statement_timeout: Duration) -> Option<PgDieselBackend> {
+    async fn backend() -> Option<PgDieselBackend> {
         let url = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL")?;
-        let config = PgDieselConfig::new(url, Namespace::random("pgd").ok()?)
-            .with_pool_size(2)
-            .with_statement_timeout(statement_timeout);
+        let config = PgDieselConfig::new(url, Namespace::random("pgd").ok()?).with_pool_size(1);
         Some(PgDieselBackend::connect(&config).await.expect("connects"))
     }
 
     async fn kind_of(backend: &PgDieselBackend, sql: &str) -> (ErrorKind, bool) {
         let mut conn = backend.connection().await.unwrap();
+        // A short statement_timeout for this session only (migrating under
+        // it could time out waiting for another migrator's lock).
+        conn.batch_execute("SET statement_timeout = '300ms'").await.unwrap();
         let e = diesel::sql_query(sql).execute(&mut **conn).await.map_err(conn.error("test")).unwrap_err();
         (e.kind(), e.is_temporary())
     }
 
     #[tokio::test]
+    async fn an_error_inside_a_transaction_keeps_its_code_through_the_rollback() {
+        use diesel_async::AsyncConnection;
+        let Some(b) = backend().await else { return };
+        let mut conn = b.connection().await.unwrap();
+        let failed = conn
+            .transaction::<(), diesel::result::Error, _>(async |c| {
+                diesel::sql_query("SELECT 9223372036854775807::bigint + 1").execute(c).await.map(|_| ())
+            })
+            .await;
+        let e = failed.map_err(conn.error("test")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "22003 survives diesel-async's ROLLBACK: {e}");
+        drop(conn);
+        b.drop_namespace().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_left_inside_a_raw_transaction_is_not_handed_out_again() {
+        let Some(b) = backend().await else { return };
+        {
+            let mut conn = b.connection().await.unwrap();
+            conn.batch_execute("BEGIN").await.unwrap();
+            assert!(!conn.idle());
+        }
+        // The pool holds one connection: this is it again, or a new one.
+        let mut conn = b.connection().await.unwrap();
+        diesel::sql_query("SELECT 1").execute(&mut **conn).await.unwrap();
+        assert!(conn.idle(), "the abandoned transaction's connection was recycled");
+        drop(conn);
+        b.drop_namespace().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn server_errors_get_their_kind_from_the_sqlstate_on_the_wire() {
-        let Some(b) = backend(Duration::from_millis(300)).await else { return };
+        let Some(b) = backend().await else { return };
         // diesel reports all of these as DatabaseErrorKind::Unknown.
         assert_eq!(kind_of(&b, "SELECT pg_sleep(5)").await, (ErrorKind::Timeout, true), "57014");
         assert_eq!(kind_of(&b, "SELECT * FROM no_such_table").await, (ErrorKind::Config, false), "42P01");
