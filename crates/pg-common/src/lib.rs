@@ -35,3 +35,21 @@ pub mod json;
 pub mod migrations;
 pub mod namespace;
 pub mod sqlstate;
+
+use palisade_core::Capabilities;
+
+/// What every store of a Postgres backend guarantees: the guarantees come
+/// from the shared schema and its SQL functions (durable tables, one
+/// statement per append batch, gap-free positions under the `event_head`
+/// lock, LISTEN/NOTIFY, SQL aggregates, JSON-schema checks), not from the
+/// driver, so pg-sqlx and pg-diesel report the same.
+pub fn capabilities() -> Capabilities {
+    let mut caps = Capabilities::none();
+    caps.durable = true;
+    caps.atomic_batch = true;
+    caps.gap_free_order = true;
+    caps.live_tail = true;
+    caps.analytics = true;
+    caps.schema_validation = true;
+    caps
+}

@@ -35,7 +35,7 @@ mod migrate;
 pub mod schema;
 
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use palisade_core::{Capabilities, InputPolicy, Namespace, Result};
+use palisade_core::{InputPolicy, Namespace, Result};
 use palisade_pg_common::namespace;
 
 pub use config::PgDieselConfig;
@@ -47,18 +47,9 @@ use crate::connection::{Manager, Pool, PooledConnection};
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "pg_diesel";
 
-/// What every pg-diesel store will guarantee (the same as pg-sqlx: one
-/// schema, one set of SQL functions).
-pub fn capabilities() -> Capabilities {
-    let mut caps = Capabilities::none();
-    caps.durable = true;
-    caps.atomic_batch = true;
-    caps.gap_free_order = true;
-    caps.live_tail = true;
-    caps.analytics = true;
-    caps.schema_validation = true;
-    caps
-}
+/// What every pg-diesel store will guarantee: the shared schema's
+/// guarantees, the same as pg-sqlx's. (No store exists yet.)
+pub use palisade_pg_common::capabilities;
 
 /// A connection pool confined to one namespace, migrated on connect.
 #[derive(Clone)]

@@ -89,17 +89,8 @@ pub fn migrations() -> Vec<Migration> {
         .collect()
 }
 
-/// What every pg-sqlx store guarantees.
-pub fn capabilities() -> Capabilities {
-    let mut caps = Capabilities::none();
-    caps.durable = true;
-    caps.atomic_batch = true;
-    caps.gap_free_order = true;
-    caps.live_tail = true;
-    caps.analytics = true;
-    caps.schema_validation = true;
-    caps
-}
+/// What every pg-sqlx store guarantees: the shared schema's guarantees.
+pub use palisade_pg_common::capabilities;
 
 /// A connection pool confined to one namespace, migrated on connect.
 #[derive(Clone)]
