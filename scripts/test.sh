@@ -40,6 +40,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --lock
 # Every crate must build from its packaged form, as users get it from
 # crates.io: cargo packages each crate and builds it against the others
 # through a local registry overlay (migrations, README and license inside).
+# cargo takes registry packages as immutable: it unpacks the overlay's
+# packages into $CARGO_HOME/registry/src once and reuses their compiled
+# artifacts in target/ while the version stays the same. Drop both, so that a
+# second run on this machine builds each crate against this tree's packages
+# of the others, not the first run's.
+find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -mindepth 2 -maxdepth 2 -type d -name 'palisade*' -exec rm -rf {} + 2>/dev/null || true
+# shellcheck disable=SC2046
+cargo clean --quiet $(grep -h '^name = "palisade' Cargo.toml crates/*/Cargo.toml | cut -d'"' -f2 | sed 's/^/-p /') || status=$?
 cargo package --workspace --locked --allow-dirty --quiet || status=$?
 
 bash scripts/conformance-summary.sh "$PALISADE_CONFORMANCE_LOG" || status=1

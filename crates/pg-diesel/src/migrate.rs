@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use diesel::sql_types::{BigInt, Binary, Bool, Text};
-use diesel::QueryableByName;
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use palisade_core::{Error, ErrorKind, Namespace, Result};
 use palisade_pg_common::migrations::{self, Migration, MigrationStatus, MIGRATIONS};
@@ -101,8 +101,7 @@ CREATE TABLE IF NOT EXISTS {table} (
         diesel::sql_query(format!("SELECT version FROM {table} WHERE success = false ORDER BY version LIMIT 1"))
             .get_result(&mut **conn)
             .await
-            .map(Some)
-            .or_else(|e| if matches!(e, diesel::result::Error::NotFound) { Ok(None) } else { Err(e) })
+            .optional()
             .map_err(conn.error("migrate"))?;
     if let Some(Version { version }) = dirty {
         return Err(refused(format!("migration {version} failed earlier and left the namespace dirty")));
