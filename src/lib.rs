@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `memory` (default; always compiled, it is the degraded-mode fallback) | [`memory`] | `memory://` |
 //! | `pg-sqlx` | `pg_sqlx`: Postgres via sqlx | `postgres://`, `postgresql://` |
+//! | `pg-diesel` | `pg_diesel`: Postgres via diesel + diesel-async | `postgres+diesel://`, `postgresql+diesel://` |
 //! | `redis-rs` | `redis`: Redis via redis-rs | `redis://`, `rediss://` |
 //! | `fred` | `redis`: Redis via fred | `redis+fred://`, `rediss+fred://` |
 //! | `conformance` | `harness`: the conformance suite over stores opened from a `Config` | — |
@@ -44,6 +45,9 @@ pub use palisade_core::{
     ReputationRepo, ReputationRepoExt, Result, SessionCache, SessionCacheExt,
 };
 pub use palisade_memory as memory;
+/// Postgres via diesel and diesel-async (feature `pg-diesel`).
+#[cfg(feature = "pg-diesel")]
+pub use palisade_pg_diesel as pg_diesel;
 /// Postgres via sqlx (feature `pg-sqlx`).
 #[cfg(feature = "pg-sqlx")]
 pub use palisade_pg_sqlx as pg_sqlx;

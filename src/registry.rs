@@ -54,6 +54,8 @@ fn connector(id: &str) -> Option<&'static dyn Connector> {
         "memory" => Some(&palisade_memory::MemoryConnector),
         #[cfg(feature = "pg-sqlx")]
         "pg_sqlx" => Some(&palisade_pg_sqlx::PgSqlxConnector),
+        #[cfg(feature = "pg-diesel")]
+        "pg_diesel" => Some(&palisade_pg_diesel::PgDieselConnector),
         #[cfg(feature = "redis-rs")]
         "redis_rs" => Some(&palisade_redis::RedisConnector(palisade_redis::ClientKind::RedisRs)),
         #[cfg(feature = "fred")]

@@ -50,6 +50,14 @@ impl Conn {
     pub(crate) fn error(&self, op: &'static str) -> impl Fn(diesel::result::Error) -> Error + '_ {
         move |e| crate::error::map(op, e, self.take_sqlstate())
     }
+
+    /// Maps the error of a transaction that ran on this connection.
+    pub(crate) fn tx_error(&self, op: &'static str) -> impl Fn(crate::error::TxError) -> Error + '_ {
+        move |e| match e {
+            crate::error::TxError::Db(e) => crate::error::map(op, e, self.take_sqlstate()),
+            crate::error::TxError::Palisade(e) => e.with_backend(BACKEND).with_op(op),
+        }
+    }
 }
 
 impl Deref for Conn {
@@ -92,6 +100,27 @@ pub(crate) async fn connect(target: &Target) -> Result<Conn> {
         Ok(Conn { conn, tap })
     };
     tokio::time::timeout(target.connect_timeout, open).await.map_err(|_| timed_out())?
+}
+
+/// Opens a connection for `LISTEN` (outside the pool, no tap): diesel-async
+/// delivers notifications only on connections whose driver task it spawned
+/// itself (`try_from_client_and_connection`). When the connection dies, its
+/// `notifications_stream` ends; the live tail then reconnects.
+pub(crate) async fn listener(target: &Target) -> Result<AsyncPgConnection> {
+    let open = async {
+        let mut config = target.startup.clone();
+        config.host(&target.host).port(target.port).connect_timeout(target.connect_timeout);
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(connect_error)?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await.map_err(|e| {
+            Error::new(ErrorKind::Unavailable, "setting up the postgres listener failed")
+                .set_temporary(true)
+                .with_backend(BACKEND)
+                .with_source(e)
+        })
+    };
+    tokio::time::timeout(target.connect_timeout, open).await.map_err(|_| {
+        Error::new(ErrorKind::Timeout, "connecting to postgres timed out").set_temporary(true).with_backend(BACKEND)
+    })?
 }
 
 fn unreachable(e: io::Error) -> Error {

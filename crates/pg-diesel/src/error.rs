@@ -41,6 +41,34 @@ pub(crate) fn map(op: &'static str, e: DieselError, code: Option<String>) -> Err
     err.with_backend(BACKEND).with_op(op).with_source(e)
 }
 
+/// Tags an error from core validation (or a store's own check) with this
+/// backend and `op`.
+pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
+    move |e| e.with_backend(BACKEND).with_op(op)
+}
+
+/// What a transaction's body fails with: a statement's error (mapped once
+/// the transaction is over, with the SQLSTATE the connection saw) or a
+/// Palisade error the store raised itself (which rolls the transaction back
+/// just the same).
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(DieselError),
+    Palisade(Error),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Palisade(e)
+    }
+}
+
 /// The code behind a diesel error kind, for when the tap saw none.
 fn code_of(kind: &DatabaseErrorKind) -> Option<&'static str> {
     Some(match kind {

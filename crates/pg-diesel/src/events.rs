@@ -1,0 +1,519 @@
+//! `EventStore` on the shared tables (`migrations/0001`, `0005`): the same
+//! gap-free scheme as pg-sqlx. An append is one call of `palisade_append`
+//! (12 array parameters, whatever the batch size: atomic and idempotent in
+//! one statement, so a cancelled call can leave nothing half-written).
+//! Reads, queries and the group-by analytics are diesel's query builder over
+//! [`schema::events`](crate::schema::events); counting by tag needs a lateral
+//! `unnest`, so it is SQL text with every value bound. The live tail holds a
+//! dedicated `AsyncPgConnection` outside the pool that `LISTEN`s on the
+//! namespace's channel; a notification only prompts a re-read by position,
+//! so a lost or killed listener loses nothing (the tail polls every 500 ms
+//! and reconnects).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::dsl::{count_star, sql};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Inet, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::stream::{self, StreamExt};
+use ipnet::IpNet;
+use palisade_core::backend::check::check_limit;
+use palisade_core::backend::eval::{canonical_ip, rank_groups};
+use palisade_core::events::{
+    AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
+    GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+};
+use palisade_core::time::truncate_ms;
+use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
+use uuid::Uuid;
+
+use crate::error::tagged;
+use crate::json::StoredJson;
+use crate::schema::events;
+use crate::{capabilities, invalid_state, PgDieselBackend};
+
+/// Events a live tail reads per catch-up query.
+const TAIL_PAGE: usize = 1_000;
+/// How long a live tail waits for a notification before polling anyway.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// One stored event as the query builder loads it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = events, check_for_backend(Pg))]
+struct EventRow {
+    position: i64,
+    id: Uuid,
+    source: String,
+    kind: String,
+    stream: Option<String>,
+    version: Option<i64>,
+    session_id: Option<String>,
+    client_ip: Option<IpNet>,
+    tags: Vec<Option<String>>,
+    data: StoredJson,
+    occurred_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Event {
+            id: r.id,
+            source: r.source,
+            kind: r.kind,
+            stream: r.stream,
+            version: r.version.map(|v| v as u64),
+            session_id: r.session_id,
+            client_ip: r.client_ip.map(|n| n.addr()),
+            tags: r.tags.into_iter().flatten().collect(),
+            data: r.data.0,
+            occurred_at: r.occurred_at,
+            position: Position::new(r.position as u64, 0),
+            recorded_at: r.recorded_at,
+        }
+    }
+}
+
+/// One row `palisade_append` returns: an outcome, or the conflict that
+/// refused the whole batch.
+#[derive(QueryableByName)]
+struct AppendRow {
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pos: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ver: Option<i64>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    dup: Option<bool>,
+    #[diesel(sql_type = Nullable<Text>)]
+    conflict_stream: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    conflict_actual: Option<i64>,
+}
+
+/// A filter condition on `events`, boxed so conditions can be chained.
+type Predicate = Box<dyn BoxableExpression<events::table, Pg, SqlType = Nullable<Bool>>>;
+
+/// The conditions of `filter`, every value bound.
+fn predicate(f: &EventFilter) -> Predicate {
+    let mut p: Predicate = Box::new(sql::<Bool>("true").nullable());
+    if !f.kinds.is_empty() {
+        p = Box::new(p.and(events::kind.eq_any(f.kinds.clone()).nullable()));
+    }
+    if !f.sources.is_empty() {
+        p = Box::new(p.and(events::source.eq_any(f.sources.clone()).nullable()));
+    }
+    if let Some(s) = &f.stream {
+        p = Box::new(p.and(events::stream.eq(s.clone())));
+    }
+    if let Some(s) = &f.session_id {
+        p = Box::new(p.and(events::session_id.eq(s.clone())));
+    }
+    if let Some(net) = f.client_ip {
+        p = Box::new(p.and(events::client_ip.is_contained_by_or_eq(net)));
+    }
+    if !f.tags.is_empty() {
+        let tags: Vec<Option<String>> = f.tags.iter().cloned().map(Some).collect();
+        p = Box::new(p.and(events::tags.contains(tags).nullable()));
+    }
+    if let Some(from) = f.time.from {
+        p = Box::new(p.and(events::occurred_at.ge(truncate_ms(from)).nullable()));
+    }
+    if let Some(to) = f.time.to {
+        p = Box::new(p.and(events::occurred_at.lt(truncate_ms(to)).nullable()));
+    }
+    p
+}
+
+/// The highest stored position a cursor has seen (positions are `(n, 0)`).
+fn cursor_floor(c: Cursor) -> i64 {
+    match c {
+        Cursor::Start => 0,
+        Cursor::After(p) => i64::try_from(p.major).unwrap_or(i64::MAX),
+    }
+}
+
+/// Postgres [`EventStore`] through diesel.
+#[derive(Clone)]
+pub struct PgDieselEventStore {
+    backend: PgDieselBackend,
+    channel: String,
+}
+
+impl PgDieselEventStore {
+    /// The event store of `backend`'s namespace.
+    pub fn new(backend: PgDieselBackend) -> Self {
+        let channel = format!("palisade_events_{}", backend.namespace.as_str());
+        PgDieselEventStore { backend, channel }
+    }
+
+    async fn append_once(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        const OP: &str = "append";
+        let n = batch.events.len();
+        let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut streams, mut sessions, mut ips) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut tags, mut data, mut occurred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for e in batch.events {
+            ids.push(e.id);
+            sources.push(e.source);
+            kinds.push(e.kind);
+            streams.push(e.stream);
+            sessions.push(e.session_id);
+            ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
+            tags.push(serde_json::Value::from(e.tags));
+            data.push(palisade_pg_common::json::encoded(e.data));
+            occurred.push(truncate_ms(e.occurred_at));
+        }
+        let mut expect_streams = Vec::new();
+        let mut expect_versions = Vec::new();
+        for (stream, expected) in &batch.expected {
+            let version = match expected {
+                ExpectedVersion::Any => continue,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => i64::try_from(*v).unwrap_or(i64::MAX),
+            };
+            expect_streams.push(stream.clone());
+            expect_versions.push(version);
+        }
+        let mut conn = self.backend.conn(OP).await?;
+        let rows: Vec<AppendRow> =
+            diesel::sql_query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+                .bind::<Array<Text>, _>(&sources)
+                .bind::<Array<Text>, _>(&kinds)
+                .bind::<Array<Nullable<Text>>, _>(&streams)
+                .bind::<Array<Nullable<Text>>, _>(&sessions)
+                .bind::<Array<Nullable<Inet>>, _>(&ips)
+                .bind::<Array<Jsonb>, _>(&tags)
+                .bind::<Array<Jsonb>, _>(&data)
+                .bind::<Array<Timestamptz>, _>(&occurred)
+                .bind::<Array<Text>, _>(&expect_streams)
+                .bind::<Array<BigInt>, _>(&expect_versions)
+                .bind::<Text, _>(&self.channel)
+                .load(&mut **conn)
+                .await
+                .map_err(conn.error(OP))?;
+        drop(conn);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(stream) = row.conflict_stream {
+                let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
+                let actual = row.conflict_actual.unwrap_or(0).max(0) as u64;
+                return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
+                    .with_detail(ErrorDetail::VersionConflict { stream, expected, actual }));
+            }
+            let (Some(id), Some(pos), Some(duplicate)) = (row.id, row.pos, row.dup) else {
+                return Err(invalid_state("append returned an incomplete outcome"));
+            };
+            events.push(Appended {
+                id,
+                position: Position::new(pos as u64, 0),
+                version: row.ver.map(|v| v as u64),
+                duplicate,
+            });
+        }
+        if events.len() != n {
+            return Err(invalid_state("append returned fewer outcomes than events"));
+        }
+        Ok(AppendOutcome { events })
+    }
+
+    async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        const OP: &str = "read";
+        let mut conn = self.backend.conn(OP).await?;
+        let rows: Vec<EventRow> = events::table
+            .filter(events::position.gt(cursor_floor(after)))
+            .order(events::position)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .select(EventRow::as_select())
+            .load(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        Ok(rows.into_iter().map(Event::from).collect())
+    }
+
+    /// Counts by tag: each event's distinct tags through a lateral `unnest`,
+    /// which the query builder does not express. Same conditions as
+    /// [`predicate`], as SQL text with bound values.
+    async fn count_by_tag(&self, f: &EventFilter, top: usize) -> Result<Vec<GroupCount>> {
+        const OP: &str = "count_by";
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            key: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut q = diesel::sql_query(
+            "SELECT t.tag AS key, count(*) AS n FROM events \
+             CROSS JOIN LATERAL (SELECT DISTINCT unnest(tags) AS tag) t WHERE t.tag IS NOT NULL",
+        )
+        .into_boxed::<Pg>();
+        let mut n = 0;
+        let mut next = |cond: &str| {
+            n += 1;
+            format!(" AND {cond}${n}")
+        };
+        if !f.kinds.is_empty() {
+            q = q.sql(next("kind = ANY(")).sql(")").bind::<Array<Text>, _>(f.kinds.clone());
+        }
+        if !f.sources.is_empty() {
+            q = q.sql(next("source = ANY(")).sql(")").bind::<Array<Text>, _>(f.sources.clone());
+        }
+        if let Some(s) = &f.stream {
+            q = q.sql(next("stream = ")).bind::<Text, _>(s.clone());
+        }
+        if let Some(s) = &f.session_id {
+            q = q.sql(next("session_id = ")).bind::<Text, _>(s.clone());
+        }
+        if let Some(net) = f.client_ip {
+            q = q.sql(next("client_ip <<= ")).bind::<Inet, _>(net);
+        }
+        if !f.tags.is_empty() {
+            q = q.sql(next("tags @> ")).bind::<Array<Text>, _>(f.tags.clone());
+        }
+        if let Some(from) = f.time.from {
+            q = q.sql(next("occurred_at >= ")).bind::<Timestamptz, _>(truncate_ms(from));
+        }
+        if let Some(to) = f.time.to {
+            q = q.sql(next("occurred_at < ")).bind::<Timestamptz, _>(truncate_ms(to));
+        }
+        n += 1;
+        q = q
+            .sql(format!(" GROUP BY t.tag ORDER BY n DESC, t.tag COLLATE \"C\" LIMIT ${n}"))
+            .bind::<BigInt, _>(i64::try_from(top).unwrap_or(i64::MAX));
+        let mut conn = self.backend.conn(OP).await?;
+        let rows: Vec<Row> = q.load(&mut **conn).await.map_err(conn.error(OP))?;
+        Ok(rows.into_iter().map(|r| GroupCount { key: r.key, count: u64::try_from(r.n).unwrap_or(0) }).collect())
+    }
+}
+
+/// `count_by` over one column in the query builder: the filtered events
+/// grouped by `$column`, most frequent first, ties by key in code point order.
+macro_rules! count_grouped {
+    ($self:ident, $filter:expr, $top:expr, $column:expr, $name:literal, $key:ty) => {{
+        const OP: &str = "count_by";
+        let mut conn = $self.backend.conn(OP).await?;
+        let rows: Vec<($key, i64)> = events::table
+            .filter(predicate($filter))
+            .filter($column.is_not_null())
+            .group_by($column)
+            .select(($column, count_star()))
+            .order((count_star().desc(), sql::<Text>(concat!($name, " COLLATE \"C\""))))
+            .limit(i64::try_from($top).unwrap_or(i64::MAX))
+            .load(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        rows
+    }};
+}
+
+/// State of one live tail.
+struct Tail {
+    store: PgDieselEventStore,
+    filter: EventFilter,
+    cursor: Cursor,
+    /// A dedicated connection (not pooled) that `LISTEN`s on the channel.
+    listener: Option<AsyncPgConnection>,
+    caught_up: bool,
+    pending: VecDeque<SubscriptionItem>,
+    backoff: Duration,
+}
+
+impl Tail {
+    async fn listen(&mut self) {
+        if self.listener.is_some() {
+            return;
+        }
+        match crate::connection::listener(&self.store.backend.target).await {
+            Ok(mut conn) => {
+                let listen = format!("LISTEN {}", palisade_pg_common::namespace::quote_ident(&self.store.channel));
+                match diesel::sql_query(listen).execute(&mut conn).await {
+                    Ok(_) => self.listener = Some(conn),
+                    Err(e) => tracing::debug!(error = %e, "palisade: LISTEN failed; polling"),
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "palisade: listener connect failed; polling"),
+        }
+    }
+
+    /// Waits for a notification (or the poll interval); drops a broken
+    /// listener so the next round re-listens. A burst of notifications costs
+    /// one re-read.
+    async fn wait(&mut self) {
+        let Some(listener) = self.listener.as_mut() else {
+            tokio::time::sleep(POLL_EVERY).await;
+            return;
+        };
+        let broken = {
+            let mut notifications = std::pin::pin!(listener.notifications_stream());
+            match tokio::time::timeout(POLL_EVERY, notifications.next()).await {
+                Ok(Some(Ok(_))) => {
+                    while let Some(Some(Ok(_))) = futures::FutureExt::now_or_never(notifications.next()) {}
+                    false
+                }
+                Err(_) => false,
+                Ok(Some(Err(_)) | None) => true,
+            }
+        };
+        if broken {
+            self.listener = None;
+        }
+    }
+
+    async fn next_item(mut self) -> Option<(Result<SubscriptionItem>, Self)> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some((Ok(item), self));
+            }
+            if self.caught_up {
+                self.listen().await;
+                self.wait().await;
+            }
+            match self.store.read_after(self.cursor, TAIL_PAGE).await {
+                Ok(page) => {
+                    self.backoff = Duration::from_millis(50);
+                    if page.is_empty() && !self.caught_up {
+                        self.caught_up = true;
+                        self.pending.push_back(SubscriptionItem::CaughtUp);
+                    }
+                    for e in page {
+                        self.cursor = Cursor::After(e.position);
+                        if self.filter.matches(&e) {
+                            self.pending.push_back(SubscriptionItem::Event(Box::new(e)));
+                        }
+                    }
+                }
+                Err(e) if e.is_temporary() => {
+                    // Dropped connection or restart: keep the cursor, retry with backoff.
+                    tracing::warn!(error = %e, "palisade: live tail read failed; retrying");
+                    self.listener = None;
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Some((Err(e), self)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgDieselEventStore {
+    fn backend(&self) -> &'static str {
+        crate::BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.backend.ping().await
+    }
+}
+
+#[async_trait]
+impl EventStore for PgDieselEventStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        batch.validate(&self.backend.policy).map_err(tagged("append"))?;
+        self.append_once(batch).await.map_err(tagged("append"))
+    }
+
+    async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        check_limit(limit).map_err(tagged("read"))?;
+        self.read_after(after, limit).await
+    }
+
+    async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
+        filter.validate().map_err(tagged("subscribe"))?;
+        let mut tail = Tail {
+            store: self.clone(),
+            filter,
+            cursor: after,
+            listener: None,
+            caught_up: false,
+            pending: VecDeque::new(),
+            backoff: Duration::from_millis(50),
+        };
+        // Listen before catching up, so nothing committed in between is missed.
+        tail.listen().await;
+        Ok(stream::unfold(tail, Tail::next_item).boxed())
+    }
+
+    async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {
+        const OP: &str = "query";
+        filter.validate().map_err(tagged(OP))?;
+        page.validate().map_err(tagged(OP))?;
+        let mut q = events::table.filter(predicate(&filter)).select(EventRow::as_select()).into_boxed();
+        let desc = page.order == Order::NewestFirst;
+        if let Some(after) = page.after {
+            let floor = i64::try_from(after.major).unwrap_or(i64::MAX);
+            q = if desc { q.filter(events::position.lt(floor)) } else { q.filter(events::position.gt(floor)) };
+        }
+        q = if desc { q.order(events::position.desc()) } else { q.order(events::position.asc()) };
+        q = q.limit(i64::try_from(page.limit).unwrap_or(i64::MAX - 1) + 1);
+        let mut conn = self.backend.conn(OP).await?;
+        let rows: Vec<EventRow> = q.load(&mut **conn).await.map_err(conn.error(OP))?;
+        let mut items: Vec<Event> = rows.into_iter().map(Event::from).collect();
+        let more = items.len() > page.limit;
+        items.truncate(page.limit);
+        let next = if more { items.last().map(|e| e.position) } else { None };
+        Ok(Page { items, next })
+    }
+
+    async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>> {
+        filter.validate().map_err(tagged("count_by"))?;
+        check_limit(top).map_err(tagged("count_by"))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let groups: Vec<GroupCount> = match group {
+            GroupBy::Kind => count_grouped!(self, &filter, top, events::kind, "kind", String)
+                .into_iter()
+                .map(|(key, n)| GroupCount { key, count: count(n) })
+                .collect(),
+            GroupBy::Source => count_grouped!(self, &filter, top, events::source, "source", String)
+                .into_iter()
+                .map(|(key, n)| GroupCount { key, count: count(n) })
+                .collect(),
+            GroupBy::Session => count_grouped!(self, &filter, top, events::session_id, "session_id", Option<String>)
+                .into_iter()
+                .filter_map(|(key, n)| Some(GroupCount { key: key?, count: count(n) }))
+                .collect(),
+            GroupBy::Tag => self.count_by_tag(&filter, top).await.map_err(tagged("count_by"))?,
+            GroupBy::ClientIp => {
+                // IP text order differs from inet order: every group, ranked here.
+                const OP: &str = "count_by";
+                let mut conn = self.backend.conn(OP).await?;
+                let rows: Vec<(Option<IpNet>, i64)> = events::table
+                    .filter(predicate(&filter))
+                    .filter(events::client_ip.is_not_null())
+                    .group_by(events::client_ip)
+                    .select((events::client_ip, count_star()))
+                    .load(&mut **conn)
+                    .await
+                    .map_err(conn.error(OP))?;
+                rows.into_iter()
+                    .filter_map(|(ip, n)| Some(GroupCount { key: ip?.addr().to_string(), count: count(n) }))
+                    .collect()
+            }
+        };
+        Ok(rank_groups(groups, top))
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
+        const OP: &str = "purge";
+        let before = palisade_core::backend::clock::clamp_instant(truncate_ms(before));
+        let mut conn = self.backend.conn(OP).await?;
+        diesel::delete(events::table.filter(events::occurred_at.lt(before)))
+            .execute(&mut **conn)
+            .await
+            .map(|n| n as u64)
+            .map_err(conn.error(OP))
+    }
+}
