@@ -39,6 +39,7 @@ pub mod document_store;
 pub mod event_store;
 pub mod flaky;
 mod macros;
+pub mod pg_server;
 pub mod poisoned;
 pub mod reputation_repo;
 pub mod restart;
