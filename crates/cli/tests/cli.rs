@@ -12,6 +12,7 @@ fn palisade(args: &[&str], env: &[(&str, &str)]) -> Output {
         "PALISADE_REPUTATION_URL",
         "PALISADE_CONFIG",
         "PALISADE_FALLBACK",
+        "PALISADE_NAMESPACE",
     ] {
         cmd.env_remove(var);
     }
@@ -82,4 +83,39 @@ fn config_file_selects_stores_and_env_overrides_it() {
     let out = palisade(&["--config", file.to_str().unwrap(), "health"], &[("PALISADE_DOCUMENTS_URL", "memory://")]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `migrate`, `health` and `demo` on `postgres+diesel://` URLs, against the
+/// test server (`PALISADE_TEST_POSTGRES_URL`; skipped with a notice without
+/// it, failed when `PALISADE_REQUIRE` names postgres).
+#[test]
+fn migrate_health_and_demo_work_on_postgres_through_diesel() {
+    let Some(url) = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL") else { return };
+    let url = match url.split_once("://") {
+        Some((_, rest)) => format!("postgres+diesel://{rest}"),
+        None => url,
+    };
+    let ns = palisade::Namespace::random("clid").unwrap();
+    let env: Vec<(&str, &str)> = vec![
+        ("PALISADE_NAMESPACE", ns.as_str()),
+        ("PALISADE_EVENTS_URL", &url),
+        ("PALISADE_SESSIONS_URL", &url),
+        ("PALISADE_DOCUMENTS_URL", &url),
+        ("PALISADE_REPUTATION_URL", &url),
+    ];
+    let dry = palisade(&["migrate", "--dry-run"], &env);
+    assert!(dry.status.success() && text(&dry).contains("pending"), "{}", text(&dry));
+    let migrated = palisade(&["migrate"], &env);
+    assert!(migrated.status.success() && !text(&migrated).contains("pending"), "{}", text(&migrated));
+    let health = palisade(&["health"], &env);
+    assert!(health.status.success(), "{}", text(&health));
+    assert_eq!(String::from_utf8_lossy(&health.stdout).matches("pg_diesel  healthy").count(), 4, "{}", text(&health));
+    let demo = palisade(&["demo", "--requests", "300", "--sessions", "20"], &env);
+    assert!(demo.status.success() && text(&demo).contains("Engine leaderboard"), "{}", text(&demo));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = palisade::pg_diesel::PgDieselConfig::new(&url, ns.clone());
+        let backend = palisade::pg_diesel::PgDieselBackend::connect_without_migrating(&config).await.unwrap();
+        backend.drop_namespace().await.unwrap();
+    });
 }
