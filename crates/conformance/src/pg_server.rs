@@ -36,6 +36,31 @@ impl PgServer {
         server
     }
 
+    /// Turns TLS on (before [`start`](Self::start)) with a certificate for
+    /// 127.0.0.1 from a fresh test CA ([`crate::certs`]); plain-text
+    /// connections stay allowed. Returns the CA's PEM file, for `sslrootcert`.
+    pub fn enable_tls(&self) -> std::path::PathBuf {
+        let certs = crate::certs::issue(&self.dir);
+        for file in [&certs.key, &certs.cert] {
+            let mut perms = std::fs::metadata(file).expect("certificate files").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+            std::fs::set_permissions(file, perms).expect("chmod the key");
+        }
+        if self.as_postgres {
+            let chown = Command::new("chown").args(["-R", "postgres"]).arg(&self.dir).status();
+            assert!(chown.is_ok_and(|s| s.success()), "chown of the certificates");
+        }
+        let conf = self.dir.join("data").join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            path(&certs.cert),
+            path(&certs.key)
+        ));
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        certs.ca
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) {
         let data = self.dir.join("data");

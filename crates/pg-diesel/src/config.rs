@@ -9,6 +9,7 @@ use palisade_core::{Error, ErrorKind, InputPolicy, Namespace, Result};
 use serde::Deserialize;
 use tokio_postgres::config::Host;
 
+use crate::tls::{SslMode, Tls};
 use crate::BACKEND;
 
 /// The URL scheme of this backend (`postgres+diesel://user:pw@host/db`).
@@ -29,9 +30,9 @@ pub struct PgDieselConfig {
     pub connect_timeout: Duration,
     /// Server-side `statement_timeout`.
     pub statement_timeout: Duration,
-    /// Require verified TLS. Not supported by pg-diesel yet: `true` (like an
-    /// `sslmode` of `require`, `verify-ca` or `verify-full`) is a `Config`
-    /// error, never a silent plain-text connection.
+    /// Use verified TLS (`sslmode=verify-full`: the Mozilla roots, or the
+    /// URL's `sslrootcert`) unless the URL or `PGSSLMODE` names a mode other
+    /// than `prefer`/`allow` (see [`crate::tls`] for every mode).
     pub tls: bool,
     /// What the stores accept (depth and size limits), checked before any I/O.
     pub policy: InputPolicy,
@@ -47,6 +48,8 @@ pub(crate) struct Target {
     /// database, `search_path`, `statement_timeout`, application name.
     pub startup: tokio_postgres::Config,
     pub connect_timeout: Duration,
+    /// TLS, unless `sslmode` never asks for it.
+    pub tls: Option<Tls>,
 }
 
 impl PgDieselConfig {
@@ -115,10 +118,10 @@ impl PgDieselConfig {
 
     /// Parses the URL into where to connect and what to send at startup.
     ///
-    /// `sslmode` (from the URL or `PGSSLMODE`) may be `disable`, `allow` or
-    /// `prefer`, all of which connect without TLS here; a mode that demands
-    /// TLS is a `Config` error until pg-diesel speaks TLS. Only TCP hosts are
-    /// supported (one host; no Unix sockets yet).
+    /// `sslmode` and `sslrootcert` come from the URL, else `PGSSLMODE` and
+    /// `PGSSLROOTCERT` (see [`crate::tls`]); client certificates are not
+    /// supported (`sslcert`/`sslkey` are `Config` errors). Only TCP hosts
+    /// are supported (one host; no Unix sockets yet).
     pub(crate) fn target(&self) -> Result<Target> {
         let bad =
             |msg: &str| Error::new(ErrorKind::Config, format!("invalid pg-diesel URL: {msg}")).with_backend(BACKEND);
@@ -128,6 +131,7 @@ impl PgDieselConfig {
             _ => return Err(bad("the scheme must be postgres+diesel://")),
         }
         let mut sslmode = std::env::var("PGSSLMODE").ok();
+        let mut rootcert = std::env::var("PGSSLROOTCERT").ok();
         // Every other parameter goes to tokio-postgres byte for byte (no
         // decode and re-encode, which would turn `%20` into `+`).
         let mut kept: Vec<String> = Vec::new();
@@ -135,20 +139,17 @@ impl PgDieselConfig {
             let (key, value) = url::form_urlencoded::parse(segment.as_bytes()).next().unwrap_or_default();
             match key.as_ref() {
                 "sslmode" => sslmode = Some(value.into_owned()),
-                "sslrootcert" | "sslcert" | "sslkey" => {}
+                "sslrootcert" => rootcert = Some(value.into_owned()),
+                "sslcert" | "sslkey" => return Err(bad("client certificates (sslcert, sslkey) are not supported")),
                 _ => kept.push(segment.to_owned()),
             }
         }
         let kept = kept.join("&");
-        let demands_tls = match sslmode.as_deref() {
-            None | Some("disable" | "allow" | "prefer") => false,
-            Some("require" | "verify-ca" | "verify-full") => true,
-            Some(_) => return Err(bad("unknown sslmode")),
+        let sslmode = match sslmode.as_deref() {
+            None => None,
+            Some(mode) => Some(SslMode::parse(mode).ok_or_else(|| bad("unknown sslmode"))?),
         };
-        if self.tls || demands_tls {
-            return Err(Error::new(ErrorKind::Config, "pg-diesel does not support TLS yet; use pg-sqlx (postgres://)")
-                .with_backend(BACKEND));
-        }
+        let mode = SslMode::effective(sslmode, self.tls);
         url.set_query((!kept.is_empty()).then_some(kept.as_str()));
         // tokio-postgres parses `postgres://` URLs; the scheme carries no other meaning.
         let text = url.as_str().replacen(&format!("{}://", url.scheme()), "postgres://", 1);
@@ -168,7 +169,8 @@ impl PgDieselConfig {
             self.statement_timeout.as_millis()
         );
         startup.options(options.trim()).application_name("palisade").ssl_mode(tokio_postgres::config::SslMode::Disable);
-        Ok(Target { host, port, startup, connect_timeout: self.connect_timeout })
+        let tls = Tls::new(mode, &host, rootcert.as_deref())?;
+        Ok(Target { host, port, startup, connect_timeout: self.connect_timeout, tls })
     }
 }
 
@@ -205,13 +207,25 @@ mod tests {
     }
 
     #[test]
-    fn tls_demands_are_config_errors_never_plain_text() {
-        for url in ["postgres+diesel://h/db?sslmode=require", "postgres+diesel://h/db?sslmode=verify-full"] {
+    fn sslmode_and_the_tls_flag_pick_the_tls_mode() {
+        let mode = |url: &str, tls: bool| config(url).with_tls(tls).target().unwrap().tls.map(|t| t.mode);
+        assert_eq!(mode("postgres+diesel://h/db", false), Some(SslMode::Prefer), "libpq's default");
+        assert_eq!(mode("postgres+diesel://h/db", true), Some(SslMode::VerifyFull));
+        assert_eq!(mode("postgres+diesel://h/db?sslmode=require", true), Some(SslMode::Require));
+        assert_eq!(mode("postgres+diesel://h/db?sslmode=disable", true), None);
+        assert_eq!(mode("postgres+diesel://h/db?sslmode=allow", false), None);
+        let t = config("postgres+diesel://h/db?sslmode=verify-full&connect_timeout=3").target().unwrap();
+        assert_eq!(t.startup.get_connect_timeout(), Some(&Duration::from_secs(3)), "ssl keys out, the rest kept");
+    }
+
+    #[test]
+    fn client_certificates_and_unreadable_roots_are_config_errors() {
+        for url in [
+            "postgres+diesel://h/db?sslcert=/c.pem&sslkey=/k.pem",
+            "postgres+diesel://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/root.pem",
+        ] {
             assert_eq!(config(url).target().err().map(|e| e.kind()), Some(ErrorKind::Config), "{url}");
         }
-        assert!(config("postgres+diesel://h/db?sslmode=prefer").target().is_ok());
-        let forced = config("postgres+diesel://h/db").with_tls(true).target();
-        assert_eq!(forced.err().map(|e| e.kind()), Some(ErrorKind::Config));
     }
 
     #[test]

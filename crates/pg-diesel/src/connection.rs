@@ -24,7 +24,10 @@ use palisade_pg_common::sqlstate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use tokio_postgres::config::SslMode;
+
 use crate::config::Target;
+use crate::tls::Tls;
 use crate::BACKEND;
 
 /// One connection: diesel-async's connection plus the tap on its socket.
@@ -81,6 +84,10 @@ pub(crate) async fn connect(target: &Target) -> Result<Conn> {
     let open = async {
         let socket = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(unreachable)?;
         socket.set_nodelay(true).map_err(unreachable)?;
+        let socket = match &target.tls {
+            Some(tls) => negotiate_tls(socket, tls).await?,
+            None => Box::new(socket),
+        };
         let tap = Arc::new(Tap::default());
         let stream = TapStream { inner: socket, tap: Arc::clone(&tap), frames: Frames::default() };
         let (client, connection) =
@@ -102,6 +109,48 @@ pub(crate) async fn connect(target: &Target) -> Result<Conn> {
     tokio::time::timeout(target.connect_timeout, open).await.map_err(|_| timed_out())?
 }
 
+/// Any byte stream a connection runs over (TCP, or TLS over TCP).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Postgres' `SSLRequest`: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Asks the server for TLS and, when it agrees, does the handshake (below
+/// the tap, which then reads plaintext). A server that declines is spoken
+/// to in plain text only when the mode allows it (`prefer`).
+async fn negotiate_tls(mut socket: TcpStream, tls: &Tls) -> Result<Box<dyn Io>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(&SSL_REQUEST).await.map_err(unreachable)?;
+    let mut answer = [0u8; 1];
+    socket.read_exact(&mut answer).await.map_err(unreachable)?;
+    match answer[0] {
+        b'S' => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+            let stream = connector.connect(tls.server_name.clone(), socket).await.map_err(|e| {
+                // A certificate that does not verify stays wrong until the
+                // configuration changes: no outage, not temporary.
+                let kind =
+                    if e.kind() == io::ErrorKind::InvalidData { ErrorKind::Config } else { ErrorKind::Unavailable };
+                Error::new(kind, "TLS with postgres failed")
+                    .set_temporary(kind == ErrorKind::Unavailable)
+                    .with_backend(BACKEND)
+                    .with_op("connect")
+                    .with_source(e)
+            })?;
+            Ok(Box::new(stream))
+        }
+        b'N' if !tls.mode.demands_tls() => Ok(Box::new(socket)),
+        b'N' => Err(Error::new(ErrorKind::Config, "postgres does not accept TLS, which sslmode demands")
+            .with_backend(BACKEND)
+            .with_op("connect")),
+        _ => Err(Error::new(ErrorKind::Unavailable, "postgres answered the TLS request with something else")
+            .set_temporary(true)
+            .with_backend(BACKEND)
+            .with_op("connect")),
+    }
+}
+
 /// Opens a connection for `LISTEN` (outside the pool, no tap): diesel-async
 /// delivers notifications only on connections whose driver task it spawned
 /// itself (`try_from_client_and_connection`). When the connection dies, its
@@ -110,13 +159,27 @@ pub(crate) async fn listener(target: &Target) -> Result<AsyncPgConnection> {
     let open = async {
         let mut config = target.startup.clone();
         config.host(&target.host).port(target.port).connect_timeout(target.connect_timeout);
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(connect_error)?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection).await.map_err(|e| {
+        let setup = |e: diesel::ConnectionError| {
             Error::new(ErrorKind::Unavailable, "setting up the postgres listener failed")
                 .set_temporary(true)
                 .with_backend(BACKEND)
                 .with_source(e)
-        })
+        };
+        match &target.tls {
+            Some(tls) => {
+                // tokio-postgres knows prefer and require; the rustls
+                // configuration does the verification the mode asks for.
+                let mode = if tls.mode.demands_tls() { SslMode::Require } else { SslMode::Prefer };
+                config.ssl_mode(mode);
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone());
+                let (client, connection) = config.connect(connector).await.map_err(connect_error)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await.map_err(setup)
+            }
+            None => {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(connect_error)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await.map_err(setup)
+            }
+        }
     };
     tokio::time::timeout(target.connect_timeout, open).await.map_err(|_| {
         Error::new(ErrorKind::Timeout, "connecting to postgres timed out").set_temporary(true).with_backend(BACKEND)

@@ -38,6 +38,7 @@ mod migrate;
 mod reputation;
 pub mod schema;
 mod sessions;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -288,7 +288,7 @@ async fn degraded_store_loses_no_acknowledged_event_across_a_server_crash() {
     if url().is_none() {
         return;
     }
-    let server = common::PgServer::init(5442);
+    let server = palisade_conformance::pg_server::PgServer::init(5442);
     server.start();
     let namespace = Namespace::random("pgcrash").unwrap();
     let mut config = PgConfig::new(server.url(), namespace.clone());

@@ -18,5 +18,3 @@ pub fn index_names(plan: &Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
-
-pub use palisade_conformance::pg_server::PgServer;

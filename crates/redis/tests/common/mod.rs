@@ -28,29 +28,15 @@ impl Server {
     /// signed by a fresh test CA, all made in `dir` with the `openssl` CLI;
     /// returns the server and the CA's PEM file.
     pub fn start_tls(port: u16, dir: &std::path::Path) -> (Server, PathBuf) {
-        let file = |name: &str| dir.join(name).to_str().expect("temp dir is UTF-8").to_owned();
-        let (ca, ca_key, key, csr, cert, ext) =
-            (file("ca.pem"), file("ca.key"), file("srv.key"), file("srv.csr"), file("srv.pem"), file("ext"));
-        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("write ext");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).output().expect("openssl must be installed");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let subject = ["-days", "1", "-subj", "/CN=palisade-test-ca"];
-        openssl(
-            &[&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &ca_key, "-out", &ca][..], &subject]
-                .concat(),
-        );
-        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
-        let sign = ["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert];
-        openssl(&[&sign[..], &["-days", "1", "-extfile", &ext]].concat());
+        let certs = palisade_conformance::certs::issue(dir);
+        let (cert, key) = (certs.cert.to_str().expect("UTF-8"), certs.key.to_str().expect("UTF-8"));
         let port_text = port.to_string();
-        let args = ["--port", "0", "--tls-port", &port_text, "--tls-cert-file", &cert, "--tls-key-file", &key];
+        let args = ["--port", "0", "--tls-port", &port_text, "--tls-cert-file", cert, "--tls-key-file", key];
         let server = Server::spawn(
             port,
             &[&args[..], &["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]].concat(),
         );
-        (server, PathBuf::from(ca))
+        (server, certs.ca)
     }
 
     pub fn spawn(port: u16, persistence: &[&str]) -> Server {
