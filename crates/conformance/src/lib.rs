@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod bench;
 pub mod certs;
 pub mod document_store;
 pub mod event_store;

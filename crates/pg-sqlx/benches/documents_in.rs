@@ -5,8 +5,6 @@
 //! `cargo bench -p palisade-pg-sqlx --bench documents_in` (uses
 //! `PALISADE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 
-mod common;
-
 use std::time::Instant;
 
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
@@ -20,10 +18,10 @@ const ROUNDS: usize = 7;
 
 #[tokio::main]
 async fn main() {
-    if !common::benchmarking("documents_in") {
+    if !palisade_conformance::bench::benchmarking("palisade-pg-sqlx", "documents_in") {
         return;
     }
-    let url = common::url();
+    let url = palisade_conformance::bench::postgres_url();
     let backend = PgBackend::connect(&PgConfig::new(url, Namespace::random("bench").unwrap())).await.unwrap();
     let store = backend.documents();
     store.ensure_collection(CollectionSpec::new("iocs")).await.unwrap();
@@ -57,7 +55,11 @@ async fn main() {
         assert_eq!(raw as u64, expected);
         raws.push(t.elapsed());
     }
-    let (count, find, raw) = (common::median(counts), common::median(finds), common::median(raws));
+    let (count, find, raw) = (
+        palisade_conformance::bench::median(counts),
+        palisade_conformance::bench::median(finds),
+        palisade_conformance::bench::median(raws),
+    );
     println!("$in with {VALUES} values over {DOCS} documents, median of {ROUNDS} rounds");
     println!("  {:<34} {:?}", "palisade count", count);
     println!("  {:<34} {:?}", "palisade find (all 3,334 matches)", find);
