@@ -11,6 +11,7 @@
 //! and reconnects).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Inet, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::stream::{self, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
@@ -320,8 +322,9 @@ struct Tail {
     store: PgDieselEventStore,
     filter: EventFilter,
     cursor: Cursor,
-    /// A dedicated connection (not pooled) that `LISTEN`s on the channel.
-    listener: Option<AsyncPgConnection>,
+    /// A dedicated connection (not pooled) that `LISTEN`s on the channel,
+    /// with its slot of the backend's `pool_size` listener slots.
+    listener: Option<(AsyncPgConnection, OwnedSemaphorePermit)>,
     caught_up: bool,
     pending: VecDeque<SubscriptionItem>,
     backoff: Duration,
@@ -332,11 +335,15 @@ impl Tail {
         if self.listener.is_some() {
             return;
         }
+        let Ok(slot) = Arc::clone(&self.store.backend.listen_slots).try_acquire_owned() else {
+            tracing::debug!("palisade: every listener slot is taken; polling");
+            return;
+        };
         match crate::connection::listener(&self.store.backend.target).await {
             Ok(mut conn) => {
                 let listen = format!("LISTEN {}", palisade_pg_common::namespace::quote_ident(&self.store.channel));
                 match diesel::sql_query(listen).execute(&mut conn).await {
-                    Ok(_) => self.listener = Some(conn),
+                    Ok(_) => self.listener = Some((conn, slot)),
                     Err(e) => tracing::debug!(error = %e, "palisade: LISTEN failed; polling"),
                 }
             }
@@ -348,7 +355,7 @@ impl Tail {
     /// listener so the next round re-listens. A burst of notifications costs
     /// one re-read.
     async fn wait(&mut self) {
-        let Some(listener) = self.listener.as_mut() else {
+        let Some((listener, _)) = self.listener.as_mut() else {
             tokio::time::sleep(POLL_EVERY).await;
             return;
         };

@@ -75,6 +75,9 @@ pub struct PgDieselBackend {
     target: Target,
     namespace: Namespace,
     policy: InputPolicy,
+    /// Live tails' `LISTEN` connections (outside the pool): at most
+    /// `pool_size` at once; a tail without a slot polls.
+    listen_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl PgDieselBackend {
@@ -104,7 +107,8 @@ impl PgDieselBackend {
                     .with_backend(BACKEND)
                     .with_source(e)
             })?;
-        Ok(PgDieselBackend { pool, target, namespace: config.namespace.clone(), policy: config.policy })
+        let listen_slots = Arc::new(tokio::sync::Semaphore::new(usize::try_from(config.pool_size).unwrap_or(1).max(1)));
+        Ok(PgDieselBackend { pool, target, namespace: config.namespace.clone(), policy: config.policy, listen_slots })
     }
 
     /// The namespace (schema).

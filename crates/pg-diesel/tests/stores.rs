@@ -223,3 +223,34 @@ async fn degraded_store_loses_no_acknowledged_event_across_a_server_crash() {
     )
     .await;
 }
+
+/// Live tails hold at most `pool_size` LISTEN connections; a tail beyond
+/// that polls, and still delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_beyond_pool_size_poll_instead_of_opening_connections() {
+    let Some(url) = url() else { return };
+    let ns = Namespace::random("pgd").unwrap();
+    let b = diesel(&url, &ns, 1).await;
+    let store = b.events();
+    let mut tails = Vec::new();
+    for _ in 0..3 {
+        let mut tail = store.subscribe(Cursor::Start, EventFilter::all()).await.unwrap();
+        assert_eq!(next(&mut tail).await, SubscriptionItem::CaughtUp);
+        tails.push(tail);
+    }
+    let observer = sqlx::PgPool::connect(&url).await.unwrap();
+    let listening: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'",
+    )
+    .bind(ns.as_str())
+    .fetch_one(&observer)
+    .await
+    .unwrap();
+    assert_eq!(listening, 1, "one listener slot for a pool of one");
+    store.append(AppendBatch::new(vec![NewEvent::new("t", "tick")])).await.unwrap();
+    for tail in &mut tails {
+        assert!(matches!(next(tail).await, SubscriptionItem::Event(e) if e.kind == "tick"));
+    }
+    drop(tails);
+    b.drop_namespace().await.unwrap();
+}
