@@ -84,6 +84,12 @@ pub(crate) async fn connect(target: &Target) -> Result<Conn> {
     let open = async {
         let socket = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(unreachable)?;
         socket.set_nodelay(true).map_err(unreachable)?;
+        if target.startup.get_keepalives() {
+            // As tokio-postgres does for its own sockets (`keepalives`,
+            // `keepalives_idle` from the URL; on by default, 2 h idle).
+            let keepalive = socket2::TcpKeepalive::new().with_time(target.startup.get_keepalives_idle());
+            socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive).map_err(unreachable)?;
+        }
         let socket = match &target.tls {
             Some(tls) => negotiate_tls(socket, tls).await?,
             None => Box::new(socket),

@@ -22,7 +22,6 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Inet, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::stream::{self, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
@@ -32,6 +31,7 @@ use palisade_core::events::{
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use crate::error::tagged;

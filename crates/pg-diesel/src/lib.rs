@@ -1,32 +1,49 @@
 //! # palisade-pg-diesel
 //!
-//! Palisade on PostgreSQL through diesel 2.3 and diesel-async 0.9 — **work
-//! in progress** (issue #12): the connection layer, the migrations and the
-//! `table!` schema are here and tested; the four stores are not yet, so this
-//! backend is not in the facade's registry and `postgres+diesel://` URLs are
-//! not accepted by `Stores::connect` yet.
+//! Palisade on PostgreSQL through diesel 2.3 and diesel-async 0.9, for
+//! services that already use diesel (facade feature `pg-diesel`, URLs
+//! `postgres+diesel://user:password@host:5432/database`). The same schema,
+//! semantics and conformance results as pg-sqlx: either backend serves a
+//! namespace the other migrated and wrote, and both are held to the whole
+//! conformance suite.
 //!
-//! What is here:
 //! - **Connections** ([`connection`]): tokio-postgres over a socket this
-//!   crate opens (`TCP_NODELAY`, connect timeout), with `search_path` set to
-//!   the namespace and `statement_timeout` sent as startup options, wrapped
-//!   in diesel-async's `AsyncPgConnection` and pooled by deadpool. A
-//!   connection closed or left inside a transaction (a cancelled call) is
-//!   discarded, never handed out again.
+//!   crate opens (`TCP_NODELAY`, keepalive, connect timeout, TLS per
+//!   `sslmode` — see [`tls`]), with `search_path` set to the namespace and
+//!   `statement_timeout` sent as startup options, wrapped in diesel-async's
+//!   `AsyncPgConnection` and pooled by deadpool. A connection closed or left
+//!   inside a transaction (a call cancelled mid-transaction, diesel-async
+//!   issue #198) is discarded on recycle, never handed out again.
 //! - **Error kinds from SQLSTATE codes**: diesel 2.3 does not expose a
 //!   server error's code, so each connection reads it off the protocol
-//!   (see [`connection`]) and the crate maps it with pg-common's
-//!   table — never from message text.
+//!   (see [`connection`]) and one function maps it with pg-common's table —
+//!   never from message text.
 //! - **Migrations**: pg-common's set, applied into the namespace exactly as
 //!   sqlx's migrator does (same advisory lock, same
-//!   `<namespace>.palisade_migrations` table and SHA-384 checksums), so a
-//!   namespace either Postgres backend migrated is served by the other
-//!   without re-migrating; tested both ways against pg-sqlx.
+//!   `<namespace>.palisade_migrations` table and SHA-384 checksums), by an
+//!   async runner that works on any runtime flavour (diesel's
+//!   `AsyncMigrationHarness` blocks in place and cannot record sqlx's layout).
 //! - **[`schema`]**: diesel `table!` definitions of Palisade's tables,
 //!   checked against the live catalog, for services that read them in their
-//!   own diesel queries.
-//! - **TLS** is not supported yet: `PALISADE_TLS` or an `sslmode` that
-//!   demands TLS is a `Config` error, never a silent plain-text connection.
+//!   own diesel queries ([`PgDieselBackend::connection`]).
+//! - **Events** ([`PgDieselEventStore`]): an append is one call of the shared
+//!   `palisade_append` with the batch as 12 array parameters (gap-free
+//!   positions under the `event_head` row lock, idempotent, atomic at any
+//!   size, one statement); reads, queries and group-by analytics are diesel's
+//!   query builder; live tails `LISTEN` on a dedicated connection outside the
+//!   pool (at most `pool_size` of them; a tail without one polls) and treat
+//!   each notification only as a prompt to re-read by position.
+//! - **Sessions** ([`PgDieselSessionCache`]): the UNLOGGED table through the
+//!   query builder (`ON CONFLICT … DO UPDATE … WHERE` for `IfAbsent`), the
+//!   shared PL/pgSQL functions for `push`/`incr`/`hit`; expiry instants and
+//!   "now" come from the caller's clock.
+//! - **Documents** ([`PgDieselDocumentStore`]): pg-common's statements and
+//!   filter translation as `sql_query` with every value bound; multi-statement
+//!   writes run in diesel-async transactions (async closures).
+//! - **Reputation** ([`PgDieselReputationRepo`]): log and period scores in one
+//!   transaction; leaderboards ranked by diesel's `rank()` window function.
+//! - **Benchmark** (`cargo bench -p palisade-pg-diesel --bench append`): both
+//!   Postgres backends next to a raw `COPY` of the same rows, in one run.
 
 pub mod config;
 pub mod connection;

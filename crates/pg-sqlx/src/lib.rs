@@ -20,7 +20,8 @@
 //!   one call of `palisade_append` (migrations/0005) with the batch as column
 //!   arrays, doing dedupe, version checks, `INSERT … SELECT FROM UNNEST(…)` and
 //!   the NOTIFY in one statement, so any size is atomic. Measured against a
-//!   raw `COPY` of the same rows (`benches/append.rs`): ~0.75× its rows/s; COPY
+//!   raw `COPY` of the same rows (`cargo bench -p palisade-pg-diesel --bench append`,
+//!   which measures both Postgres backends): ~0.7× its rows/s; COPY
 //!   itself cannot dedupe or check versions without a staging table and a
 //!   second statement, so the single statement stays. Live tails catch up by pages and then wait for
 //!   `LISTEN/NOTIFY`, polling as a fallback, and re-listen after a dropped
