@@ -127,7 +127,7 @@ impl PgDieselConfig {
             |msg: &str| Error::new(ErrorKind::Config, format!("invalid pg-diesel URL: {msg}")).with_backend(BACKEND);
         let mut url = url::Url::parse(&self.url).map_err(|_| bad("not a URL"))?;
         match url.scheme() {
-            SCHEME | "postgres" | "postgresql" => {}
+            SCHEME | "postgresql+diesel" | "postgres" | "postgresql" => {}
             _ => return Err(bad("the scheme must be postgres+diesel://")),
         }
         let mut sslmode = std::env::var("PGSSLMODE").ok();
@@ -141,6 +141,8 @@ impl PgDieselConfig {
                 "sslmode" => sslmode = Some(value.into_owned()),
                 "sslrootcert" => rootcert = Some(value.into_owned()),
                 "sslcert" | "sslkey" => return Err(bad("client certificates (sslcert, sslkey) are not supported")),
+                // One address per connection, the one `host` names (which TLS verifies too).
+                "hostaddr" => return Err(bad("hostaddr is not supported; put the address in the host")),
                 _ => kept.push(segment.to_owned()),
             }
         }
@@ -154,13 +156,40 @@ impl PgDieselConfig {
         // tokio-postgres parses `postgres://` URLs; the scheme carries no other meaning.
         let text = url.as_str().replacen(&format!("{}://", url.scheme()), "postgres://", 1);
         let mut startup: tokio_postgres::Config = text.parse().map_err(|_| bad("unparsable connection settings"))?;
+        // What the URL leaves out comes from the libpq environment variables
+        // tokio-postgres does not read (pg-sqlx reads them too).
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if startup.get_hosts().is_empty() {
+            startup.host(env("PGHOST").as_deref().unwrap_or("localhost"));
+        }
+        if startup.get_ports().is_empty() {
+            let port = env("PGPORT").map(|p| p.parse::<u16>().map_err(|_| bad("PGPORT is no port"))).transpose()?;
+            startup.port(port.unwrap_or(5432));
+        }
+        if startup.get_user().is_none() {
+            if let Some(user) = env("PGUSER") {
+                startup.user(user);
+            }
+        }
+        if startup.get_password().is_none() {
+            if let Some(password) = env("PGPASSWORD") {
+                startup.password(password);
+            }
+        }
+        if startup.get_dbname().is_none() {
+            if let Some(db) = env("PGDATABASE") {
+                startup.dbname(db);
+            }
+        }
         let host = match startup.get_hosts() {
             [Host::Tcp(h)] => h.clone(),
-            [] => "localhost".to_owned(),
             [Host::Tcp(_), ..] => return Err(bad("one host only")),
             _ => return Err(bad("only TCP hosts are supported")),
         };
-        let port = startup.get_ports().first().copied().unwrap_or(5432);
+        let port = match startup.get_ports() {
+            [port] => *port,
+            _ => return Err(bad("one port only")),
+        };
         let base = startup.get_options().unwrap_or_default().to_owned();
         // The namespace is validated as [a-z][a-z0-9_]*: nothing to escape.
         let options = format!(
@@ -170,7 +199,9 @@ impl PgDieselConfig {
         );
         startup.options(options.trim()).application_name("palisade").ssl_mode(tokio_postgres::config::SslMode::Disable);
         let tls = Tls::new(mode, &host, rootcert.as_deref())?;
-        Ok(Target { host, port, startup, connect_timeout: self.connect_timeout, tls })
+        // The URL's `connect_timeout`, when given, is the more specific one.
+        let connect_timeout = startup.get_connect_timeout().copied().unwrap_or(self.connect_timeout);
+        Ok(Target { host, port, startup, connect_timeout, tls })
     }
 }
 
@@ -204,6 +235,8 @@ mod tests {
         assert!(options.starts_with("-c lock_timeout=5s -c search_path=tenant_a"), "{options}");
         let t = config("postgres://db/x").target().unwrap();
         assert_eq!((t.host.as_str(), t.port), ("db", 5432));
+        let t = config("postgresql+diesel://db:6000/x").target().unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("db", 6000), "both registered schemes are accepted");
     }
 
     #[test]
@@ -215,12 +248,13 @@ mod tests {
         assert_eq!(mode("postgres+diesel://h/db?sslmode=disable", true), None);
         assert_eq!(mode("postgres+diesel://h/db?sslmode=allow", false), None);
         let t = config("postgres+diesel://h/db?sslmode=verify-full&connect_timeout=3").target().unwrap();
-        assert_eq!(t.startup.get_connect_timeout(), Some(&Duration::from_secs(3)), "ssl keys out, the rest kept");
+        assert_eq!(t.connect_timeout, Duration::from_secs(3), "ssl keys out, the rest kept and honoured");
     }
 
     #[test]
     fn client_certificates_and_unreadable_roots_are_config_errors() {
         for url in [
+            "postgres+diesel://h/db?hostaddr=10.0.0.5",
             "postgres+diesel://h/db?sslcert=/c.pem&sslkey=/k.pem",
             "postgres+diesel://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/root.pem",
         ] {
@@ -244,7 +278,9 @@ mod tests {
     fn debug_and_errors_never_show_the_password() {
         let c = config("postgres+diesel://app:s3cret@h/db?sslmode=require");
         assert!(!format!("{c:?}").contains("s3cret"));
-        let e = c.target().err().map(|e| format!("{e} {e:?}")).unwrap_or_default();
-        assert!(!e.contains("s3cret"), "{e}");
+        for url in ["postgres+diesel://app:s3cret@h/db?sslmode=bogus", "postgres+diesel://app:s3cret@h:99999/db"] {
+            let e = config(url).target().err().map(|e| format!("{e} {e:?}")).expect("refused");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }

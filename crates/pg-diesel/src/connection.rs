@@ -34,6 +34,8 @@ use crate::BACKEND;
 pub struct Conn {
     conn: AsyncPgConnection,
     tap: Arc<Tap>,
+    /// The task driving the socket; aborting it closes the connection.
+    driver: tokio::task::AbortHandle,
 }
 
 impl Conn {
@@ -98,19 +100,20 @@ pub(crate) async fn connect(target: &Target) -> Result<Conn> {
         let stream = TapStream { inner: socket, tap: Arc::clone(&tap), frames: Frames::default() };
         let (client, connection) =
             target.startup.connect_raw(stream, tokio_postgres::NoTls).await.map_err(connect_error)?;
-        tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             // Ends when the connection closes; in-flight calls then fail.
             if let Err(e) = connection.await {
                 tracing::debug!(backend = BACKEND, error = %e, "postgres connection ended");
             }
-        });
+        })
+        .abort_handle();
         let conn = AsyncPgConnection::try_from(client).await.map_err(|e| {
             Error::new(ErrorKind::Unavailable, "setting up the postgres connection failed")
                 .set_temporary(true)
                 .with_backend(BACKEND)
                 .with_source(e)
         })?;
-        Ok(Conn { conn, tap })
+        Ok(Conn { conn, tap, driver })
     };
     tokio::time::timeout(target.connect_timeout, open).await.map_err(|_| timed_out())?
 }
@@ -163,8 +166,9 @@ async fn negotiate_tls(mut socket: TcpStream, tls: &Tls) -> Result<Box<dyn Io>> 
 /// `notifications_stream` ends; the live tail then reconnects.
 pub(crate) async fn listener(target: &Target) -> Result<AsyncPgConnection> {
     let open = async {
+        // The same host, port and settings as the pooled connections.
         let mut config = target.startup.clone();
-        config.host(&target.host).port(target.port).connect_timeout(target.connect_timeout);
+        config.connect_timeout(target.connect_timeout);
         let setup = |e: diesel::ConnectionError| {
             Error::new(ErrorKind::Unavailable, "setting up the postgres listener failed")
                 .set_temporary(true)
@@ -259,8 +263,38 @@ impl deadpool::managed::Manager for Manager {
 /// The pool of [`Conn`]s.
 pub(crate) type Pool = deadpool::managed::Pool<Manager>;
 
-/// A pooled connection; derefs to diesel-async's `AsyncPgConnection`.
-pub type PooledConnection = deadpool::managed::Object<Manager>;
+/// A pooled connection; derefs to [`Conn`] and through it to diesel-async's
+/// `AsyncPgConnection`.
+///
+/// Dropped inside a transaction — a call cancelled mid-transaction
+/// (diesel-async issue #198), or a service's own transaction abandoned — it
+/// closes the connection at once instead of parking it in the pool with the
+/// transaction open: the server then rolls back and releases the locks as
+/// soon as it notices, and the pool discards the closed connection when it
+/// next recycles it.
+pub struct PooledConnection(pub(crate) deadpool::managed::Object<Manager>);
+
+impl Deref for PooledConnection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.0
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        let conn: &mut Conn = &mut self.0;
+        if conn.conn.is_broken() || !conn.tap.idle() {
+            conn.driver.abort();
+        }
+    }
+}
 
 /// The last server error code seen on one connection.
 #[derive(Debug)]

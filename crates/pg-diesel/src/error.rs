@@ -94,9 +94,10 @@ pub(crate) fn pool(op: &'static str, e: deadpool::managed::PoolError<Error>) -> 
             .set_temporary(true)
             .with_backend(BACKEND)
             .with_op(op),
-        PoolError::Closed => {
-            Error::new(ErrorKind::Unavailable, "the postgres pool is closed").with_backend(BACKEND).with_op(op)
-        }
+        PoolError::Closed => Error::new(ErrorKind::Unavailable, "the postgres pool is closed")
+            .set_temporary(true)
+            .with_backend(BACKEND)
+            .with_op(op),
         other => Error::new(ErrorKind::Unexpected, "postgres pool failure")
             .with_backend(BACKEND)
             .with_op(op)

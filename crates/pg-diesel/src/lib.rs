@@ -146,7 +146,7 @@ impl PgDieselBackend {
     }
 
     pub(crate) async fn conn(&self, op: &'static str) -> Result<PooledConnection> {
-        self.pool.get().await.map_err(|e| error::pool(op, e))
+        self.pool.get().await.map(PooledConnection).map_err(|e| error::pool(op, e))
     }
 
     /// Applies pending migrations into the namespace; a no-op when up to
@@ -344,6 +344,19 @@ mod tests {
         assert_eq!(conn.take_sqlstate(), None);
         drop(conn);
         b.drop_namespace().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_credentials_fail_at_connect_without_echoing_them() {
+        let Some(url) = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL") else { return };
+        let Ok(mut url) = url::Url::parse(&url) else { panic!("test URL") };
+        url.set_username("palisade_no_such_role").unwrap();
+        url.set_password(Some("s3cret-pw")).unwrap();
+        let config = PgDieselConfig::new(url.as_str(), Namespace::new("t").unwrap());
+        let e = PgDieselBackend::connect(&config).await.err().expect("an unknown role is refused");
+        assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Config, false), "{e}");
+        let shown = format!("{e} {e:?} {config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! TLS to Postgres with rustls (ring provider), honouring `sslmode` the way
-//! libpq and pg-sqlx do:
+//! pg-sqlx does (libpq's modes, except that `allow` never tries TLS and
+//! `require` never verifies, even with a root file):
 //!
 //! | `sslmode` | TLS | verifies |
 //! |---|---|---|
@@ -98,15 +99,19 @@ fn config_error(msg: &str) -> Error {
 impl Tls {
     /// The TLS settings for `host` in `mode`, trusting the PEM roots in
     /// `rootcert` (or the Mozilla roots). `None` when TLS is never asked for.
-    /// A missing or unreadable root file is a `Config` error (read here, at
-    /// configuration time, not per connection).
+    /// In the verifying modes a missing or unreadable root file is a
+    /// `Config` error (read here, at configuration time, not per connection);
+    /// the other modes ignore it.
     pub(crate) fn new(mode: SslMode, host: &str, rootcert: Option<&str>) -> Result<Option<Tls>> {
         if !mode.asks_for_tls() {
             return Ok(None);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        match rootcert {
+        // Roots matter only to the verifying modes: a stale root file never
+        // breaks `prefer`/`require`.
+        let verifies = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
+        match rootcert.filter(|_| verifies) {
             Some(path) => {
                 let certs = CertificateDer::pem_file_iter(path).map_err(|_| config_error("cannot read sslrootcert"))?;
                 for cert in certs {
@@ -217,6 +222,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Config);
         let _ = std::fs::remove_file(empty);
         assert!(Tls::new(SslMode::Disable, "db", None).unwrap().is_none());
+        assert!(Tls::new(SslMode::Require, "db", Some("/nonexistent/root.pem")).is_ok(), "require never verifies");
         assert!(Tls::new(SslMode::Prefer, "127.0.0.1", None).unwrap().is_some(), "IP hosts are server names too");
     }
 }
