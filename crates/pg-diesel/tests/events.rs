@@ -73,8 +73,8 @@ async fn queries_and_counts_agree_with_the_reference_for_every_filter_field() {
                 let ids = |p: palisade_core::events::Page<palisade_core::events::Event>| {
                     p.items.into_iter().map(|e| e.id).collect::<Vec<_>>()
                 };
-                let got = ids(store.query(filter.clone(), page.clone()).await.unwrap());
-                let want = ids(reference.query(filter.clone(), page.clone()).await.unwrap());
+                let got = ids(store.query(filter.clone(), page).await.unwrap());
+                let want = ids(reference.query(filter.clone(), page).await.unwrap());
                 assert_eq!(got, want, "{}: query {filter:?} {page:?}", ctx.driver);
             }
             for group in [GroupBy::Kind, GroupBy::Source, GroupBy::Tag, GroupBy::ClientIp, GroupBy::Session] {
