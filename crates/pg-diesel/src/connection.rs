@@ -230,6 +230,11 @@ fn connect_error(e: tokio_postgres::Error) -> Error {
     err.with_backend(BACKEND).with_op("connect").with_source(e)
 }
 
+/// Connections are replaced after this long (sqlx's default).
+const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Connections idle this long are replaced rather than reused (sqlx's default).
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// deadpool's manager: opens connections as described above, discards one
 /// that is closed or was left inside a transaction (a cancelled call).
 pub struct Manager {
@@ -247,8 +252,13 @@ impl deadpool::managed::Manager for Manager {
     async fn recycle(
         &self,
         conn: &mut Conn,
-        _: &deadpool::managed::Metrics,
+        metrics: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<Error> {
+        // Rotated like sqlx's pool (pg-sqlx): no connection lives or idles
+        // forever (server-side memory, load balancers dropping idle flows).
+        if metrics.age() > MAX_LIFETIME || metrics.last_used() > MAX_IDLE {
+            return Err(deadpool::managed::RecycleError::message("connection too old or idle too long"));
+        }
         // diesel-async's own check, and the server's word: a `BEGIN` sent as
         // raw SQL and abandoned is invisible to diesel-async's transaction
         // manager but not to `ReadyForQuery`.

@@ -76,7 +76,8 @@ pub use reputation::PgDieselReputationRepo;
 pub use sessions::PgDieselSessionCache;
 
 use crate::config::Target;
-use crate::connection::{Manager, Pool, PooledConnection};
+pub use crate::connection::PooledConnection;
+use crate::connection::{Manager, Pool};
 
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "pg_diesel";
@@ -140,7 +141,11 @@ impl PgDieselBackend {
 
     /// A pooled connection in the namespace (its `search_path`), for a
     /// service's own diesel queries over [`schema`]. Give it back (drop it)
-    /// promptly: it is one of the stores' `pool_size` connections.
+    /// promptly: it is one of the stores' `pool_size` connections. Open
+    /// transactions with diesel-async's `transaction()`: a connection
+    /// dropped inside one is closed, never reused (see [`PooledConnection`]);
+    /// a raw `BEGIN` whose call is dropped before the server answers is
+    /// invisible to that check.
     pub async fn connection(&self) -> Result<PooledConnection> {
         self.conn("connection").await
     }

@@ -91,6 +91,29 @@ async fn a_changed_migration_is_refused_not_reapplied() {
     by_sqlx.drop_namespace().await.unwrap();
 }
 
+/// A migration recorded as failed (dirty) or a version this build does not
+/// know stops the migrator with a `Config` error, as sqlx's does.
+#[tokio::test]
+async fn a_dirty_or_unknown_migration_is_refused() {
+    let Some(url) = url() else { return };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for (what, change) in [
+        ("dirty", "UPDATE {ns}.palisade_migrations SET success = false WHERE version = 3"),
+        (
+            "unknown",
+            "INSERT INTO {ns}.palisade_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', true, '\\x00', 0)",
+        ),
+    ] {
+        let ns = Namespace::random("pgd").unwrap();
+        let by_sqlx = sqlx(&url, &ns).await;
+        sqlx::query(sqlx::AssertSqlSafe(change.replace("{ns}", ns.as_str()))).execute(&pool).await.unwrap();
+        let err = PgDieselBackend::connect(&diesel_config(&url, &ns)).await.err().expect(what);
+        assert_eq!(err.kind(), palisade_core::ErrorKind::Config, "{what}: {err}");
+        by_sqlx.drop_namespace().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn both_drivers_build_identical_catalogs() {
     let Some(url) = url() else { return };
