@@ -10,7 +10,6 @@
 //! so a lost or killed listener loses nothing (the tail polls every 500 ms
 //! and reconnects).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +20,14 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Inet, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::stream::{self, StreamExt};
+use futures::StreamExt;
 use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
+use palisade_core::backend::tail::{follow, TailSource};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
-    GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+    GroupCount, Order, Page, PageRequest, Position,
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
@@ -38,11 +38,6 @@ use crate::error::tagged;
 use crate::json::StoredJson;
 use crate::schema::events;
 use crate::{capabilities, invalid_state, PgDieselBackend};
-
-/// Events a live tail reads per catch-up query.
-const TAIL_PAGE: usize = 1_000;
-/// How long a live tail waits for a notification before polling anyway.
-const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// One stored event as the query builder loads it.
 #[derive(Queryable, Selectable)]
@@ -317,20 +312,20 @@ macro_rules! count_grouped {
     }};
 }
 
-/// State of one live tail.
-struct Tail {
+/// A live tail's source ([`palisade_core::backend::tail`]): reads through
+/// the pool, `LISTEN`s on a dedicated connection outside it, holding one of
+/// the backend's `pool_size` listener slots.
+struct Listening {
     store: PgDieselEventStore,
-    filter: EventFilter,
-    cursor: Cursor,
-    /// A dedicated connection (not pooled) that `LISTEN`s on the channel,
-    /// with its slot of the backend's `pool_size` listener slots.
     listener: Option<(AsyncPgConnection, OwnedSemaphorePermit)>,
-    caught_up: bool,
-    pending: VecDeque<SubscriptionItem>,
-    backoff: Duration,
 }
 
-impl Tail {
+#[async_trait]
+impl TailSource for Listening {
+    async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        self.store.read_after(after, limit).await
+    }
+
     async fn listen(&mut self) {
         if self.listener.is_some() {
             return;
@@ -351,17 +346,15 @@ impl Tail {
         }
     }
 
-    /// Waits for a notification (or the poll interval); drops a broken
-    /// listener so the next round re-listens. A burst of notifications costs
-    /// one re-read.
-    async fn wait(&mut self) {
+    /// A burst of notifications costs one re-read.
+    async fn wait(&mut self, timeout: Duration) {
         let Some((listener, _)) = self.listener.as_mut() else {
-            tokio::time::sleep(POLL_EVERY).await;
+            tokio::time::sleep(timeout).await;
             return;
         };
         let broken = {
             let mut notifications = std::pin::pin!(listener.notifications_stream());
-            match tokio::time::timeout(POLL_EVERY, notifications.next()).await {
+            match tokio::time::timeout(timeout, notifications.next()).await {
                 Ok(Some(Ok(_))) => {
                     while let Some(Some(Ok(_))) = futures::FutureExt::now_or_never(notifications.next()) {}
                     false
@@ -375,39 +368,8 @@ impl Tail {
         }
     }
 
-    async fn next_item(mut self) -> Option<(Result<SubscriptionItem>, Self)> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some((Ok(item), self));
-            }
-            if self.caught_up {
-                self.listen().await;
-                self.wait().await;
-            }
-            match self.store.read_after(self.cursor, TAIL_PAGE).await {
-                Ok(page) => {
-                    self.backoff = Duration::from_millis(50);
-                    if page.is_empty() && !self.caught_up {
-                        self.caught_up = true;
-                        self.pending.push_back(SubscriptionItem::CaughtUp);
-                    }
-                    for e in page {
-                        self.cursor = Cursor::After(e.position);
-                        if self.filter.matches(&e) {
-                            self.pending.push_back(SubscriptionItem::Event(Box::new(e)));
-                        }
-                    }
-                }
-                Err(e) if e.is_temporary() => {
-                    // Dropped connection or restart: keep the cursor, retry with backoff.
-                    tracing::warn!(error = %e, "palisade: live tail read failed; retrying");
-                    self.listener = None;
-                    tokio::time::sleep(self.backoff).await;
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Some((Err(e), self)),
-            }
-        }
+    fn drop_listener(&mut self) {
+        self.listener = None;
     }
 }
 
@@ -440,18 +402,7 @@ impl EventStore for PgDieselEventStore {
 
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
         filter.validate().map_err(tagged("subscribe"))?;
-        let mut tail = Tail {
-            store: self.clone(),
-            filter,
-            cursor: after,
-            listener: None,
-            caught_up: false,
-            pending: VecDeque::new(),
-            backoff: Duration::from_millis(50),
-        };
-        // Listen before catching up, so nothing committed in between is missed.
-        tail.listen().await;
-        Ok(stream::unfold(tail, Tail::next_item).boxed())
+        Ok(follow(Listening { store: self.clone(), listener: None }, after, filter).await)
     }
 
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {

@@ -1,18 +1,17 @@
 //! `EventStore` on Postgres: serialized, gap-free positions; one-statement
 //! batch appends; LISTEN/NOTIFY live tail with polling fallback.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
 use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
+use palisade_core::backend::tail::{follow, TailSource};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
-    GroupCount, Order, Page, PageRequest, Position, SubscriptionItem,
+    GroupCount, Order, Page, PageRequest, Position,
 };
 use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
@@ -22,11 +21,6 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::error::{map, tagged};
 use crate::json::StoredJson;
 use crate::{capabilities, PgBackend};
-
-/// Events a live tail reads per catch-up query.
-const TAIL_PAGE: usize = 1_000;
-/// How long a live tail waits for a notification before polling anyway.
-const POLL_EVERY: Duration = Duration::from_millis(500);
 
 macro_rules! columns {
     () => {
@@ -223,18 +217,19 @@ fn query_sql(select: &'static str, filter: &EventFilter, page: &PageRequest) -> 
     q
 }
 
-/// State of one live tail.
-struct Tail {
+/// A live tail's source ([`palisade_core::backend::tail`]): reads through
+/// the pool, `LISTEN`s on a connection of the listen pool.
+struct Listening {
     store: PgEventStore,
-    filter: EventFilter,
-    cursor: Cursor,
     listener: Option<PgListener>,
-    caught_up: bool,
-    pending: VecDeque<SubscriptionItem>,
-    backoff: Duration,
 }
 
-impl Tail {
+#[async_trait]
+impl TailSource for Listening {
+    async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        self.store.read_after(after, limit).await
+    }
+
     async fn listen(&mut self) {
         if self.listener.is_some() {
             return;
@@ -248,52 +243,19 @@ impl Tail {
         }
     }
 
-    /// Waits for a notification (or the poll interval); drops a broken listener
-    /// so the next round re-listens.
-    async fn wait(&mut self) {
+    async fn wait(&mut self, timeout: Duration) {
         let Some(listener) = self.listener.as_mut() else {
-            tokio::time::sleep(POLL_EVERY).await;
+            tokio::time::sleep(timeout).await;
             return;
         };
-        match tokio::time::timeout(POLL_EVERY, listener.try_recv()).await {
+        match tokio::time::timeout(timeout, listener.try_recv()).await {
             Ok(Ok(Some(_))) | Err(_) => {}
             Ok(Ok(None)) | Ok(Err(_)) => self.listener = None,
         }
     }
 
-    async fn next_item(mut self) -> Option<(Result<SubscriptionItem>, Self)> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some((Ok(item), self));
-            }
-            if self.caught_up {
-                self.listen().await;
-                self.wait().await;
-            }
-            match self.store.read_after(self.cursor, TAIL_PAGE).await {
-                Ok(page) => {
-                    self.backoff = Duration::from_millis(50);
-                    if page.is_empty() && !self.caught_up {
-                        self.caught_up = true;
-                        self.pending.push_back(SubscriptionItem::CaughtUp);
-                    }
-                    for e in page {
-                        self.cursor = Cursor::After(e.position);
-                        if self.filter.matches(&e) {
-                            self.pending.push_back(SubscriptionItem::Event(Box::new(e)));
-                        }
-                    }
-                }
-                Err(e) if e.is_temporary() => {
-                    // Dropped connection or restart: keep the cursor, retry with backoff.
-                    tracing::warn!(error = %e, "palisade: live tail read failed; retrying");
-                    self.listener = None;
-                    tokio::time::sleep(self.backoff).await;
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Some((Err(e), self)),
-            }
-        }
+    fn drop_listener(&mut self) {
+        self.listener = None;
     }
 }
 
@@ -326,18 +288,7 @@ impl EventStore for PgEventStore {
 
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
         filter.validate().map_err(tagged("subscribe"))?;
-        let mut tail = Tail {
-            store: self.clone(),
-            filter,
-            cursor: after,
-            listener: None,
-            caught_up: false,
-            pending: VecDeque::new(),
-            backoff: Duration::from_millis(50),
-        };
-        // Listen before catching up, so nothing committed in between is missed.
-        tail.listen().await;
-        Ok(stream::unfold(tail, Tail::next_item).boxed())
+        Ok(follow(Listening { store: self.clone(), listener: None }, after, filter).await)
     }
 
     async fn query(&self, filter: EventFilter, page: PageRequest) -> Result<Page<Event>> {

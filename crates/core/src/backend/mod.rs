@@ -6,7 +6,8 @@
 //! - [`stored`]: decoding stored JSON so one row never fails a whole read;
 //! - [`eval`]: the reference semantics (document filters, sorts and
 //!   projections, event grouping, leaderboard ranks) for backends that
-//!   evaluate in process, and that the others must agree with.
+//!   evaluate in process, and that the others must agree with;
+//! - [`tail`]: a live tail over reads by position, woken by notifications.
 //!
 //! Services rarely need these (one exception: [`clock::now_ms`], "now" at the
 //! stores' precision); they use the traits and models.
@@ -33,6 +34,7 @@ pub mod check;
 pub mod clock;
 pub mod eval;
 pub mod stored;
+pub mod tail;
 
 use std::fmt;
 use std::sync::Arc;
