@@ -9,14 +9,18 @@ cd "$(dirname "$0")/.."
 bash scripts/start-services.sh
 # A throwaway 3-master Redis Cluster (127.0.0.1:7000-7002) for tests/redis_cluster.rs;
 # stopped again (only the processes it started) however this script ends.
-trap 'bash scripts/redis-cluster.sh stop || true' EXIT
+# The Mongo test server (SecantusDB from PyPI, in a virtualenv under target/),
+# stopped the same way.
+trap 'bash scripts/redis-cluster.sh stop || true; bash scripts/mongo-server.sh stop || true' EXIT
 PALISADE_TEST_REDIS_CLUSTER_URL=${PALISADE_TEST_REDIS_CLUSTER_URL:-$(bash scripts/redis-cluster.sh start)}
 export PALISADE_TEST_REDIS_CLUSTER_URL
+PALISADE_TEST_MONGO_URL=${PALISADE_TEST_MONGO_URL:-$(bash scripts/mongo-server.sh start)}
+export PALISADE_TEST_MONGO_URL
 
 export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 # A missing or unreachable server fails its backend's cases instead of skipping them.
-export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis,redis-cluster}
+export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis,redis-cluster,mongo}
 export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx pg_diesel redis_rs fred redis_rs_cluster fred_cluster}
 export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
@@ -24,9 +28,9 @@ rm -f "$PALISADE_CONFORMANCE_LOG"
 
 # Conformance harnesses recycle emptied Postgres namespaces (`conf_…`); the
 # last ones of each test binary stay behind, so drop them all afterwards
-# (and pg-diesel's test namespaces, `pgd_…`, that a failed test left).
+# (and the Postgres test namespaces, `pgd_…`, `pgboth_…`, that a failed test left).
 drop_test_schemas() {
-  psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%' OR nspname LIKE 'pgd\_%'" \
+  psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%' OR nspname LIKE 'pgd\_%' OR nspname LIKE 'pgboth\_%'" \
     | psql "$PALISADE_TEST_POSTGRES_URL" -q >/dev/null || true
 }
 
