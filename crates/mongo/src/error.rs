@@ -22,6 +22,14 @@ pub(crate) mod code {
     pub const UNAUTHORIZED: i32 = 13;
     pub const AUTHENTICATION_FAILED: i32 = 18;
     pub const NETWORK_TIMEOUT: i32 = 89;
+    /// `$toLong` and friends in an update pipeline: not a number, or out of range.
+    pub const CONVERSION_FAILURE: i32 = 241;
+}
+
+/// Tags an error from core validation (or a store's own check) with this
+/// backend and `op`.
+pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
+    move |e| e.with_backend(BACKEND).with_op(op)
 }
 
 /// Maps a driver error from `op`, keeping it as the source.

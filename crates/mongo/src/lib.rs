@@ -1,10 +1,12 @@
 //! # palisade-mongo
 //!
 //! Palisade on MongoDB through the official `mongodb` driver 3.x — **work in
-//! progress** (issue #13): the settings, connecting and the error mapping
-//! are here and tested; the four stores are not yet, so this backend is not
-//! in the facade's registry and `mongodb://` URLs are not accepted by
-//! `Stores::connect` yet.
+//! progress** (issue #13): the settings, connecting, the error mapping and
+//! the [`SessionCache`](palisade_core::SessionCache) ([`MongoSessionCache`],
+//! which passes the conformance suite's session cases) are here and tested;
+//! the event store, document store and reputation repo are not yet, so this
+//! backend is not in the facade's registry and `mongodb://` URLs are not
+//! accepted by `Stores::connect` yet.
 //!
 //! - **Namespace = database**: every store of a namespace lives in the
 //!   database named after it (namespaces are `[a-z][a-z0-9_]*`, valid
@@ -20,23 +22,31 @@
 //!   driver's transient labels (temporary) and its error variants (network,
 //!   pool cleared, server selection → temporary `Unavailable`) — never from
 //!   message text, never echoing the URL.
+//! - **Sessions**: see [`MongoSessionCache`]; a TTL index on `sessions.exp`
+//!   is created (idempotently) at connect.
 //! - **Test server**: the suite runs against SecantusDB, a Mongo-wire server
 //!   from PyPI that `scripts/mongo-server.sh` installs and starts; it is not
 //!   linked into Palisade, and the backend targets MongoDB 6–8.
 
 pub mod config;
 mod error;
+mod sessions;
+
+use std::time::Duration;
 
 use mongodb::bson::doc;
-use mongodb::{Client, Database};
-use palisade_core::{Capabilities, InputPolicy, Namespace, Result};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Database, IndexModel};
+use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
 
 pub use config::MongoConfig;
+pub use sessions::MongoSessionCache;
 
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "mongo";
 
-/// What this backend's stores guarantee. No store exists yet: nothing.
+/// What this backend's stores guarantee. Only the session cache exists,
+/// which needs none of the capabilities: nothing yet.
 pub fn capabilities() -> Capabilities {
     Capabilities::none()
 }
@@ -59,6 +69,37 @@ impl MongoBackend {
         let db = client.database(config.namespace.as_str());
         let backend = MongoBackend { client, db, namespace: config.namespace.clone(), policy: config.policy };
         backend.ping().await?;
+        backend.ensure_indexes().await?;
+        Ok(backend)
+    }
+
+    /// Creates the stores' indexes (idempotent: an existing index with the
+    /// same keys and options is left alone).
+    async fn ensure_indexes(&self) -> Result<()> {
+        // Reclaims expired sessions some time after they expire; reads
+        // already ignore them.
+        let ttl = IndexModel::builder()
+            .keys(doc! {"exp": 1})
+            .options(IndexOptions::builder().expire_after(Duration::ZERO).name("exp_ttl".to_owned()).build())
+            .build();
+        self.db
+            .collection::<mongodb::bson::Document>(sessions::COLLECTION)
+            .create_index(ttl)
+            .await
+            .map_err(|e| error::map("connect", e))?;
+        Ok(())
+    }
+
+    /// The session cache of this namespace.
+    pub fn sessions(&self) -> MongoSessionCache {
+        MongoSessionCache::new(self.clone())
+    }
+
+    /// The same client confined to another namespace (its indexes created).
+    pub async fn with_namespace(&self, namespace: Namespace) -> Result<Self> {
+        let db = self.client.database(namespace.as_str());
+        let backend = MongoBackend { client: self.client.clone(), db, namespace, policy: self.policy };
+        backend.ensure_indexes().await?;
         Ok(backend)
     }
 
@@ -87,8 +128,12 @@ impl MongoBackend {
         self.db.drop().await.map_err(|e| error::map("drop_namespace", e))
     }
 
-    /// Closes the client's connections.
+    /// Closes the client's connections (clones share them).
     pub async fn shutdown(self) {
         self.client.shutdown().await;
     }
+}
+
+fn invalid_state(msg: &'static str) -> Error {
+    Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
 }
