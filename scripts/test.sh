@@ -35,7 +35,8 @@ drop_test_schemas() {
 }
 
 status=0
-cargo test --workspace --all-features --all-targets --locked || status=$?
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --all-features --all-targets --locked --no-fail-fast || status=$?
 drop_test_schemas
 cargo test --workspace --all-features --doc --locked || status=$?
 cargo fmt --all -- --check || status=$?

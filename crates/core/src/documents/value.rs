@@ -57,17 +57,29 @@ pub fn cmp_total(a: &Value, b: &Value) -> Ordering {
             x.len().cmp(&y.len())
         }
         (Value::Object(x), Value::Object(y)) => {
-            // serde_json's Map is ordered by key, so iteration is canonical.
-            for ((ka, va), (kb, vb)) in x.iter().zip(y.iter()) {
+            // Field by field in key order, whatever order the maps keep
+            // (serde_json's `preserve_order`, which a dependency such as
+            // bson may switch on for the whole build, keeps insertion order).
+            let (xs, ys) = (by_key(x), by_key(y));
+            for ((ka, va), (kb, vb)) in xs.iter().zip(ys.iter()) {
                 let o = ka.cmp(kb).then_with(|| cmp_total(va, vb));
                 if o != Ordering::Equal {
                     return o;
                 }
             }
-            x.len().cmp(&y.len())
+            xs.len().cmp(&ys.len())
         }
         _ => Ordering::Equal,
     }
+}
+
+/// The entries of `m` in key order (code point order of the keys).
+pub(crate) fn by_key(m: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<_> = m.iter().collect();
+    if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    entries
 }
 
 /// Deep equality with numeric comparison across int/float (`1 == 1.0`) and
@@ -106,12 +118,17 @@ mod tests {
     }
 
     #[test]
-    fn object_comparison_relies_on_sorted_maps() {
-        // `cmp_total` walks objects in key order; serde_json's `preserve_order`
-        // feature would break that (and object equality) silently.
-        let m: serde_json::Map<String, Value> = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap();
-        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
-        assert!(values_equal(&json!({"a": 1, "b": 2}), &serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap()));
+    fn object_comparison_does_not_depend_on_the_maps_key_order() {
+        // With serde_json's `preserve_order` on (bson switches it on for any
+        // build that links the mongo backend) maps keep insertion order; the
+        // workspace tests run with it, so this proves both builds.
+        let ba: Value = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
+        let ab: Value = serde_json::from_str(r#"{"a": 1, "b": 2}"#).unwrap();
+        assert!(values_equal(&ab, &ba));
+        assert_eq!(cmp_total(&ab, &ba), Ordering::Equal);
+        let bigger: Value = serde_json::from_str(r#"{"b": 1, "a": 3}"#).unwrap();
+        assert_eq!(cmp_total(&ab, &bigger), Ordering::Less, "key a decides first: 1 < 3");
+        assert_eq!(cmp_total(&bigger, &ab), Ordering::Greater);
     }
 
     #[test]
