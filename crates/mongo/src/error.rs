@@ -32,6 +32,18 @@ pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
     move |e| e.with_backend(BACKEND).with_op(op)
 }
 
+/// The server error code of `e`, if the server answered with one (a
+/// command error, or the first write error of a write).
+pub(crate) fn server_code(e: &MongoError) -> Option<i32> {
+    match &*e.kind {
+        MongoKind::Command(c) => Some(c.code),
+        MongoKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        MongoKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        MongoKind::InsertMany(m) => m.write_errors.as_deref().and_then(<[_]>::first).map(|w| w.code),
+        _ => None,
+    }
+}
+
 /// Maps a driver error from `op`, keeping it as the source.
 pub(crate) fn map(op: &'static str, e: MongoError) -> Error {
     // Labels the server or driver attach when a retry can succeed.

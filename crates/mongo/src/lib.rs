@@ -1,12 +1,12 @@
 //! # palisade-mongo
 //!
 //! Palisade on MongoDB through the official `mongodb` driver 3.x — **work in
-//! progress** (issue #13): the settings, connecting, the error mapping and
-//! the [`SessionCache`](palisade_core::SessionCache) ([`MongoSessionCache`],
-//! which passes the conformance suite's session cases) are here and tested;
-//! the event store, document store and reputation repo are not yet, so this
-//! backend is not in the facade's registry and `mongodb://` URLs are not
-//! accepted by `Stores::connect` yet.
+//! progress** (issue #13): the settings, connecting, the error mapping, the
+//! session cache ([`MongoSessionCache`]) and the reputation repo
+//! ([`MongoReputationRepo`]) are here and pass the conformance suite's
+//! cases for their traits; the event store and document store are not yet,
+//! so this backend is not in the facade's registry and `mongodb://` URLs
+//! are not accepted by `Stores::connect` yet.
 //!
 //! - **Namespace = database**: every store of a namespace lives in the
 //!   database named after it (namespaces are `[a-z][a-z0-9_]*`, valid
@@ -24,12 +24,16 @@
 //!   message text, never echoing the URL.
 //! - **Sessions**: see [`MongoSessionCache`]; a TTL index on `sessions.exp`
 //!   is created (idempotently) at connect.
+//! - **Reputation**: see [`MongoReputationRepo`]: one multi-document
+//!   transaction per record (a replica set is needed, as for every
+//!   transaction; the test server is a one-node replica set).
 //! - **Test server**: the suite runs against SecantusDB, a Mongo-wire server
 //!   from PyPI that `scripts/mongo-server.sh` installs and starts; it is not
 //!   linked into Palisade, and the backend targets MongoDB 6–8.
 
 pub mod config;
 mod error;
+mod reputation;
 mod sessions;
 
 use std::time::Duration;
@@ -40,13 +44,14 @@ use mongodb::{Client, Database, IndexModel};
 use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
 
 pub use config::MongoConfig;
+pub use reputation::MongoReputationRepo;
 pub use sessions::MongoSessionCache;
 
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "mongo";
 
-/// What this backend's stores guarantee. Only the session cache exists,
-/// which needs none of the capabilities: nothing yet.
+/// What this backend's stores guarantee. Only the session cache and the
+/// reputation repo exist, which need none of the capabilities: nothing yet.
 pub fn capabilities() -> Capabilities {
     Capabilities::none()
 }
@@ -87,7 +92,33 @@ impl MongoBackend {
             .create_index(ttl)
             .await
             .map_err(|e| error::map("connect", e))?;
+        // A subject's history, newest first (ties by id are sorted after the
+        // index scan; the test server's range scans of a four-field index
+        // with `_id` miss boundary values).
+        let history = IndexModel::builder().keys(doc! {"k": 1, "s": 1, "at": -1}).build();
+        self.db
+            .collection::<mongodb::bson::Document>(reputation::EVENTS)
+            .create_index(history)
+            .await
+            .map_err(|e| error::map("connect", e))?;
+        // Boards: by score, ties by subject id; also counts of greater scores.
+        let board = IndexModel::builder().keys(doc! {"p": 1, "k": 1, "score": -1, "s": 1}).build();
+        self.db
+            .collection::<mongodb::bson::Document>(reputation::SCORES)
+            .create_index(board)
+            .await
+            .map_err(|e| error::map("connect", e))?;
         Ok(())
+    }
+
+    /// The reputation repo of this namespace.
+    pub fn reputation(&self) -> MongoReputationRepo {
+        MongoReputationRepo::new(self.clone())
+    }
+
+    /// The driver's client (shared by every clone).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The session cache of this namespace.

@@ -35,7 +35,7 @@ use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache, Store};
 use serde_json::Value;
 
-use crate::error::{code, map, tagged};
+use crate::error::{code, map, server_code, tagged};
 use crate::{capabilities, MongoBackend};
 
 /// The collection of a namespace's sessions.
@@ -85,24 +85,14 @@ fn wrong_type(want: &'static str) -> Error {
     Error::new(ErrorKind::Conflict, format!("key holds another type than {want}"))
 }
 
-/// Whether `e` is a duplicate `_id` (an upsert that found a live key of another type).
+/// Whether `e` is a duplicate `_id` (a live key where a creation went).
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind as K, WriteFailure};
-    match &*e.kind {
-        K::Command(c) => c.code == code::DUPLICATE_KEY,
-        K::Write(WriteFailure::WriteError(w)) => w.code == code::DUPLICATE_KEY,
-        _ => false,
-    }
+    server_code(e) == Some(code::DUPLICATE_KEY)
 }
 
 /// Whether `e` is a failed type conversion in an update pipeline (not an integer, overflow).
 fn is_conversion_failure(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind as K, WriteFailure};
-    match &*e.kind {
-        K::Command(c) => c.code == code::CONVERSION_FAILURE,
-        K::Write(WriteFailure::WriteError(w)) => w.code == code::CONVERSION_FAILURE,
-        _ => false,
-    }
+    server_code(e) == Some(code::CONVERSION_FAILURE)
 }
 
 fn decode_text(text: &str) -> Result<Value> {

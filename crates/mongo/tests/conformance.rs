@@ -1,5 +1,5 @@
 //! The conformance suite's traits that palisade-mongo implements so far
-//! (issue #13 is in progress: sessions), against the Mongo test server
+//! (issue #13 is in progress: sessions and reputation), against the Mongo test server
 //! (`PALISADE_TEST_MONGO_URL`; skipped with a notice without it, failed
 //! when `PALISADE_REQUIRE` names mongo). Once all four stores exist this
 //! moves to the facade's `tests/mongo.rs`, like every other backend.
@@ -34,8 +34,8 @@ impl Harness for MongoHarness {
     async fn document_store(&self, _: &Namespace) -> Result<Arc<dyn DocumentStore>> {
         Err(not_yet())
     }
-    async fn reputation_repo(&self, _: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
-        Err(not_yet())
+    async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(self.base.with_namespace(ns.clone()).await?.reputation()))
     }
     async fn drop_namespace(&self, ns: &Namespace) -> Result<()> {
         self.base.with_namespace(ns.clone()).await?.drop_namespace().await
@@ -50,4 +50,4 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(mongo, harness(), [session_cache]);
+palisade_conformance::conformance_tests!(mongo, harness(), [session_cache, reputation_repo]);
