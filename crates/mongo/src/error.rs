@@ -75,7 +75,7 @@ pub(crate) fn map(op: &'static str, e: MongoError) -> Error {
                 None => Error::new(ErrorKind::Unexpected, "bulk write failed"),
             },
         },
-        MongoKind::BsonDeserialization(_) | MongoKind::BsonSerialization(_) => {
+        MongoKind::BsonDeserialization(_) | MongoKind::BsonSerialization(_) | MongoKind::Bson(_) => {
             Error::new(ErrorKind::Serialization, "value could not be encoded or decoded")
         }
         MongoKind::SessionsNotSupported | MongoKind::IncompatibleServer { .. } => {
@@ -131,9 +131,10 @@ mod tests {
     use super::*;
 
     fn command(code: i32) -> MongoError {
-        let c: CommandError =
-            mongodb::bson::from_document(doc! {"code": code, "codeName": "X", "errmsg": "value 'hostile' is wrong"})
-                .expect("a command error document");
+        let c: CommandError = mongodb::bson::deserialize_from_document(
+            doc! {"code": code, "codeName": "X", "errmsg": "value 'hostile' is wrong"},
+        )
+        .expect("a command error document");
         MongoError::from(MongoKind::Command(c))
     }
 

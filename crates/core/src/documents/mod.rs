@@ -446,8 +446,8 @@ mod tests {
 
     #[test]
     fn unique_keys_do_not_depend_on_the_maps_key_order() {
-        // Insertion order differs; with serde_json's `preserve_order` (on in
-        // the workspace tests, through bson) the maps keep it.
+        // Insertion order differs; with serde_json's `preserve_order` (which
+        // any dependency of a service may switch on) the maps keep it.
         let ba: Value = serde_json::from_str(r#"{"n": {"b": 2, "a": [1, {"d": 1, "c": 0}]}}"#).unwrap();
         let ab: Value = serde_json::from_str(r#"{"n": {"a": [1, {"c": 0, "d": 1.0}], "b": 2.0}}"#).unwrap();
         assert_eq!(key(ba), key(ab));

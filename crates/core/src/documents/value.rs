@@ -58,8 +58,9 @@ pub fn cmp_total(a: &Value, b: &Value) -> Ordering {
         }
         (Value::Object(x), Value::Object(y)) => {
             // Field by field in key order, whatever order the maps keep
-            // (serde_json's `preserve_order`, which a dependency such as
-            // bson may switch on for the whole build, keeps insertion order).
+            // (serde_json's `preserve_order`, which any dependency of a
+            // service — bson 2, say — may switch on for the whole build,
+            // keeps insertion order).
             let (xs, ys) = (by_key(x), by_key(y));
             for ((ka, va), (kb, vb)) in xs.iter().zip(ys.iter()) {
                 let o = ka.cmp(kb).then_with(|| cmp_total(va, vb));
@@ -119,9 +120,9 @@ mod tests {
 
     #[test]
     fn object_comparison_does_not_depend_on_the_maps_key_order() {
-        // With serde_json's `preserve_order` on (bson switches it on for any
-        // build that links the mongo backend) maps keep insertion order; the
-        // workspace tests run with it, so this proves both builds.
+        // With serde_json's `preserve_order` on (any dependency of a service
+        // may switch it on, bson 2 does) maps keep insertion order; these
+        // must hold in either build.
         let ba: Value = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
         let ab: Value = serde_json::from_str(r#"{"a": 1, "b": 2}"#).unwrap();
         assert!(values_equal(&ab, &ba));
