@@ -84,14 +84,22 @@ pub(crate) fn map(op: &'static str, e: MongoError) -> Error {
         _ => Error::new(ErrorKind::Unexpected, "unexpected mongo error"),
     };
     let err = if retryable { err.set_temporary(true) } else { err };
-    err.with_backend(BACKEND).with_op(op).with_source(e)
+    let err = err.with_backend(BACKEND).with_op(op);
+    // A server's message may quote stored values (a duplicate key, a value
+    // that failed a conversion): its code is in the message, the error
+    // itself is not kept. Client-side errors are.
+    if server_code(&e).is_some() {
+        err
+    } else {
+        err.with_source(e)
+    }
 }
 
 /// The kind of a server error code.
 fn by_code(code: i32) -> Error {
     match code {
         code::DUPLICATE_KEY | code::DUPLICATE_KEY_LEGACY => {
-            Error::new(ErrorKind::Conflict, "a unique index already holds this value")
+            Error::new(ErrorKind::Conflict, format!("a unique index already holds this value ({code})"))
         }
         code::DOCUMENT_VALIDATION_FAILURE => {
             Error::new(ErrorKind::SchemaViolation, "the collection's validator refused the document")
@@ -154,8 +162,8 @@ mod tests {
         for (code, kind, temporary) in cases {
             let e = map("op", command(code));
             assert_eq!((e.kind(), e.is_temporary()), (kind, temporary), "{code}");
-            assert!(!e.to_string().contains("hostile"), "server messages are not repeated: {e}");
-            assert!(std::error::Error::source(&e).is_some(), "driver error kept as source");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("hostile"), "server messages (which may quote values) are not kept: {shown}");
         }
     }
 
@@ -164,6 +172,7 @@ mod tests {
         let io = MongoError::from(MongoKind::Io(Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))));
         let e = map("ping", io);
         assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true));
+        assert!(std::error::Error::source(&e).is_some(), "client-side errors are kept as source");
         let e = map("get", MongoError::from(MongoKind::SessionsNotSupported));
         assert_eq!(e.kind(), ErrorKind::Unsupported);
     }

@@ -63,6 +63,7 @@ pub struct MongoBackend {
     db: Database,
     namespace: Namespace,
     policy: InputPolicy,
+    op_timeout: Duration,
 }
 
 impl MongoBackend {
@@ -72,7 +73,13 @@ impl MongoBackend {
         let options = config.client_options().await?;
         let client = Client::with_options(options).map_err(|e| error::map("connect", e))?;
         let db = client.database(config.namespace.as_str());
-        let backend = MongoBackend { client, db, namespace: config.namespace.clone(), policy: config.policy };
+        let backend = MongoBackend {
+            client,
+            db,
+            namespace: config.namespace.clone(),
+            policy: config.policy,
+            op_timeout: config.op_timeout,
+        };
         backend.ping().await?;
         backend.ensure_indexes().await?;
         Ok(backend)
@@ -129,7 +136,13 @@ impl MongoBackend {
     /// The same client confined to another namespace (its indexes created).
     pub async fn with_namespace(&self, namespace: Namespace) -> Result<Self> {
         let db = self.client.database(namespace.as_str());
-        let backend = MongoBackend { client: self.client.clone(), db, namespace, policy: self.policy };
+        let backend = MongoBackend {
+            client: self.client.clone(),
+            db,
+            namespace,
+            policy: self.policy,
+            op_timeout: self.op_timeout,
+        };
         backend.ensure_indexes().await?;
         Ok(backend)
     }
@@ -137,6 +150,12 @@ impl MongoBackend {
     /// The namespace (database).
     pub fn namespace(&self) -> &Namespace {
         &self.namespace
+    }
+
+    /// How long one operation may take (so far it bounds `record`'s
+    /// transaction retries; see the crate docs).
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
     }
 
     /// The input policy the stores enforce.

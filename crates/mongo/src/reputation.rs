@@ -12,8 +12,10 @@
 //! - **`rebuild(period)`** re-derives a period's scores from the log in
 //!   bounded steps (an aggregation `$group` streamed through a cursor,
 //!   written 1,000 documents per insert), not in one transaction: records
-//!   that land during a rebuild may be counted twice or not at all, so run
-//!   it while no records arrive.
+//!   that land during a rebuild may be counted twice or not at all, or make
+//!   the rebuild fail part-way (a duplicate score document) and leave the
+//!   period partial until it is rebuilt again — run it while no records
+//!   arrive.
 
 use std::time::Duration;
 
@@ -44,6 +46,8 @@ pub(crate) const SCORES: &str = "reputation_scores";
 /// (concurrent records of one subject conflict on its score documents;
 /// each conflict aborts all but one transaction).
 const RECORD_ATTEMPTS: usize = 100;
+/// Commits tried when the outcome of one is unknown.
+const COMMIT_ATTEMPTS: usize = 3;
 /// Score documents per insert while rebuilding.
 const REBUILD_BATCH: usize = 1_000;
 
@@ -93,7 +97,10 @@ impl MongoReputationRepo {
 
     async fn all_time(&self, subject: &Subject) -> std::result::Result<i64, mongodb::error::Error> {
         let doc = self.scores.find_one(doc! {"_id": score_id("all", subject.kind, &subject.id)}).await?;
-        Ok(doc.and_then(|d| d.get_i64("score").ok()).unwrap_or(0))
+        // A stored score that is no Int64 is corrupt: an error, never a silent 0.
+        doc.map(|d| d.get_i64("score").map_err(|e| mongodb::error::Error::custom(e.to_string())))
+            .transpose()
+            .map(|s| s.unwrap_or(0))
     }
 
     /// One try of `record` in a transaction on `session`.
@@ -147,11 +154,15 @@ impl MongoReputationRepo {
                 all_time = Some(score);
             }
         }
+        let mut commits = 0;
         loop {
+            commits += 1;
             match session.commit_transaction().await {
                 Ok(()) => break,
-                // The commit may or may not have happened: committing again is safe.
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+                // The commit may or may not have happened: committing again
+                // is safe, a few times; then the caller retries the record
+                // (idempotent by event id).
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && commits < COMMIT_ATTEMPTS => {}
                 Err(e) if is_transient(&e) => return Ok(Attempt::Retry(e)),
                 Err(e) => return Err(map(OP, e)),
             }
@@ -237,7 +248,12 @@ impl ReputationRepo for MongoReputationRepo {
         let periods: Vec<String> = Period::all_containing(at).iter().map(Period::key).collect();
         let mut session = self.backend.client().start_session().await.map_err(|e| map(OP, e))?;
         let mut pause = Duration::from_millis(2);
+        // Retries stop at the operation timeout, whatever is left of them.
+        let deadline = std::time::Instant::now() + self.backend.op_timeout();
         for _ in 0..RECORD_ATTEMPTS {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
             match self.record_once(&mut session, &event, at, &periods).await? {
                 Attempt::Done(recorded) => return Ok(recorded),
                 Attempt::Duplicate => {
@@ -254,8 +270,9 @@ impl ReputationRepo for MongoReputationRepo {
                 }
             }
         }
-        Err(Error::new(ErrorKind::Conflict, "concurrent records kept conflicting; retry").set_temporary(true))
-            .map_err(tagged(OP))
+        Err(Error::new(ErrorKind::Conflict, "the record kept conflicting or failing transiently; retry")
+            .set_temporary(true))
+        .map_err(tagged(OP))
     }
 
     async fn score(&self, subject: &Subject) -> Result<i64> {

@@ -41,6 +41,9 @@ use crate::{capabilities, MongoBackend};
 /// The collection of a namespace's sessions.
 pub(crate) const COLLECTION: &str = "sessions";
 
+/// Updates tried on a key before it counts as holding another type.
+const PLACEHOLDER_ROUNDS: usize = 4;
+
 /// Mongo [`SessionCache`].
 #[derive(Clone)]
 pub struct MongoSessionCache {
@@ -122,7 +125,10 @@ impl MongoSessionCache {
         want: &'static str,
     ) -> Result<Document> {
         let filter = doc! {"_id": key, "$or": [right_type]};
-        for attempt in 0..2 {
+        // A placeholder can vanish before the update finds it (the TTL
+        // monitor, a concurrent delete): insert it again, a few rounds; a
+        // live key of another type fails every round.
+        for attempt in 0..PLACEHOLDER_ROUNDS {
             let outcome = self
                 .coll
                 .find_one_and_update(filter.clone(), pipeline.clone())
@@ -130,7 +136,7 @@ impl MongoSessionCache {
                 .await;
             match outcome {
                 Ok(Some(doc)) => return Ok(doc),
-                Ok(None) if attempt == 0 => {
+                Ok(None) if attempt + 1 < PLACEHOLDER_ROUNDS => {
                     let placeholder = doc! {"_id": key, "exp": mongodb::bson::DateTime::from_millis(0)};
                     match self.coll.insert_one(placeholder).await {
                         Ok(_) => {}
@@ -139,10 +145,10 @@ impl MongoSessionCache {
                     }
                 }
                 Ok(None) => {}
+                // The server's message quotes the stored value: not kept.
                 Err(e) if is_conversion_failure(&e) => {
-                    return Err(Error::new(ErrorKind::Conflict, "key holds no integer counter, or it would overflow")
-                        .with_source(e))
-                    .map_err(tagged(op));
+                    return Err(Error::new(ErrorKind::Conflict, "key holds no integer counter, or it would overflow"))
+                        .map_err(tagged(op));
                 }
                 Err(e) => return Err(map(op, e)),
             }
@@ -219,7 +225,12 @@ impl SessionCache for MongoSessionCache {
         const OP: &str = "delete";
         check_key(key).map_err(tagged(OP))?;
         let now = now_ms();
-        let gone = self.coll.find_one_and_delete(doc! {"_id": key}).await.map_err(|e| map(OP, e))?;
+        let gone = self
+            .coll
+            .find_one_and_delete(doc! {"_id": key})
+            .projection(doc! {"exp": 1})
+            .await
+            .map_err(|e| map(OP, e))?;
         Ok(gone.is_some_and(|d| match d.get("exp") {
             Some(Bson::DateTime(at)) => at.timestamp_millis() > now.timestamp_millis(),
             _ => true,
