@@ -44,6 +44,12 @@ pub(crate) fn server_code(e: &MongoError) -> Option<i32> {
     }
 }
 
+/// Whether `e` is a duplicate key (a unique index, `_id` included, already
+/// holds the value).
+pub(crate) fn is_duplicate_key(e: &MongoError) -> bool {
+    server_code(e) == Some(code::DUPLICATE_KEY)
+}
+
 /// Maps a driver error from `op`, keeping it as the source.
 pub(crate) fn map(op: &'static str, e: MongoError) -> Error {
     // Labels the server or driver attach when a retry can succeed.

@@ -187,3 +187,8 @@ impl MongoBackend {
 fn invalid_state(msg: &'static str) -> Error {
     Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
 }
+
+/// An instant as BSON stores it (milliseconds, the stores' precision).
+fn bson_date(at: chrono::DateTime<chrono::Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}

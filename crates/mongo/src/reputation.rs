@@ -34,8 +34,8 @@ use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ErrorKind, ReputationRepo, Result, Store};
 use uuid::Uuid;
 
-use crate::error::{code, map, server_code, tagged};
-use crate::{capabilities, invalid_state, MongoBackend};
+use crate::error::{code, is_duplicate_key, map, server_code, tagged};
+use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
 
 /// The log of reputation events.
 pub(crate) const EVENTS: &str = "reputation_events";
@@ -59,16 +59,8 @@ pub struct MongoReputationRepo {
     scores: Collection<Document>,
 }
 
-fn date(at: DateTime<Utc>) -> mongodb::bson::DateTime {
-    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
-}
-
 fn score_id(period: &str, kind: SubjectKind, id: &str) -> Document {
     doc! {"p": period, "k": kind.as_str(), "s": id}
-}
-
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    server_code(e) == Some(code::DUPLICATE_KEY)
 }
 
 /// Whether a transaction hit something a new attempt can get past: the
@@ -194,8 +186,13 @@ impl MongoReputationRepo {
             .map_err(|e| map(op, e))?;
         let mut ranked: Vec<Ranked> = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
-            let id = d.get_str("s").map_err(|_| invalid_state("a score without subject").with_op(op))?.to_owned();
-            let score = d.get_i64("score").map_err(|_| invalid_state("a score is not an Int64").with_op(op))?;
+            // A malformed stored score (written around the store) is skipped
+            // with a warning; it never fails the board. Ranks still count its place.
+            let (Ok(id), Ok(score)) = (d.get_str("s"), d.get_i64("score")) else {
+                tracing::warn!(backend = crate::BACKEND, "palisade: skipping a malformed score document");
+                continue;
+            };
+            let id = id.to_owned();
             let rank = match ranked.last() {
                 Some(prev) if prev.score == score => prev.rank,
                 Some(_) => (offset + i + 1) as u64,
@@ -306,25 +303,26 @@ impl ReputationRepo for MongoReputationRepo {
             .try_collect()
             .await
             .map_err(|e| map(OP, e))?;
-        docs.into_iter()
-            .map(|d| {
-                let bad = || invalid_state("a malformed reputation event").with_op(OP);
-                let id = Uuid::parse_str(d.get_str("_id").map_err(|_| bad())?).map_err(|_| bad())?;
-                let at = match d.get("at") {
-                    Some(Bson::DateTime(at)) => {
-                        DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).ok_or_else(bad)?
-                    }
-                    _ => return Err(bad()),
-                };
-                Ok(ReputationEvent {
-                    id,
-                    subject: subject.clone(),
-                    delta: d.get_i64("d").map_err(|_| bad())?,
-                    reason: d.get_str("r").map_err(|_| bad())?.to_owned(),
-                    at,
-                })
+        // One malformed stored event (written around the store) is skipped
+        // with a warning; it never fails the read of the others.
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| {
+                let event = (|| {
+                    let id = Uuid::parse_str(d.get_str("_id").ok()?).ok()?;
+                    let at = match d.get("at") {
+                        Some(Bson::DateTime(at)) => DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis())?,
+                        _ => return None,
+                    };
+                    let (delta, reason) = (d.get_i64("d").ok()?, d.get_str("r").ok()?.to_owned());
+                    Some(ReputationEvent { id, subject: subject.clone(), delta, reason, at })
+                })();
+                if event.is_none() {
+                    tracing::warn!(backend = crate::BACKEND, "palisade: skipping a malformed reputation event");
+                }
+                event
             })
-            .collect()
+            .collect())
     }
 
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {

@@ -35,8 +35,8 @@ use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache, Store};
 use serde_json::Value;
 
-use crate::error::{code, map, server_code, tagged};
-use crate::{capabilities, MongoBackend};
+use crate::error::{code, is_duplicate_key, map, server_code, tagged};
+use crate::{bson_date as date, capabilities, MongoBackend};
 
 /// The collection of a namespace's sessions.
 pub(crate) const COLLECTION: &str = "sessions";
@@ -49,10 +49,6 @@ const PLACEHOLDER_ROUNDS: usize = 4;
 pub struct MongoSessionCache {
     backend: MongoBackend,
     coll: Collection<Document>,
-}
-
-fn date(at: DateTime<Utc>) -> mongodb::bson::DateTime {
-    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
 }
 
 /// `exp` as a BSON value: the date, or null for no expiry.
@@ -86,11 +82,6 @@ fn current_count() -> Document {
 
 fn wrong_type(want: &'static str) -> Error {
     Error::new(ErrorKind::Conflict, format!("key holds another type than {want}"))
-}
-
-/// Whether `e` is a duplicate `_id` (a live key where a creation went).
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    server_code(e) == Some(code::DUPLICATE_KEY)
 }
 
 /// Whether `e` is a failed type conversion in an update pipeline (not an integer, overflow).

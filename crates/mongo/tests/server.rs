@@ -33,3 +33,32 @@ async fn an_unreachable_server_is_temporarily_unavailable() {
     let e = MongoBackend::connect(&config).await.err().expect("refused");
     assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true), "{e}");
 }
+
+/// Documents written around the store (another writer, an older version)
+/// that are malformed are skipped by reputation reads: one stored row never
+/// fails the read of the others.
+#[tokio::test]
+async fn malformed_reputation_documents_never_fail_a_whole_read() {
+    use palisade_core::reputation::{Period, ReputationEvent, Subject, SubjectKind};
+    use palisade_core::time::TimeRange;
+    use palisade_core::ReputationRepo;
+    let Some(url) = server_url("mongo", "PALISADE_TEST_MONGO_URL") else { return };
+    let backend = MongoBackend::connect(&MongoConfig::new(url, Namespace::random("mgo").unwrap())).await.unwrap();
+    let repo = backend.reputation();
+    let alice = Subject::user("alice");
+    repo.record(ReputationEvent::new(alice.clone(), 5, "ok")).await.unwrap();
+    let db = backend.database();
+    db.collection::<mongodb::bson::Document>("reputation_events")
+        .insert_one(doc! {"_id": "not-a-uuid", "k": "user", "s": "alice", "d": "five", "at": "yesterday"})
+        .await
+        .unwrap();
+    db.collection::<mongodb::bson::Document>("reputation_scores")
+        .insert_one(doc! {"_id": {"p": "all", "k": "user", "s": "mallory"}, "p": "all", "k": "user", "s": "mallory", "score": "lots"})
+        .await
+        .unwrap();
+    let history = repo.history(&alice, TimeRange::all(), 10).await.expect("history despite a malformed event");
+    assert_eq!(history.iter().map(|e| e.delta).collect::<Vec<_>>(), vec![5]);
+    let board = repo.leaderboard(SubjectKind::User, Period::AllTime, 0, 10).await.expect("board despite a bad score");
+    assert_eq!(board.iter().map(|r| (r.subject.id.as_str(), r.score)).collect::<Vec<_>>(), vec![("alice", 5)]);
+    backend.drop_namespace().await.unwrap();
+}
