@@ -32,9 +32,12 @@
 //!   linked into Palisade, and the backend targets MongoDB 6–8.
 
 pub mod config;
+mod documents;
 mod error;
+mod events;
 mod reputation;
 mod sessions;
+mod txn;
 
 use std::time::Duration;
 
@@ -44,16 +47,32 @@ use mongodb::{Client, Database, IndexModel};
 use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
 
 pub use config::MongoConfig;
+pub use documents::MongoDocumentStore;
+pub use events::{MongoEventStore, MAX_TRANSACTION_BYTES};
 pub use reputation::MongoReputationRepo;
 pub use sessions::MongoSessionCache;
 
 /// The backend id used in errors, spans and test names.
 pub const BACKEND: &str = "mongo";
 
-/// What this backend's stores guarantee. Only the session cache and the
-/// reputation repo exist, which need none of the capabilities: nothing yet.
+/// What this backend's stores guarantee — on a replica set or sharded
+/// cluster, the only servers [`MongoBackend::connect`] accepts (a
+/// standalone server has neither transactions nor change streams):
+/// durable; atomic, gap-free appends (one transaction each); a live tail
+/// (change streams, or polling where they are unavailable); analytics
+/// (aggregation pipelines); TTL indexes (reads hide expired data at once
+/// anyway); schema validation (core's validator before every write, and a
+/// `$jsonSchema` validator on each collection with a schema).
 pub fn capabilities() -> Capabilities {
-    Capabilities::none()
+    let mut c = Capabilities::none();
+    c.durable = true;
+    c.atomic_batch = true;
+    c.gap_free_order = true;
+    c.live_tail = true;
+    c.analytics = true;
+    c.native_ttl = true;
+    c.schema_validation = true;
+    c
 }
 
 /// A client confined to one namespace's database.
@@ -81,8 +100,29 @@ impl MongoBackend {
             op_timeout: config.op_timeout,
         };
         backend.ping().await?;
+        backend.check_topology().await?;
         backend.ensure_indexes().await?;
         Ok(backend)
+    }
+
+    /// `Config` unless the server is a replica set member or a `mongos`:
+    /// transactions (appends, reputation records, document writes) and
+    /// change streams need one. A standalone server can run as a one-node
+    /// replica set (`--replSet rs0`, then `rs.initiate()`).
+    async fn check_topology(&self) -> Result<()> {
+        let hello = self.db.run_command(doc! {"hello": 1}).await.map_err(|e| error::map("connect", e))?;
+        let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
+        if replicated {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Config,
+                "palisade-mongo needs a replica set or a sharded cluster (transactions); \
+                 run a standalone server as a one-node replica set",
+            )
+            .with_backend(BACKEND)
+            .with_op("connect"))
+        }
     }
 
     /// Creates the stores' indexes (idempotent: an existing index with the
@@ -115,7 +155,38 @@ impl MongoBackend {
             .create_index(board)
             .await
             .map_err(|e| error::map("connect", e))?;
+        let events = self.db.collection::<mongodb::bson::Document>(events::EVENTS);
+        let models = [
+            IndexModel::builder()
+                .keys(doc! {"pos": 1})
+                .options(IndexOptions::builder().unique(true).name("pos_unique".to_owned()).build())
+                .build(),
+            IndexModel::builder().keys(doc! {"session": 1, "pos": -1}).build(),
+            IndexModel::builder().keys(doc! {"ip_key": 1, "pos": -1}).build(),
+            IndexModel::builder().keys(doc! {"kind": 1, "at": -1}).build(),
+            IndexModel::builder().keys(doc! {"tag_set": 1, "pos": -1}).build(),
+            IndexModel::builder().keys(doc! {"stream": 1, "version": 1}).build(),
+            IndexModel::builder().keys(doc! {"at": 1}).build(),
+        ];
+        events.create_indexes(models).await.map_err(|e| error::map("connect", e))?;
+        // The head exists before the first append, so appends never race to create it.
+        let head = self.db.collection::<mongodb::bson::Document>(events::HEAD);
+        match head.insert_one(doc! {"_id": "head", "n": 0_i64}).await {
+            Ok(_) => {}
+            Err(e) if error::is_duplicate_key(&e) => {}
+            Err(e) => return Err(error::map("connect", e)),
+        }
         Ok(())
+    }
+
+    /// The document store of this namespace.
+    pub fn documents(&self) -> MongoDocumentStore {
+        MongoDocumentStore::new(self.clone())
+    }
+
+    /// The event store of this namespace.
+    pub fn events(&self) -> MongoEventStore {
+        MongoEventStore::new(self.clone())
     }
 
     /// The reputation repo of this namespace.

@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Collection};
 use palisade_core::backend::check::check_ranked_limit;
@@ -34,7 +33,8 @@ use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ErrorKind, ReputationRepo, Result, Store};
 use uuid::Uuid;
 
-use crate::error::{code, is_duplicate_key, map, server_code, tagged};
+use crate::error::{is_duplicate_key, map, tagged};
+use crate::txn::{self, is_transient};
 use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
 
 /// The log of reputation events.
@@ -46,8 +46,6 @@ pub(crate) const SCORES: &str = "reputation_scores";
 /// (concurrent records of one subject conflict on its score documents;
 /// each conflict aborts all but one transaction).
 const RECORD_ATTEMPTS: usize = 100;
-/// Commits tried when the outcome of one is unknown.
-const COMMIT_ATTEMPTS: usize = 3;
 /// Score documents per insert while rebuilding.
 const REBUILD_BATCH: usize = 1_000;
 
@@ -61,14 +59,6 @@ pub struct MongoReputationRepo {
 
 fn score_id(period: &str, kind: SubjectKind, id: &str) -> Document {
     doc! {"p": period, "k": kind.as_str(), "s": id}
-}
-
-/// Whether a transaction hit something a new attempt can get past: the
-/// driver's transient label, or a write conflict / aborted transaction
-/// reported without it.
-fn is_transient(e: &mongodb::error::Error) -> bool {
-    e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-        || matches!(server_code(e), Some(code::WRITE_CONFLICT | code::NO_SUCH_TRANSACTION))
 }
 
 /// What one transaction attempt of `record` ended with.
@@ -146,18 +136,10 @@ impl MongoReputationRepo {
                 all_time = Some(score);
             }
         }
-        let mut commits = 0;
-        loop {
-            commits += 1;
-            match session.commit_transaction().await {
-                Ok(()) => break,
-                // The commit may or may not have happened: committing again
-                // is safe, a few times; then the caller retries the record
-                // (idempotent by event id).
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && commits < COMMIT_ATTEMPTS => {}
-                Err(e) if is_transient(&e) => return Ok(Attempt::Retry(e)),
-                Err(e) => return Err(map(OP, e)),
-            }
+        // A commit whose outcome stays unknown is retried as a whole
+        // (idempotent by event id).
+        if let txn::Attempt::Retry(e) = txn::commit(session, OP).await? {
+            return Ok(Attempt::Retry(e));
         }
         let score = all_time.ok_or_else(|| invalid_state("all-time score missing").with_op(OP))?;
         Ok(Attempt::Done(Recorded { score, duplicate: false }))

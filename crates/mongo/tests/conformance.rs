@@ -25,14 +25,14 @@ impl Harness for MongoHarness {
     fn backend(&self) -> &'static str {
         palisade_mongo::BACKEND
     }
-    async fn event_store(&self, _: &Namespace) -> Result<Arc<dyn EventStore>> {
-        Err(not_yet())
+    async fn event_store(&self, ns: &Namespace) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(self.base.with_namespace(ns.clone()).await?.events()))
     }
     async fn session_cache(&self, ns: &Namespace) -> Result<Arc<dyn SessionCache>> {
         Ok(Arc::new(self.base.with_namespace(ns.clone()).await?.sessions()))
     }
-    async fn document_store(&self, _: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        Err(not_yet())
+    async fn document_store(&self, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(self.base.with_namespace(ns.clone()).await?.documents()))
     }
     async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
         Ok(Arc::new(self.base.with_namespace(ns.clone()).await?.reputation()))
@@ -50,4 +50,8 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(mongo, harness(), [session_cache, reputation_repo]);
+palisade_conformance::conformance_tests!(
+    mongo,
+    harness(),
+    [event_store, session_cache, document_store, reputation_repo]
+);

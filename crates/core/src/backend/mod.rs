@@ -3,6 +3,7 @@
 //!
 //! - [`check`]: input checks run before any I/O;
 //! - [`clock`]: "now", TTLs and expiry instants, fixed when a call is made;
+//! - [`documents`]: a collection spec's stored form and the document faults;
 //! - [`stored`]: decoding stored JSON so one row never fails a whole read;
 //! - [`eval`]: the reference semantics (document filters, sorts and
 //!   projections, event grouping, leaderboard ranks) for backends that
@@ -32,6 +33,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod documents;
 pub mod eval;
 pub mod stored;
 pub mod tail;
