@@ -14,6 +14,7 @@
 //! | `pg-diesel` | `pg_diesel`: Postgres via diesel + diesel-async | `postgres+diesel://`, `postgresql+diesel://` |
 //! | `redis-rs` | `redis`: Redis via redis-rs | `redis://`, `rediss://` |
 //! | `fred` | `redis`: Redis via fred | `redis+fred://`, `rediss+fred://` |
+//! | `mongo` | `mongo`: MongoDB via the official driver (replica set or sharded cluster) | `mongodb://`, `mongodb+srv://` |
 //! | `conformance` | `harness`: the conformance suite over stores opened from a `Config` | — |
 //!
 //! ```
@@ -45,6 +46,9 @@ pub use palisade_core::{
     ReputationRepo, ReputationRepoExt, Result, SessionCache, SessionCacheExt,
 };
 pub use palisade_memory as memory;
+/// MongoDB via the official driver (feature `mongo`).
+#[cfg(feature = "mongo")]
+pub use palisade_mongo as mongo;
 /// Postgres via diesel and diesel-async (feature `pg-diesel`).
 #[cfg(feature = "pg-diesel")]
 pub use palisade_pg_diesel as pg_diesel;

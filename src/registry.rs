@@ -60,6 +60,8 @@ fn connector(id: &str) -> Option<&'static dyn Connector> {
         "redis_rs" => Some(&palisade_redis::RedisConnector(palisade_redis::ClientKind::RedisRs)),
         #[cfg(feature = "fred")]
         "fred" => Some(&palisade_redis::RedisConnector(palisade_redis::ClientKind::Fred)),
+        #[cfg(feature = "mongo")]
+        "mongo" => Some(&palisade_mongo::MongoConnector),
         _ => None,
     }
 }
@@ -83,17 +85,20 @@ pub fn resolve(url: &StoreUrl, kind: StoreKind) -> Result<(&'static BackendInfo,
             format!("backend `{}` does not offer the {kind} store; backends that do: {}", info.id, offering.join(", ")),
         ));
     }
-    let connector = connector(info.id).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Config,
-            format!(
-                "URL scheme `{scheme}` needs the `{feature}` feature of palisade, which this build lacks \
-                 (cargo add palisade --features {feature})",
-                feature = info.feature
-            ),
-        )
-    })?;
+    let connector = connector(info.id).ok_or_else(|| not_compiled(scheme, info))?;
     Ok((info, connector))
+}
+
+/// The error for a URL whose backend this build lacks: names the feature.
+fn not_compiled(scheme: &str, info: &BackendInfo) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "URL scheme `{scheme}` needs the `{feature}` feature of palisade, which this build lacks \
+             (cargo add palisade --features {feature})",
+            feature = info.feature
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -129,11 +134,17 @@ mod tests {
 
     #[test]
     fn missing_feature_is_named_without_the_password() {
-        let err = resolve(&url("mongodb://admin:s3cret@localhost"), StoreKind::Events).err().unwrap();
+        let u = url("mongodb://admin:s3cret@localhost");
+        let info = BACKENDS.iter().find(|b| b.id == "mongo").unwrap();
+        let err = not_compiled(u.scheme(), info);
         assert_eq!(err.kind(), ErrorKind::Config);
         let text = err.to_string();
         assert!(text.contains("`mongo` feature"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+        // Without the feature, resolving says exactly that.
+        if cfg!(not(feature = "mongo")) {
+            assert_eq!(resolve(&u, StoreKind::Events).err().unwrap().to_string(), text);
+        }
     }
 
     #[test]

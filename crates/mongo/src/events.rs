@@ -396,7 +396,7 @@ impl MongoEventStore {
         }
         let _turn = self.turn.lock().await;
         let mut session = self.backend.client().start_session().await.map_err(|e| map(OP, e))?;
-        let mut retry = Retry::new(self.backend.op_timeout().max(Duration::from_secs(60)));
+        let mut retry = Retry::new(self.backend.op_timeout());
         while retry.may_start() {
             match self.append_once(&mut session, &batch, &forms).await? {
                 Attempt::Done(outcome) => return Ok(outcome),

@@ -1,12 +1,13 @@
 //! # palisade-mongo
 //!
-//! Palisade on MongoDB through the official `mongodb` driver 3.x — **work in
-//! progress** (issue #13): the settings, connecting, the error mapping, the
-//! session cache ([`MongoSessionCache`]) and the reputation repo
-//! ([`MongoReputationRepo`]) are here and pass the conformance suite's
-//! cases for their traits; the event store and document store are not yet,
-//! so this backend is not in the facade's registry and `mongodb://` URLs
-//! are not accepted by `Stores::connect` yet.
+//! Palisade on MongoDB through the official `mongodb` driver 3.x: all four
+//! stores, selected in the facade with feature `mongo` and URLs
+//! `mongodb://…` or `mongodb+srv://…` ([`MongoConnector`]).
+//!
+//! **A replica set (or sharded cluster) is required**: appends, reputation
+//! records and multi-document writes are transactions, the live tail
+//! follows a change stream. Connecting to a standalone server is refused
+//! with a `Config` error saying so (run it as a one-node replica set).
 //!
 //! - **Namespace = database**: every store of a namespace lives in the
 //!   database named after it (namespaces are `[a-z][a-z0-9_]*`, valid
@@ -22,6 +23,9 @@
 //!   driver's transient labels (temporary) and its error variants (network,
 //!   pool cleared, server selection → temporary `Unavailable`) — never from
 //!   message text, never echoing the URL.
+//! - **Events**: see [`MongoEventStore`] (gap-free positions from a head
+//!   counter written by every append's transaction).
+//! - **Documents**: see [`MongoDocumentStore`].
 //! - **Sessions**: see [`MongoSessionCache`]; a TTL index on `sessions.exp`
 //!   is created (idempotently) at connect.
 //! - **Reputation**: see [`MongoReputationRepo`]: one multi-document
@@ -39,12 +43,18 @@ mod reputation;
 mod sessions;
 mod txn;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Database, IndexModel};
-use palisade_core::{Capabilities, Error, ErrorKind, InputPolicy, Namespace, Result};
+use palisade_core::backend::{Backend, ConnectOptions, Connector};
+use palisade_core::{
+    Capabilities, DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result,
+    SessionCache,
+};
 
 pub use config::MongoConfig;
 pub use documents::MongoDocumentStore;
@@ -89,6 +99,14 @@ impl MongoBackend {
     /// Connects (eagerly: a `ping` makes an unreachable server or bad
     /// credentials fail here, with their kind).
     pub async fn connect(config: &MongoConfig) -> Result<Self> {
+        let backend = Self::open(config).await?;
+        backend.check_topology().await?;
+        backend.ensure_indexes().await?;
+        Ok(backend)
+    }
+
+    /// A client that answered a `ping`, touching nothing in the namespace.
+    async fn open(config: &MongoConfig) -> Result<Self> {
         let options = config.client_options().await?;
         let client = Client::with_options(options).map_err(|e| error::map("connect", e))?;
         let db = client.database(config.namespace.as_str());
@@ -100,8 +118,6 @@ impl MongoBackend {
             op_timeout: config.op_timeout,
         };
         backend.ping().await?;
-        backend.check_topology().await?;
-        backend.ensure_indexes().await?;
         Ok(backend)
     }
 
@@ -252,6 +268,53 @@ impl MongoBackend {
     /// Closes the client's connections (clones share them).
     pub async fn shutdown(self) {
         self.client.shutdown().await;
+    }
+}
+
+#[async_trait]
+impl Backend for MongoBackend {
+    fn events(&self) -> Result<Arc<dyn EventStore>> {
+        Ok(Arc::new(MongoBackend::events(self)))
+    }
+    fn sessions(&self) -> Result<Arc<dyn SessionCache>> {
+        Ok(Arc::new(MongoBackend::sessions(self)))
+    }
+    fn documents(&self) -> Result<Arc<dyn DocumentStore>> {
+        Ok(Arc::new(MongoBackend::documents(self)))
+    }
+    fn reputation(&self) -> Result<Arc<dyn ReputationRepo>> {
+        Ok(Arc::new(MongoBackend::reputation(self)))
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        MongoBackend::drop_namespace(self).await
+    }
+}
+
+/// The mongo connector (`mongodb://`, `mongodb+srv://`): one client per
+/// server and namespace, indexes created on connect. Settings:
+/// [`MongoConfig::from_options`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MongoConnector;
+
+#[async_trait]
+impl Connector for MongoConnector {
+    fn id(&self) -> &'static str {
+        BACKEND
+    }
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+    fn validate(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        MongoConfig::from_options(url, options).map(|_| ())
+    }
+    async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(MongoBackend::connect(&MongoConfig::from_options(url, options)?).await?))
+    }
+    async fn ping(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        MongoBackend::open(&MongoConfig::from_options(url, options)?).await.map(|_| ())
+    }
+    async fn drop_namespace(&self, url: &str, options: &ConnectOptions) -> Result<()> {
+        MongoBackend::open(&MongoConfig::from_options(url, options)?).await?.drop_namespace().await
     }
 }
 

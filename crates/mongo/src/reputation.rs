@@ -17,8 +17,6 @@
 //!   period partial until it is rebuilt again — run it while no records
 //!   arrive.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -30,7 +28,7 @@ use palisade_core::reputation::{
     Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
-use palisade_core::{Capabilities, Error, ErrorKind, ReputationRepo, Result, Store};
+use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use uuid::Uuid;
 
 use crate::error::{is_duplicate_key, map, tagged};
@@ -42,10 +40,6 @@ pub(crate) const EVENTS: &str = "reputation_events";
 /// Scores per period and subject.
 pub(crate) const SCORES: &str = "reputation_scores";
 
-/// Most tries of one `record` whose transaction hit a transient error
-/// (concurrent records of one subject conflict on its score documents;
-/// each conflict aborts all but one transaction).
-const RECORD_ATTEMPTS: usize = 100;
 /// Score documents per insert while rebuilding.
 const REBUILD_BATCH: usize = 1_000;
 
@@ -226,32 +220,18 @@ impl ReputationRepo for MongoReputationRepo {
         let at = truncate_ms(event.at);
         let periods: Vec<String> = Period::all_containing(at).iter().map(Period::key).collect();
         let mut session = self.backend.client().start_session().await.map_err(|e| map(OP, e))?;
-        let mut pause = Duration::from_millis(2);
-        // Retries stop at the operation timeout, whatever is left of them.
-        let deadline = std::time::Instant::now() + self.backend.op_timeout();
-        for _ in 0..RECORD_ATTEMPTS {
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
+        let mut retry = txn::Retry::new(self.backend.op_timeout());
+        while retry.may_start() {
             match self.record_once(&mut session, &event, at, &periods).await? {
                 Attempt::Done(recorded) => return Ok(recorded),
                 Attempt::Duplicate => {
                     let score = self.all_time(&event.subject).await.map_err(|e| map(OP, e))?;
                     return Ok(Recorded { score, duplicate: true });
                 }
-                Attempt::Retry(e) => {
-                    tracing::debug!(error = %e, "palisade: retrying a reputation record");
-                    let _ = session.abort_transaction().await;
-                    // Jittered, so conflicting writers spread out.
-                    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 8;
-                    tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
+                Attempt::Retry(e) => retry.back_off(&mut session, &e).await,
             }
         }
-        Err(Error::new(ErrorKind::Conflict, "the record kept conflicting or failing transiently; retry")
-            .set_temporary(true))
-        .map_err(tagged(OP))
+        Err(retry.exhausted()).map_err(tagged(OP))
     }
 
     async fn score(&self, subject: &Subject) -> Result<i64> {

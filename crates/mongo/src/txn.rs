@@ -46,12 +46,14 @@ pub(crate) struct Retry {
     deadline: Instant,
     pause: Duration,
     attempts: usize,
+    /// The last transient error, when it said the server was unreachable.
+    outage: Option<Error>,
 }
 
 impl Retry {
     /// Attempts until `op_timeout` from now.
     pub(crate) fn new(op_timeout: Duration) -> Self {
-        Retry { deadline: Instant::now() + op_timeout, pause: Duration::from_millis(2), attempts: 0 }
+        Retry { deadline: Instant::now() + op_timeout, pause: Duration::from_millis(2), attempts: 0, outage: None }
     }
 
     /// Whether another attempt may start (always the first).
@@ -64,14 +66,20 @@ impl Retry {
     /// pause, so conflicting writers spread out.
     pub(crate) async fn back_off(&mut self, session: &mut ClientSession, e: &MongoError) {
         tracing::debug!(error = %e, "palisade: retrying a mongo transaction");
+        let mapped = map("transaction", e.clone());
+        self.outage = matches!(mapped.kind(), ErrorKind::Unavailable | ErrorKind::Timeout).then_some(mapped);
         let _ = session.abort_transaction().await;
         let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 8;
         tokio::time::sleep(self.pause + Duration::from_millis(jitter)).await;
         self.pause = (self.pause * 2).min(Duration::from_millis(50));
     }
 
-    /// The error once the attempts ran out.
-    pub(crate) fn exhausted(&self) -> Error {
+    /// The error once the attempts ran out: the outage if the server was
+    /// unreachable (so degraded mode can take over), else a temporary conflict.
+    pub(crate) fn exhausted(&mut self) -> Error {
+        if let Some(outage) = self.outage.take() {
+            return outage;
+        }
         Error::new(ErrorKind::Conflict, "the transaction kept conflicting or failing transiently; retry")
             .set_temporary(true)
     }
