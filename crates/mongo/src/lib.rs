@@ -127,8 +127,7 @@ impl MongoBackend {
     /// replica set (`--replSet rs0`, then `rs.initiate()`).
     async fn check_topology(&self) -> Result<()> {
         let hello = self.db.run_command(doc! {"hello": 1}).await.map_err(|e| error::map("connect", e))?;
-        let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
-        if replicated {
+        if replicated(&hello) {
             Ok(())
         } else {
             Err(Error::new(
@@ -318,6 +317,11 @@ impl Connector for MongoConnector {
     }
 }
 
+/// Whether a `hello` reply comes from a replica set member or a `mongos`.
+fn replicated(hello: &mongodb::bson::Document) -> bool {
+    hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid")
+}
+
 fn invalid_state(msg: &'static str) -> Error {
     Error::new(ErrorKind::Unexpected, msg).with_backend(BACKEND)
 }
@@ -325,4 +329,24 @@ fn invalid_state(msg: &'static str) -> Error {
 /// An instant as BSON stores it (milliseconds, the stores' precision).
 fn bson_date(at: chrono::DateTime<chrono::Utc>) -> mongodb::bson::DateTime {
     mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_replica_sets_and_mongos_are_accepted() {
+        assert!(replicated(&doc! {"isWritablePrimary": true, "setName": "rs0"}));
+        assert!(replicated(&doc! {"isWritablePrimary": true, "msg": "isdbgrid"}));
+        assert!(!replicated(&doc! {"isWritablePrimary": true}), "a standalone server");
+        assert!(!replicated(&doc! {"msg": "other"}));
+    }
+
+    #[test]
+    fn capabilities_are_those_of_a_replica_set() {
+        let c = capabilities();
+        assert!(c.durable && c.atomic_batch && c.gap_free_order && c.live_tail && c.analytics);
+        assert!(c.native_ttl && c.schema_validation && !c.bounded_capacity);
+    }
 }

@@ -83,6 +83,9 @@ impl Collection {
 
 #[cfg(test)]
 mod tests {
+    use palisade_core::documents::{IndexSpec, SortKey};
+    use palisade_core::ErrorKind;
+
     use super::*;
 
     #[test]
