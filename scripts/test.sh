@@ -36,7 +36,12 @@ drop_test_schemas() {
 
 status=0
 # --no-fail-fast: one failing test binary must not hide the others' results.
-cargo test --workspace --all-features --all-targets --locked --no-fail-fast || status=$?
+# The facade's Mongo conformance cases (`mongo::…`) run afterwards, one at a
+# time: the Mongo test server is one Python process, and two heavy cases at
+# once (a 70,000-event batch next to 32 racing appenders) would starve each
+# other past the suite's 120 s per-case limit.
+cargo test --workspace --all-features --all-targets --locked --no-fail-fast -- --skip 'mongo::' || status=$?
+cargo test -p palisade --all-features --locked --test mongo -- --test-threads 1 || status=$?
 drop_test_schemas
 cargo test --workspace --all-features --doc --locked || status=$?
 cargo fmt --all -- --check || status=$?

@@ -67,8 +67,24 @@ use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, 
 use serde_json::{Map, Value};
 
 use crate::error::{is_duplicate_key, map, server_code, tagged};
-use crate::txn::{abort_with, commit, is_transient, Attempt, Retry};
+use crate::txn::{abort_with, commit, is_transient, Attempt, Rerun, Retry};
 use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
+
+/// Largest stored form of one document: MongoDB's 16 MiB limit, less room
+/// for the command around it.
+const MAX_STORED_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
+
+/// `InvalidInput` when the stored form of a document (its JSON text plus
+/// its BSON tree) would exceed what MongoDB stores in one document.
+fn check_stored_size(d: &Document) -> Result<()> {
+    let bytes = mongodb::bson::serialize_to_vec(d).map(|v| v.len()).unwrap_or(usize::MAX);
+    if bytes > MAX_STORED_BYTES {
+        return Err(Error::invalid(format!(
+            "the document's stored form ({bytes} bytes: JSON text and BSON tree) exceeds MongoDB's 16 MiB document limit"
+        )));
+    }
+    Ok(())
+}
 
 /// The specs of a namespace's collections.
 pub(crate) const SPECS: &str = "doc_collections";
@@ -204,7 +220,7 @@ fn relax(f: &Filter) -> (Option<Document>, bool) {
         }
         Filter::Field { path, op } => {
             let segments = path.segments();
-            if segments.len() == 1 || path.is_reserved() {
+            if (segments.len() == 1 || path.is_reserved()) && !beyond_i64(op) {
                 (Some(condition(&field(path), op)), true)
             } else {
                 (None, false)
@@ -218,6 +234,25 @@ fn is_live(d: &Document, now: DateTime<Utc>) -> bool {
     match d.get("exp") {
         Some(Bson::DateTime(exp)) => exp.timestamp_millis() > now.timestamp_millis(),
         _ => true,
+    }
+}
+
+/// Whether an operand holds an integer beyond `i64`, which `d` stores as a
+/// `Double` (compared approximately on the server; core compares exactly).
+fn beyond_i64(op: &FieldOp) -> bool {
+    fn big(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_u64() && n.as_i64().is_none(),
+            Value::Array(a) => a.iter().any(big),
+            Value::Object(m) => m.values().any(big),
+            _ => false,
+        }
+    }
+    match op {
+        FieldOp::Eq(v) | FieldOp::Ne(v) | FieldOp::Gt(v) | FieldOp::Gte(v) | FieldOp::Lt(v) | FieldOp::Lte(v) => big(v),
+        FieldOp::In(xs) | FieldOp::Nin(xs) => xs.iter().any(big),
+        FieldOp::Exists(_) => false,
+        FieldOp::Not(ops) => ops.iter().any(beyond_i64),
     }
 }
 
@@ -306,6 +341,14 @@ impl Compiled {
         );
         models
     }
+}
+
+/// The collection validator for `spec`'s schema, if it has one.
+fn validator(spec: &CollectionSpec) -> Option<Document> {
+    let schema = spec.schema.as_ref()?;
+    Some(
+        doc! {"$jsonSchema": {"bsonType": "object", "required": ["d"], "properties": {"d": mongo_schema(schema, true)}}},
+    )
 }
 
 /// The part of a schema of core's subset that MongoDB's `$jsonSchema`
@@ -427,13 +470,19 @@ impl MongoDocumentStore {
         // stored means the collection is ready.
         let db = self.backend.database();
         let mut create = db.create_collection(data_collection(&spec.name));
-        if let Some(schema) = &spec.schema {
-            let validator = doc! {"$jsonSchema": {"bsonType": "object", "required": ["d"], "properties": {"d": mongo_schema(schema, true)}}};
+        if let Some(validator) = validator(&spec) {
             create = create.validator(validator);
         }
         match create.await {
             Ok(()) => {}
-            Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => {}
+            Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => {
+                // Left over from a drop that raced an insert, or being set
+                // up by a concurrent `ensure_collection` (whose documents
+                // cannot exist yet: inserts need the stored spec). Either
+                // way: no documents, this spec's validator.
+                self.data(&spec.name).delete_many(doc! {}).await.map_err(|e| map(OP, e))?;
+                self.set_validator(&spec, OP).await?;
+            }
             Err(e) => return Err(map(OP, e)),
         }
         self.data(&spec.name).create_indexes(compiled.indexes()).await.map_err(|e| map(OP, e))?;
@@ -446,10 +495,28 @@ impl MongoDocumentStore {
                     Error::new(ErrorKind::Conflict, "collection was dropped and re-created concurrently")
                         .set_temporary(true)
                 })?;
-                self.same_spec(&spec, &existing)
+                let same = self.same_spec(&spec, &existing);
+                if same.is_err() {
+                    // A concurrent creator with another spec won: its validator, not ours.
+                    let text = existing
+                        .get_str("spec")
+                        .map_err(|_| invalid_state("a stored collection spec is unreadable"))?;
+                    let winner = from_json(&spec.name, &decode_stored_json(text.as_bytes())?)?;
+                    self.set_validator(&winner, OP).await?;
+                }
+                same
             }
             Err(e) => Err(map(OP, e)),
         }
+    }
+
+    /// Makes `spec`'s validator (or none) the collection's.
+    async fn set_validator(&self, spec: &CollectionSpec, op: &'static str) -> Result<()> {
+        let command = doc! {
+            "collMod": data_collection(&spec.name),
+            "validator": validator(spec).unwrap_or_default(),
+        };
+        self.backend.database().run_command(command).await.map(|_| ()).map_err(|e| map(op, e))
     }
 
     fn same_spec(&self, spec: &CollectionSpec, existing: &Document) -> Result<bool> {
@@ -464,8 +531,10 @@ impl MongoDocumentStore {
     async fn drop_coll(&self, name: &str) -> Result<bool> {
         const OP: &str = "drop_collection";
         check_collection_name(name)?;
-        let deleted = self.specs.delete_one(doc! {"_id": name}).await.map_err(|e| map(OP, e))?.deleted_count > 0;
+        // Documents first: a spec without documents is harmless, documents
+        // without a spec would show up in the next collection of that name.
         self.data(name).drop().await.map_err(|e| map(OP, e))?;
+        let deleted = self.specs.delete_one(doc! {"_id": name}).await.map_err(|e| map(OP, e))?.deleted_count > 0;
         Ok(deleted)
     }
 
@@ -473,24 +542,37 @@ impl MongoDocumentStore {
     /// value one of `docs` repeats (checked against live documents and
     /// within `docs`).
     async fn clash(&self, name: &str, coll: &Compiled, docs: &[Document], op: &'static str) -> Result<String> {
+        const CHUNK: usize = 1_000;
         let data = self.data(name);
         let now = now_ms();
         let ids: Vec<&str> = docs.iter().filter_map(|d| d.get_str("_id").ok()).collect();
         let mut seen = HashSet::new();
-        if !ids.iter().all(|id| seen.insert(*id))
-            || data.count_documents(doc! {"$and": [live(now), {"_id": {"$in": &ids}}]}).await.map_err(|e| map(op, e))?
-                > 0
-        {
+        if !ids.iter().all(|id| seen.insert(*id)) {
             return Ok("_id".to_owned());
+        }
+        for chunk in ids.chunks(CHUNK) {
+            let q = doc! {"$and": [live(now), {"_id": {"$in": chunk}}]};
+            if data.count_documents(q).await.map_err(|e| map(op, e))? > 0 {
+                return Ok("_id".to_owned());
+            }
         }
         for (i, idx) in coll.spec.indexes.iter().enumerate().filter(|(_, idx)| idx.unique) {
             let field = format!("u{i}");
             let keys: Vec<&str> = docs.iter().filter_map(|d| d.get_str(&field).ok()).collect();
             let mut seen = HashSet::new();
-            let repeated = !keys.iter().all(|k| seen.insert(*k));
-            let filter = doc! {"$and": [live(now), {&field: {"$in": &keys}}, {"_id": {"$nin": &ids}}]};
-            if repeated || data.count_documents(filter).await.map_err(|e| map(op, e))? > 0 {
+            if !keys.iter().all(|k| seen.insert(*k)) {
                 return Ok(idx.name());
+            }
+            for chunk in keys.chunks(CHUNK) {
+                // A few documents being rewritten (`replace`, `update`) hold
+                // their own old keys; inserted ones are not stored.
+                let mut q = doc! {"$and": [live(now), {&field: {"$in": chunk}}]};
+                if ids.len() <= CHUNK {
+                    q = doc! {"$and": [q, {"_id": {"$nin": &ids}}]};
+                }
+                if data.count_documents(q).await.map_err(|e| map(op, e))? > 0 {
+                    return Ok(idx.name());
+                }
             }
         }
         Ok("_id".to_owned())
@@ -505,20 +587,19 @@ impl MongoDocumentStore {
             .map_err(|e| map(op, e))
     }
 
-    /// Runs `write` again once after a unique clash when expired documents
-    /// (which may hold the value) could be deleted.
+    /// Runs `write` again once after a unique clash, expired documents
+    /// (which may hold the value) deleted first.
     async fn freeing<T, F, Fut>(&self, name: &str, op: &'static str, write: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         match write().await {
+            // Once more after deleting expired documents (the TTL monitor
+            // may have deleted the holder itself meanwhile).
             Err(e) if matches!(e.detail(), Some(ErrorDetail::UniqueViolation { .. })) => {
-                if self.purge_expired(name, op).await? > 0 {
-                    write().await
-                } else {
-                    Err(e)
-                }
+                self.purge_expired(name, op).await?;
+                write().await
             }
             r => r,
         }
@@ -537,6 +618,7 @@ impl MongoDocumentStore {
         }
         let (stored, docs): (Vec<Value>, Vec<Document>) =
             prepared.into_iter().map(|(id, body)| coll.stored(&id, body, 1)).unzip();
+        docs.iter().try_for_each(check_stored_size)?;
         let mut ids = HashSet::with_capacity(docs.len());
         if !docs.iter().all(|d| ids.insert(d.get_str("_id").unwrap_or_default())) {
             return Err(DocumentFault::Unique("_id".to_owned()).into());
@@ -591,7 +673,7 @@ impl MongoDocumentStore {
                 Err(e) => return abort_with(session, map(op, e)).await,
             }
         }
-        Ok(match commit(session, op).await? {
+        Ok(match commit(session, op, Rerun::Unsafe).await? {
             Attempt::Done(()) => Attempt::Done(Ok(())),
             Attempt::Retry(e) => Attempt::Retry(e),
         })
@@ -635,17 +717,20 @@ impl MongoDocumentStore {
         // A concurrent change between the read and the guarded write: read again.
         for _ in 0..100 {
             let current = data
-                .find_one(doc! {"$and": [{"_id": id}, live(now_ms())]})
-                .projection(doc! {"v": 1})
+                .find_one(doc! {"_id": id})
+                .projection(doc! {"v": 1, "exp": 1})
                 .await
                 .map_err(|e| map(OP, e))?
+                .filter(|d| is_live(d, now_ms()))
                 .ok_or(DocumentFault::NoDocument)?;
             let actual = current.get_i64("v").ok().and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
             if let Some(expected) = expected.filter(|e| *e != actual) {
                 return Err(DocumentFault::Version { expected, actual }.into());
             }
             let (stored, replacement) = coll.stored(id, body.clone(), actual + 1);
-            let guard = doc! {"_id": id, "v": i64::try_from(actual).unwrap_or(i64::MAX)};
+            check_stored_size(&replacement)?;
+            // Guarded by the version as stored (even a corrupt one).
+            let guard = doc! {"_id": id, "v": current.get("v").cloned().unwrap_or(Bson::Null)};
             match data.replace_one(guard, &replacement).await {
                 Ok(r) if r.matched_count == 1 => return Ok(stored),
                 Ok(_) => continue,
@@ -731,9 +816,12 @@ impl MongoDocumentStore {
                 return abort_with(session, e).await;
             }
             let (_, replacement) = coll.stored(id, body, version + 1);
-            let guard = doc! {"_id": id, "v": i64::try_from(version).unwrap_or(i64::MAX)};
+            if let Err(e) = check_stored_size(&replacement) {
+                return abort_with(session, e).await;
+            }
+            let guard = doc! {"_id": id, "v": d.get("v").cloned().unwrap_or(Bson::Null)};
             match data.replace_one(guard, &replacement).session(&mut *session).await {
-                Ok(_) => modified += 1,
+                Ok(r) => modified += r.matched_count.min(1),
                 Err(e) if is_duplicate_key(&e) => {
                     let _ = session.abort_transaction().await;
                     let index = self.clash(name, coll, &[replacement], OP).await?;
@@ -743,30 +831,68 @@ impl MongoDocumentStore {
                 Err(e) => return abort_with(session, map(OP, e)).await,
             }
         }
-        Ok(match commit(session, OP).await? {
+        Ok(match commit(session, OP, Rerun::Unsafe).await? {
             Attempt::Done(()) => Attempt::Done(Ok(UpdateResult { matched: matched.len() as u64, modified })),
             Attempt::Retry(e) => Attempt::Retry(e),
         })
     }
 
-    /// The live documents `query` selects (stored form and decoded
-    /// document), for filters the server cannot decide alone; `NotFound`
-    /// when the collection does not exist.
-    async fn candidates(&self, name: &str, query: Document, op: &'static str) -> Result<Vec<(Document, Value)>> {
-        let found: Vec<Document> = self
+    /// Streams the live documents `query` selects to `visit` (stored form
+    /// and decoded document), for what the server cannot decide alone;
+    /// `NotFound` when there are none and the collection does not exist.
+    async fn scan(
+        &self,
+        name: &str,
+        query: Document,
+        op: &'static str,
+        mut visit: impl FnMut(&Document, Value) + Send,
+    ) -> Result<()> {
+        let mut cursor = self
             .data(name)
             .find(live_and(now_ms(), query))
             .projection(doc! {"j": 1, "v": 1})
             .max_time(self.backend.op_timeout())
             .await
-            .map_err(|e| map(op, e))?
-            .try_collect()
-            .await
             .map_err(|e| map(op, e))?;
-        if found.is_empty() {
+        let mut any = false;
+        while let Some(d) = cursor.try_next().await.map_err(|e| map(op, e))? {
+            any = true;
+            if let Some(doc) = decode(&d) {
+                visit(&d, doc);
+            }
+        }
+        if !any {
             self.check_exists(name, op).await?;
         }
-        Ok(found.into_iter().filter_map(|d| decode(&d).map(|doc| (d, doc))).collect())
+        Ok(())
+    }
+
+    /// `find` in process: the documents `query` selects that `filter` (if
+    /// any) matches, sorted, skipped and limited — holding at most a few
+    /// times `skip + limit` of them at once.
+    async fn find_in_process(
+        &self,
+        name: &str,
+        query: Document,
+        filter: Option<&Filter>,
+        options: &FindOptions,
+    ) -> Result<Vec<Value>> {
+        let keep = options.limit.map(|l| options.skip.saturating_add(l));
+        let mut docs: Vec<Value> = Vec::new();
+        self.scan(name, query, "find", |_, doc| {
+            if filter.is_none_or(|f| matches(f, &doc)) {
+                docs.push(doc);
+                if let Some(k) = keep {
+                    if docs.len() >= k.saturating_mul(2).max(1_024) {
+                        docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
+                        docs.truncate(k);
+                    }
+                }
+            }
+        })
+        .await?;
+        docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
+        Ok(docs.into_iter().skip(options.skip).take(options.limit.unwrap_or(usize::MAX)).collect())
     }
 
     async fn delete_docs(&self, name: &str, filter: &Filter) -> Result<u64> {
@@ -779,12 +905,14 @@ impl MongoDocumentStore {
         } else {
             // Each matching document is deleted unless it changed since it was read.
             let mut deleted = 0;
-            let candidates = self.candidates(name, pf.query, OP).await?;
-            let doomed: Vec<Document> = candidates
-                .iter()
-                .filter(|(_, doc)| matches(filter, doc))
-                .map(|(d, _)| doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null), "v": d.get("v").cloned().unwrap_or(Bson::Null)})
-                .collect();
+            let mut doomed: Vec<Document> = Vec::new();
+            self.scan(name, pf.query, OP, |d, doc| {
+                if matches(filter, &doc) {
+                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                    doomed.push(doc! {"_id": id, "v": d.get("v").cloned().unwrap_or(Bson::Null)});
+                }
+            })
+            .await?;
             for chunk in doomed.chunks(1_000) {
                 let q = doc! {"$and": [live(now_ms()), {"$or": chunk}]};
                 deleted += data.delete_many(q).await.map_err(|e| map(OP, e))?.deleted_count;
@@ -804,17 +932,13 @@ impl MongoDocumentStore {
         let now = now_ms();
         let pf = prefilter(&options.filter);
         if !pf.exact {
-            let candidates = self.candidates(name, pf.query, OP).await?;
-            let mut docs: Vec<Value> =
-                candidates.into_iter().map(|(_, doc)| doc).filter(|doc| matches(&options.filter, doc)).collect();
-            docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
-            let docs = docs.into_iter().skip(options.skip).take(options.limit.unwrap_or(usize::MAX));
+            let docs = self.find_in_process(name, pf.query, Some(&options.filter), options).await?;
             return Ok(match &options.projection {
-                Some(p) => docs.map(|d| project(&d, p)).collect(),
-                None => docs.collect(),
+                Some(p) => docs.iter().map(|d| project(d, p)).collect(),
+                None => docs,
             });
         }
-        let query = live_and(now, pf.query);
+        let query = live_and(now, pf.query.clone());
         let data = self.data(name);
         let in_process = !options.sort.is_empty() && {
             let containers: Vec<Document> = options
@@ -828,30 +952,37 @@ impl MongoDocumentStore {
             let probe = doc! {"$and": [query.clone(), {"$or": containers}]};
             data.find_one(probe).projection(doc! {"_id": 1}).await.map_err(|e| map(OP, e))?.is_some()
         };
-        let mut find = data.find(query).projection(doc! {"j": 1}).max_time(self.backend.op_timeout());
-        if !in_process {
-            let mut sort: Document = options
-                .sort
-                .iter()
-                .map(|k| (field(&k.path), Bson::Int32(if k.order == SortOrder::Asc { 1 } else { -1 })))
-                .collect();
+        let docs = if in_process {
+            self.find_in_process(name, pf.query, None, options).await?
+        } else {
+            // First occurrence of a path wins, as in core's comparison.
+            let mut sort = Document::new();
+            for k in &options.sort {
+                let f = field(&k.path);
+                if !sort.contains_key(&f) {
+                    sort.insert(f, Bson::Int32(if k.order == SortOrder::Asc { 1 } else { -1 }));
+                }
+            }
             if !sort.contains_key("_id") {
                 sort.insert("_id", 1);
             }
-            find = find
+            let found: Vec<Document> = data
+                .find(query)
+                .projection(doc! {"j": 1})
+                .max_time(self.backend.op_timeout())
                 .sort(sort)
                 .skip(u64::try_from(options.skip).unwrap_or(u64::MAX).min(i64::MAX as u64))
-                .limit(options.limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)));
-        }
-        let found: Vec<Document> = find.await.map_err(|e| map(OP, e))?.try_collect().await.map_err(|e| map(OP, e))?;
-        if found.is_empty() {
-            self.check_exists(name, OP).await?;
-        }
-        let mut docs: Vec<Value> = found.iter().filter_map(decode).collect();
-        if in_process {
-            docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
-            docs = docs.into_iter().skip(options.skip).take(options.limit.unwrap_or(usize::MAX)).collect();
-        }
+                .limit(options.limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)))
+                .await
+                .map_err(|e| map(OP, e))?
+                .try_collect()
+                .await
+                .map_err(|e| map(OP, e))?;
+            if found.is_empty() {
+                self.check_exists(name, OP).await?;
+            }
+            found.iter().filter_map(decode).collect()
+        };
         Ok(match &options.projection {
             Some(p) => docs.iter().map(|d| project(d, p)).collect(),
             None => docs,
@@ -865,8 +996,9 @@ impl MongoDocumentStore {
         let n = if pf.exact {
             self.data(name).count_documents(live_and(now_ms(), pf.query)).await.map_err(|e| map(OP, e))?
         } else {
-            let candidates = self.candidates(name, pf.query, OP).await?;
-            candidates.iter().filter(|(_, doc)| matches(filter, doc)).count() as u64
+            let mut n = 0u64;
+            self.scan(name, pf.query, OP, |_, doc| n += u64::from(matches(filter, &doc))).await?;
+            n
         };
         if n == 0 {
             self.check_exists(name, OP).await?;

@@ -117,6 +117,12 @@ fn by_code(code: i32) -> Error {
             Error::new(ErrorKind::Timeout, "the mongo operation timed out").set_temporary(true)
         }
         code::NAMESPACE_NOT_FOUND => Error::new(ErrorKind::NotFound, "no such collection"),
+        // BSONObjectTooLarge, and a document an update would grow past 16 MiB:
+        // refused by the server, nothing changed.
+        10334 | 17419 | 17420 => Error::new(
+            ErrorKind::InvalidInput,
+            format!("the value would exceed MongoDB's 16 MiB document limit ({code})"),
+        ),
         code::UNAUTHORIZED | code::AUTHENTICATION_FAILED => {
             Error::new(ErrorKind::Config, format!("mongo refused the operation ({code})"))
         }
@@ -163,6 +169,7 @@ mod tests {
             (13, ErrorKind::Config, false),
             (91, ErrorKind::Unavailable, true),
             (2, ErrorKind::InvalidInput, false),
+            (17419, ErrorKind::InvalidInput, false),
             (99999, ErrorKind::Unexpected, false),
         ];
         for (code, kind, temporary) in cases {

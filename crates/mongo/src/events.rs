@@ -63,7 +63,7 @@ use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Res
 use uuid::Uuid;
 
 use crate::error::{is_duplicate_key, map, tagged};
-use crate::txn::{abort_with, commit, is_transient, Attempt, Retry};
+use crate::txn::{abort_with, commit, is_transient, Attempt, Rerun, Retry};
 use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
 
 /// The events.
@@ -325,7 +325,10 @@ impl MongoEventStore {
             .and_then(|d| d.get_i64("n").ok())
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| invalid_state("the event head is not a position").with_op(OP))?;
-        let mut next = last + 1 - fresh as u64;
+        let Some(mut next) = (last + 1).checked_sub(fresh as u64) else {
+            return abort_with(session, invalid_state("the event head is below the events it counts").with_op(OP))
+                .await;
+        };
         // Versions: each stream raised by its number of new events.
         let mut per_stream: BTreeMap<&str, u64> = BTreeMap::new();
         for e in batch.events.iter().filter(|e| !stored.contains_key(&e.id)) {
@@ -347,7 +350,10 @@ impl MongoEventStore {
                 .and_then(|d| d.get_i64("v").ok())
                 .and_then(|v| u64::try_from(v).ok())
                 .ok_or_else(|| invalid_state("a stream version is not an Int64").with_op(OP))?;
-            next_version.insert(stream, v + 1 - n);
+            let Some(first) = (v + 1).checked_sub(*n) else {
+                return abort_with(session, invalid_state("a stream version is below its events").with_op(OP)).await;
+            };
+            next_version.insert(stream, first);
         }
         let recorded_at = date(now_ms());
         let mut outcomes = Vec::with_capacity(batch.events.len());
@@ -373,7 +379,7 @@ impl MongoEventStore {
             outcomes.push(Appended { id: e.id, position, version, duplicate: false });
         }
         step!(self.events.insert_many(docs).session(&mut *session).await);
-        match commit(session, OP).await? {
+        match commit(session, OP, Rerun::Safe).await? {
             Attempt::Done(()) => Ok(Attempt::Done(AppendOutcome { events: outcomes })),
             Attempt::Retry(e) => Ok(Attempt::Retry(e)),
         }
@@ -407,19 +413,44 @@ impl MongoEventStore {
     }
 
     /// Up to `limit` events matching `query`, ordered by `pos` (`1` or `-1`).
+    /// Up to `limit` events matching `query`, ordered by `pos` (`1` or
+    /// `-1`). Malformed stored events are skipped and more are read in
+    /// their place, so they never shorten a page or stop a tail.
     async fn fetch(&self, query: Document, direction: i32, limit: usize, op: &'static str) -> Result<Vec<Event>> {
-        let docs: Vec<Document> = self
-            .events
-            .find(query)
-            .sort(doc! {"pos": direction})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .max_time(self.backend.op_timeout())
-            .await
-            .map_err(|e| map(op, e))?
-            .try_collect()
-            .await
-            .map_err(|e| map(op, e))?;
-        Ok(docs.iter().filter_map(event_of).collect())
+        let mut events = Vec::with_capacity(limit.min(1_024));
+        let mut last_pos: Option<i64> = None;
+        loop {
+            let need = limit - events.len();
+            let q = match last_pos {
+                None => query.clone(),
+                Some(p) if direction > 0 => doc! {"$and": [query.clone(), {"pos": {"$gt": p}}]},
+                Some(p) => doc! {"$and": [query.clone(), {"pos": {"$lt": p}}]},
+            };
+            let docs: Vec<Document> = self
+                .events
+                .find(q)
+                .sort(doc! {"pos": direction})
+                .limit(i64::try_from(need).unwrap_or(i64::MAX))
+                .max_time(self.backend.op_timeout())
+                .await
+                .map_err(|e| map(op, e))?
+                .try_collect()
+                .await
+                .map_err(|e| map(op, e))?;
+            let fetched = docs.len();
+            let before = last_pos;
+            for d in &docs {
+                if let Ok(p) = d.get_i64("pos") {
+                    last_pos = Some(p);
+                }
+                events.extend(event_of(d));
+            }
+            // Done when the log ran out or nothing was skipped; a page
+            // without a readable `pos` (nowhere to go on from) also ends it.
+            if fetched < need || events.len() == limit || last_pos == before {
+                return Ok(events);
+            }
+        }
     }
 
     async fn read_after(&self, after: Cursor, limit: usize, op: &'static str) -> Result<Vec<Event>> {

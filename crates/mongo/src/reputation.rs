@@ -132,7 +132,7 @@ impl MongoReputationRepo {
         }
         // A commit whose outcome stays unknown is retried as a whole
         // (idempotent by event id).
-        if let txn::Attempt::Retry(e) = txn::commit(session, OP).await? {
+        if let txn::Attempt::Retry(e) = txn::commit(session, OP, txn::Rerun::Safe).await? {
             return Ok(Attempt::Retry(e));
         }
         let score = all_time.ok_or_else(|| invalid_state("all-time score missing").with_op(OP))?;

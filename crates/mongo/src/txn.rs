@@ -24,6 +24,10 @@ use crate::error::{code, map, server_code};
 const COMMIT_ATTEMPTS: usize = 3;
 /// Most attempts of one transaction, however short they are.
 const MAX_ATTEMPTS: usize = 1_000;
+/// Attempts a transaction gets even past the deadline (a long one, a big
+/// batch, may take longer than the operation timeout once) — unless the
+/// server is unreachable, when degraded mode should take over at once.
+const MIN_ATTEMPTS: usize = 3;
 
 /// Whether a transaction hit something a new attempt can get past: the
 /// driver's transient label, or a write conflict / aborted transaction
@@ -59,14 +63,17 @@ impl Retry {
     /// Whether another attempt may start (always the first).
     pub(crate) fn may_start(&mut self) -> bool {
         self.attempts += 1;
-        self.attempts == 1 || (self.attempts <= MAX_ATTEMPTS && Instant::now() < self.deadline)
+        self.attempts == 1
+            || (self.attempts <= MIN_ATTEMPTS && self.outage.is_none())
+            || (self.attempts <= MAX_ATTEMPTS && Instant::now() < self.deadline)
     }
 
     /// Aborts the failed attempt on `session` and waits a jittered, growing
     /// pause, so conflicting writers spread out.
     pub(crate) async fn back_off(&mut self, session: &mut ClientSession, e: &MongoError) {
-        tracing::debug!(error = %e, "palisade: retrying a mongo transaction");
+        // The mapped error: the driver's message may quote stored values.
         let mapped = map("transaction", e.clone());
+        tracing::debug!(error = %mapped, "palisade: retrying a mongo transaction");
         self.outage = matches!(mapped.kind(), ErrorKind::Unavailable | ErrorKind::Timeout).then_some(mapped);
         let _ = session.abort_transaction().await;
         let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 8;
@@ -85,15 +92,37 @@ impl Retry {
     }
 }
 
+/// Whether running a transaction again after a commit whose outcome stayed
+/// unknown is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rerun {
+    /// The transaction notices its own earlier success (writes keyed by
+    /// ids it inserts: appends, reputation records).
+    Safe,
+    /// It would apply its change twice (document updates) or misreport it
+    /// (inserts): an unknown outcome is reported as such.
+    Unsafe,
+}
+
 /// Commits the transaction on `session`: again while the outcome is
-/// unknown (a few times), `Retry` on a transient failure.
-pub(crate) async fn commit(session: &mut ClientSession, op: &'static str) -> Result<Attempt<()>> {
+/// unknown (a few times), `Retry` on a transient failure. When the outcome
+/// stays unknown, `Retry` only if `rerun` is safe; otherwise a temporary
+/// `Unavailable` error saying the write may or may not have happened.
+pub(crate) async fn commit(session: &mut ClientSession, op: &'static str, rerun: Rerun) -> Result<Attempt<()>> {
     let mut commits = 0;
     loop {
         commits += 1;
         match session.commit_transaction().await {
             Ok(()) => return Ok(Attempt::Done(())),
             Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && commits < COMMIT_ATTEMPTS => {}
+            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && rerun == Rerun::Unsafe => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the commit's outcome is unknown: the write may or may not have happened",
+                )
+                .set_temporary(true)
+                .with_source(map(op, e)))
+            }
             Err(e) if is_transient(&e) || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
                 return Ok(Attempt::Retry(e))
             }

@@ -62,3 +62,42 @@ async fn malformed_reputation_documents_never_fail_a_whole_read() {
     assert_eq!(board.iter().map(|r| (r.subject.id.as_str(), r.score)).collect::<Vec<_>>(), vec![("alice", 5)]);
     backend.drop_namespace().await.unwrap();
 }
+
+/// Malformed stored events (written around the store) are skipped and read
+/// past: they never shorten a page, end pagination early, or stop a tail.
+#[tokio::test]
+async fn malformed_events_are_read_past() {
+    use futures::StreamExt;
+    use palisade_core::events::{Cursor, EventFilter, NewEvent, PageRequest, SubscriptionItem};
+    use palisade_core::{EventStore, EventStoreExt};
+    let Some(url) = server_url("mongo", "PALISADE_TEST_MONGO_URL") else { return };
+    let backend = MongoBackend::connect(&MongoConfig::new(url, Namespace::random("mgo").unwrap())).await.unwrap();
+    let store = backend.events();
+    let first = store.append_one(NewEvent::new("t", "good")).await.unwrap();
+    // Positions 2..=4 taken by documents that do not decode, as if written by another writer.
+    let events = backend.database().collection::<mongodb::bson::Document>("events");
+    for pos in 2_i64..=4 {
+        events.insert_one(doc! {"_id": format!("bad{pos}"), "pos": pos, "kind": "good", "data": 7}).await.unwrap();
+    }
+    backend
+        .database()
+        .collection::<mongodb::bson::Document>("event_head")
+        .update_one(doc! {"_id": "head"}, doc! {"$set": {"n": 4_i64}})
+        .await
+        .unwrap();
+    let last = store.append_one(NewEvent::new("t", "good")).await.unwrap();
+    assert_eq!(last.position.major, 5);
+
+    let read = store.read(Cursor::Start, 2).await.expect("read despite malformed events");
+    assert_eq!(read.iter().map(|e| e.id).collect::<Vec<_>>(), vec![first.id, last.id]);
+    let page = store.query(EventFilter::all().kind("good"), PageRequest::oldest(1)).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    let next = page.next.expect("more pages");
+    let page = store.query(EventFilter::all().kind("good"), PageRequest::oldest(1).continue_after(next)).await.unwrap();
+    assert_eq!(page.items.iter().map(|e| e.id).collect::<Vec<_>>(), vec![last.id], "the next page skips past them");
+
+    let mut tail = store.subscribe(Cursor::After(first.position), EventFilter::all()).await.unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(item, SubscriptionItem::Event(e) if e.id == last.id), "the tail reads past them");
+    backend.drop_namespace().await.unwrap();
+}
