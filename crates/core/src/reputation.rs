@@ -340,4 +340,24 @@ mod tests {
         assert!(!r.contains(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()));
         assert!(Period::IsoWeek { year: 2026, week: 54 }.validate().is_err());
     }
+
+    #[test]
+    fn a_page_ranks_like_the_whole_board() {
+        use crate::backend::eval::{rank_entries, rank_page};
+        let scores = [9, 7, 7, 7, 5, 5, 3, 1];
+        let board =
+            rank_entries(scores.iter().enumerate().map(|(i, s)| (Subject::user(format!("u{i}")), *s)).collect());
+        for offset in 0..board.len() {
+            for limit in 1..=board.len() - offset {
+                let page: Vec<(Subject, i64)> =
+                    board[offset..offset + limit].iter().map(|r| (r.subject.clone(), r.score)).collect();
+                let greater = board.iter().filter(|r| r.score > page[0].1).count() as u64;
+                assert_eq!(
+                    rank_page(offset, greater, page),
+                    board[offset..offset + limit].to_vec(),
+                    "{offset}+{limit}"
+                );
+            }
+        }
+    }
 }

@@ -19,6 +19,8 @@
 //!   plus typed [`Bind`](documents::Bind) values (never inlined), the fixed
 //!   statements, collection specs as stored and compiled, and the document
 //!   faults a backend detects itself.
+//! - [`reputation`]: the leaderboard statements (index-ordered pages that
+//!   stop early, ranks from one count).
 //! - [`namespace`]: the schema-level statements (empty, drop, migration
 //!   status) and identifier quoting.
 //!
@@ -34,6 +36,7 @@ pub mod documents;
 pub mod json;
 pub mod migrations;
 pub mod namespace;
+pub mod reputation;
 pub mod sqlstate;
 
 use palisade_core::Capabilities;

@@ -1,23 +1,25 @@
 //! `ReputationRepo` on the shared tables (`migrations/0004`): the event log
 //! plus per-period score rows, updated in one diesel-async transaction;
-//! leaderboards ranked by window functions in diesel's query builder
-//! (competition ranks, "1224"; ties by subject id in code point order, which
-//! the `reputation_scores_board` index serves).
+//! leaderboards read in index order and ranked from one count (pg-common's
+//! `reputation` statements; competition ranks, "1224"; ties by subject id in
+//! code point order, which the `reputation_scores_board` index serves).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use diesel::dsl::{rank, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use palisade_core::backend::check::check_ranked_limit;
+use palisade_core::backend::eval::rank_page;
 use palisade_core::reputation::{
     Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
 use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use uuid::Uuid;
+
+use palisade_pg_common::reputation::{AROUND, BOARD_PAGE};
 
 use crate::error::{tagged, TxError};
 use crate::schema::{reputation_events as events, reputation_scores as scores};
@@ -29,11 +31,6 @@ pub struct PgDieselReputationRepo {
     backend: PgDieselBackend,
 }
 
-/// Subject ids in code point order (the board index's collation).
-fn by_code_point() -> diesel::expression::SqlLiteral<Text> {
-    sql::<Text>("subject_id COLLATE \"C\"")
-}
-
 /// One ranked row of a board: subject id, score, rank.
 #[derive(QueryableByName)]
 struct RankedRow {
@@ -43,6 +40,37 @@ struct RankedRow {
     score: i64,
     #[diesel(sql_type = BigInt)]
     rank: i64,
+}
+
+/// One row of a board page (pg-common's `BOARD_PAGE`).
+#[derive(QueryableByName)]
+struct PageRow {
+    #[diesel(sql_type = Text)]
+    subject_id: String,
+    #[diesel(sql_type = BigInt)]
+    score: i64,
+    #[diesel(sql_type = BigInt)]
+    greater: i64,
+}
+
+/// One row of pg-common's `AROUND`.
+#[derive(QueryableByName)]
+struct AroundRow {
+    #[diesel(sql_type = Text)]
+    subject_id: String,
+    #[diesel(sql_type = BigInt)]
+    score: i64,
+    #[diesel(sql_type = BigInt)]
+    greater: i64,
+    #[diesel(sql_type = BigInt)]
+    first_place: i64,
+}
+
+/// A ranked page from rows starting at place `offset`.
+fn page(kind: SubjectKind, offset: usize, rows: Vec<PageRow>) -> Vec<Ranked> {
+    let greater = rows.as_slice().first().map_or(0, |r| u64::try_from(r.greater).unwrap_or(0));
+    let entries = rows.into_iter().map(|r| (Subject { kind, id: r.subject_id }, r.score)).collect();
+    rank_page(offset, greater, entries)
 }
 
 fn ranked(kind: SubjectKind, rows: Vec<(String, i64, i64)>) -> Vec<Ranked> {
@@ -193,18 +221,18 @@ impl ReputationRepo for PgDieselReputationRepo {
         const OP: &str = "leaderboard";
         period.validate().map_err(tagged(OP))?;
         check_ranked_limit(limit).map_err(tagged(OP))?;
-        let key = period.key();
-        // rank() sees the whole board: window functions run before LIMIT/OFFSET.
-        let q = scores::table
-            .filter(scores::period.eq(&key))
-            .filter(scores::subject_kind.eq(kind.as_str()))
-            .select((scores::subject_id, scores::score, rank().window_order(scores::score.desc())))
-            .order((scores::score.desc(), by_code_point()))
-            .offset(i64::try_from(offset).unwrap_or(i64::MAX))
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<(String, i64, i64)> = q.load(&mut **conn).await.map_err(conn.error(OP))?;
-        Ok(ranked(kind, rows))
+        // The page and its one count in one statement (one snapshot); the
+        // count over the page's best score is beyond the query builder.
+        let rows: Vec<PageRow> = diesel::sql_query(BOARD_PAGE)
+            .bind::<Text, _>(period.key())
+            .bind::<Text, _>(kind.as_str())
+            .bind::<BigInt, _>(i64::try_from(offset).unwrap_or(i64::MAX))
+            .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+            .load(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        Ok(page(kind, offset, rows))
     }
 
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
@@ -236,22 +264,19 @@ impl ReputationRepo for PgDieselReputationRepo {
             return Err(Error::invalid(format!("k must be at most {MAX_RANKED}"))).map_err(tagged(OP));
         }
         let mut conn = self.backend.conn(OP).await?;
-        // A window over the board joined to the subject's own place.
-        let rows: Vec<RankedRow> = diesel::sql_query(
-            "WITH b AS (SELECT subject_id, score, rank() OVER (ORDER BY score DESC) AS rank, \
-               row_number() OVER (ORDER BY score DESC, subject_id COLLATE \"C\") - 1 AS place \
-               FROM reputation_scores WHERE period = $1 AND subject_kind = $2), \
-             me AS (SELECT place FROM b WHERE subject_id = $3) \
-             SELECT b.subject_id, b.score, b.rank FROM b, me WHERE b.place BETWEEN me.place - $4 AND me.place + $4 ORDER BY b.place",
-        )
-        .bind::<Text, _>(period.key())
-        .bind::<Text, _>(subject.kind.as_str())
-        .bind::<Text, _>(&subject.id)
-        .bind::<BigInt, _>(i64::try_from(k).unwrap_or(i64::MAX))
-        .load(&mut **conn)
-        .await
-        .map_err(conn.error(OP))?;
-        Ok(ranked(subject.kind, rows.into_iter().map(|r| (r.subject_id, r.score, r.rank)).collect()))
+        let rows: Vec<AroundRow> = diesel::sql_query(AROUND)
+            .bind::<Text, _>(period.key())
+            .bind::<Text, _>(subject.kind.as_str())
+            .bind::<Text, _>(&subject.id)
+            .bind::<BigInt, _>(i64::try_from(k).unwrap_or(i64::MAX))
+            .load(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        let Some(first) = rows.as_slice().first().map(|r| usize::try_from(r.first_place).unwrap_or(0)) else {
+            return Ok(Vec::new());
+        };
+        let rows = rows.into_iter().map(|r| PageRow { subject_id: r.subject_id, score: r.score, greater: r.greater });
+        Ok(page(subject.kind, first, rows.collect()))
     }
 
     async fn rebuild(&self, period: Period) -> Result<u64> {

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use palisade_core::backend::check::check_ranked_limit;
+use palisade_core::backend::eval::rank_page;
 use palisade_core::reputation::{
     Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind, MAX_RANKED, MAX_SCORE,
 };
@@ -10,6 +11,8 @@ use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+
+use palisade_pg_common::reputation::{AROUND, BOARD_PAGE};
 
 use crate::error::{map, tagged};
 use crate::{capabilities, invalid_state, PgBackend};
@@ -42,28 +45,18 @@ impl PgReputationRepo {
     }
 }
 
-/// Ranked rows of a leaderboard query: subject_id, score, rank.
-fn ranked(kind: SubjectKind, rows: &[PgRow]) -> Result<Vec<Ranked>> {
-    rows.iter()
-        .map(|r| {
-            Ok(Ranked {
-                subject: Subject { kind, id: r.try_get("subject_id")? },
-                score: r.try_get("score")?,
-                rank: r.try_get::<i64, _>("rank")? as u64,
-            })
-        })
-        .collect::<std::result::Result<_, sqlx::Error>>()
-        .map_err(|e| map("leaderboard", e))
-}
-
-/// The leaderboard of one period and kind, ranked ("1224"), ties by subject id
-/// in code point order, with each row's 0-based place.
-macro_rules! board {
-    () => {
-        "SELECT subject_id, score, rank() OVER (ORDER BY score DESC) AS rank, \
-         row_number() OVER (ORDER BY score DESC, subject_id COLLATE \"C\") - 1 AS place \
-         FROM reputation_scores WHERE period = $1 AND subject_kind = $2"
+/// A ranked page from [`BOARD_PAGE`]/[`AROUND`] rows starting at place `offset`.
+fn ranked(kind: SubjectKind, offset: usize, rows: &[PgRow], op: &'static str) -> Result<Vec<Ranked>> {
+    let greater: i64 = match rows.first() {
+        Some(r) => r.try_get("greater").map_err(|e| map(op, e))?,
+        None => return Ok(Vec::new()),
     };
+    let entries = rows
+        .iter()
+        .map(|r| Ok((Subject { kind, id: r.try_get("subject_id")? }, r.try_get("score")?)))
+        .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+        .map_err(|e| map(op, e))?;
+    Ok(rank_page(offset, u64::try_from(greater).unwrap_or(0), entries))
 }
 
 #[async_trait]
@@ -177,7 +170,7 @@ impl ReputationRepo for PgReputationRepo {
     async fn leaderboard(&self, kind: SubjectKind, period: Period, offset: usize, limit: usize) -> Result<Vec<Ranked>> {
         period.validate().map_err(tagged("leaderboard"))?;
         check_ranked_limit(limit).map_err(tagged("leaderboard"))?;
-        let rows = sqlx::query(concat!("SELECT * FROM (", board!(), ") b WHERE place >= $3 ORDER BY place LIMIT $4"))
+        let rows = sqlx::query(BOARD_PAGE)
             .bind(period.key())
             .bind(kind.as_str())
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -185,7 +178,7 @@ impl ReputationRepo for PgReputationRepo {
             .fetch_all(&self.backend.pool)
             .await
             .map_err(|e| map("leaderboard", e))?;
-        ranked(kind, &rows)
+        ranked(kind, offset, &rows, "leaderboard")
     }
 
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
@@ -202,7 +195,15 @@ impl ReputationRepo for PgReputationRepo {
         .fetch_optional(&self.backend.pool)
         .await
         .map_err(|e| map("rank", e))?;
-        Ok(row.map(|r| ranked(subject.kind, std::slice::from_ref(&r))).transpose()?.and_then(|mut v| v.pop()))
+        row.map(|r| -> std::result::Result<Ranked, sqlx::Error> {
+            Ok(Ranked {
+                subject: Subject { kind: subject.kind, id: r.try_get("subject_id")? },
+                score: r.try_get("score")?,
+                rank: u64::try_from(r.try_get::<i64, _>("rank")?).unwrap_or(0),
+            })
+        })
+        .transpose()
+        .map_err(|e| map("rank", e))
     }
 
     async fn around(&self, subject: &Subject, period: Period, k: usize) -> Result<Vec<Ranked>> {
@@ -211,20 +212,19 @@ impl ReputationRepo for PgReputationRepo {
         if k > MAX_RANKED {
             return Err(Error::invalid(format!("k must be at most {MAX_RANKED}"))).map_err(tagged("around"));
         }
-        let rows = sqlx::query(concat!(
-            "WITH b AS (",
-            board!(),
-            "), me AS (SELECT place FROM b WHERE subject_id = $3) \
-             SELECT b.* FROM b, me WHERE b.place BETWEEN me.place - $4 AND me.place + $4 ORDER BY b.place"
-        ))
-        .bind(period.key())
-        .bind(subject.kind.as_str())
-        .bind(&subject.id)
-        .bind(k as i64)
-        .fetch_all(&self.backend.pool)
-        .await
-        .map_err(|e| map("around", e))?;
-        ranked(subject.kind, &rows)
+        let rows = sqlx::query(AROUND)
+            .bind(period.key())
+            .bind(subject.kind.as_str())
+            .bind(&subject.id)
+            .bind(k as i64)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(|e| map("around", e))?;
+        let first: i64 = match rows.first() {
+            Some(r) => r.try_get("first_place").map_err(|e| map("around", e))?,
+            None => return Ok(Vec::new()),
+        };
+        ranked(subject.kind, usize::try_from(first).unwrap_or(0), &rows, "around")
     }
 
     async fn rebuild(&self, period: Period) -> Result<u64> {

@@ -50,6 +50,25 @@ pub fn rank_groups(mut groups: Vec<GroupCount>, top: usize) -> Vec<GroupCount> {
     groups
 }
 
+/// Competition ranks for one page of a board already sorted by score
+/// descending (ties by subject id): the page starts at 0-based place
+/// `offset`, and `greater` subjects score more than its first entry (a
+/// count an index answers). Later entries need no count: one whose score
+/// differs from its predecessor's ranks by its place. So a page costs the
+/// page plus one count, whatever the board's size.
+pub fn rank_page(offset: usize, greater: u64, entries: Vec<(Subject, i64)>) -> Vec<Ranked> {
+    let mut out: Vec<Ranked> = Vec::with_capacity(entries.len());
+    for (i, (subject, score)) in entries.into_iter().enumerate() {
+        let rank = match out.last() {
+            Some(prev) if prev.score == score => prev.rank,
+            Some(_) => (offset + i) as u64 + 1,
+            None => greater + 1,
+        };
+        out.push(Ranked { subject, score, rank });
+    }
+    out
+}
+
 /// Assigns competition ranks to `(subject, score)` pairs and sorts them by
 /// score descending, then subject id ascending (code point order) — the order
 /// every backend returns.
