@@ -80,8 +80,22 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// How long one case may run before it fails.
+/// How long one case may run before it fails, unless
+/// `PALISADE_CASE_TIMEOUT_SECS` says otherwise (see [`case_timeout`]).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one case may run before it fails: `PALISADE_CASE_TIMEOUT_SECS`
+/// when set to a positive number of seconds, else [`CASE_TIMEOUT`]. The
+/// limit only catches hangs (no case asserts on time); a test server that
+/// is slow at bulk work (the Python Mongo test server with the 70,000-event
+/// batch) gets a longer one from `scripts/test.sh`.
+pub fn case_timeout() -> Duration {
+    std::env::var("PALISADE_CASE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(CASE_TIMEOUT, Duration::from_secs)
+}
 
 /// A backend under test: opens stores in fresh namespaces and drops them.
 #[async_trait]
@@ -228,7 +242,7 @@ impl Failure {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "case panicked".to_owned()),
-            Failure::Timeout => format!("timed out after {CASE_TIMEOUT:?}"),
+            Failure::Timeout => format!("timed out after {:?}", case_timeout()),
         }
     }
 }
@@ -254,7 +268,7 @@ pub enum Outcome {
 }
 
 /// Runs one case on `h`: opens the store in a fresh namespace (a second one for
-/// pair cases), runs the body in its own task with [`CASE_TIMEOUT`], and
+/// pair cases), runs the body in its own task with [`case_timeout`], and
 /// releases the namespaces afterwards, whatever happened.
 pub async fn execute<S>(h: &dyn Harness, open: Opener<S>, body: CaseBody<S>) -> std::result::Result<Outcome, Failure>
 where
@@ -284,7 +298,7 @@ where
                 NOT_APPLICABLE.with(std::cell::Cell::get)
             }));
             let abort = task.abort_handle();
-            match tokio::time::timeout(CASE_TIMEOUT, task).await {
+            match tokio::time::timeout(case_timeout(), task).await {
                 Ok(Ok(None)) => Ok(Outcome::Passed),
                 Ok(Ok(Some(capability))) => Ok(Outcome::NotApplicable(capability)),
                 Ok(Err(join)) => Err(join.try_into_panic().map_or_else(
