@@ -24,8 +24,11 @@
 //!
 //! Degrade keys (used by stores with `fallback = "memory"`): `buffer_capacity`
 //! (writes kept for replay, at least 1), `probe_initial_ms` and `probe_max_ms`
-//! (backoff between probes of a down primary), `replay_timeout_ms` (per
-//! replayed write), `replay_sessions` (replay session writes too; off by
+//! (jittered backoff between probes of a down primary; 100 ms and 1 s by
+//! default), `replay_timeout_ms` (per replayed write and probe ping),
+//! `replay_batch` (writes replayed per round while new writes go on) and
+//! `replay_lock_budget_ms` (how long the final replay step may plan to hold
+//! new writes back), `replay_sessions` (replay session writes too; off by
 //! default, sessions being ephemeral).
 //!
 //! Backend tables (`[backends.memory]`, `[backends.pg_sqlx]`,
@@ -266,6 +269,8 @@ struct FileDegrade {
     probe_initial_ms: Option<u64>,
     probe_max_ms: Option<u64>,
     replay_timeout_ms: Option<u64>,
+    replay_batch: Option<usize>,
+    replay_lock_budget_ms: Option<u64>,
     replay_sessions: Option<bool>,
 }
 
@@ -273,14 +278,16 @@ impl FileDegrade {
     /// `d` with these settings; durations and the buffer must be at least 1
     /// and the first probe delay at most the longest.
     fn apply(self, mut d: DegradeConfig) -> Result<DegradeConfig> {
-        let ms = [self.probe_initial_ms, self.probe_max_ms, self.replay_timeout_ms];
-        if self.buffer_capacity == Some(0) || ms.contains(&Some(0)) {
-            return Err(config_error("degrade: buffer_capacity and durations must be at least 1"));
+        let ms = [self.probe_initial_ms, self.probe_max_ms, self.replay_timeout_ms, self.replay_lock_budget_ms];
+        if self.buffer_capacity == Some(0) || self.replay_batch == Some(0) || ms.contains(&Some(0)) {
+            return Err(config_error("degrade: buffer_capacity, replay_batch and durations must be at least 1"));
         }
         d.buffer_capacity = self.buffer_capacity.unwrap_or(d.buffer_capacity);
         d.probe_initial = self.probe_initial_ms.map_or(d.probe_initial, Duration::from_millis);
         d.probe_max = self.probe_max_ms.map_or(d.probe_max, Duration::from_millis);
         d.replay_timeout = self.replay_timeout_ms.map_or(d.replay_timeout, Duration::from_millis);
+        d.replay_batch = self.replay_batch.unwrap_or(d.replay_batch);
+        d.replay_lock_budget = self.replay_lock_budget_ms.map_or(d.replay_lock_budget, Duration::from_millis);
         d.replay_sessions = self.replay_sessions.unwrap_or(d.replay_sessions);
         if d.probe_initial > d.probe_max {
             return Err(config_error("degrade: probe_initial_ms must not exceed probe_max_ms"));
@@ -577,10 +584,14 @@ mod tests {
         let mut c = Config::default();
         c.apply_toml(
             "[degrade]\nbuffer_capacity = 10\nprobe_initial_ms = 50\n\
-             [sessions.degrade]\nreplay_sessions = true\nprobe_max_ms = 60000\n",
+             [sessions.degrade]\nreplay_sessions = true\nprobe_max_ms = 60000\n\
+             [events.degrade]\nreplay_batch = 32\nreplay_lock_budget_ms = 20\n",
         )
         .unwrap();
         assert_eq!(c.events.degrade.buffer_capacity, 10);
+        assert_eq!(c.events.degrade.replay_batch, 32);
+        assert_eq!(c.events.degrade.replay_lock_budget, Duration::from_millis(20));
+        assert_eq!(c.sessions.degrade.replay_batch, DegradeConfig::default().replay_batch);
         assert_eq!(c.events.degrade.probe_initial, Duration::from_millis(50));
         assert!(!c.events.degrade.replay_sessions);
         assert!(c.sessions.degrade.replay_sessions);
@@ -589,6 +600,8 @@ mod tests {
         assert_eq!(c.documents.degrade.probe_max, DegradeConfig::default().probe_max);
         for bad in [
             "[degrade]\nbuffer_capacity = 0",
+            "[degrade]\nreplay_batch = 0",
+            "[degrade]\nreplay_lock_budget_ms = 0",
             "[degrade]\nprobe_initial_ms = 5000\nprobe_max_ms = 10",
             "[events.degrade]\nreplay = true",
         ] {

@@ -42,6 +42,10 @@ pub struct StoreStatus {
     /// primary or the fallback) was full: memory pressure. Sessions only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evictions: Option<u64>,
+    /// The store's operational warnings ([`Store::notes`]), e.g. events held
+    /// back from ordered readers behind a long write transaction.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl StoreStatus {
@@ -104,6 +108,8 @@ impl Probe {
             buffered: None,
             rejected: None,
             evictions: self.sessions.as_ref().map(|s| s.evictions()),
+            // Notes are advisory: a store that cannot give them is judged by its ping.
+            notes: if ping.is_ok() { self.store.notes().await.unwrap_or_default() } else { Vec::new() },
         };
         if let Some(Health::Degraded { since, reason, buffered, rejected }) =
             self.degradable.as_ref().map(|d| d.health())
@@ -464,6 +470,7 @@ pub async fn probe(config: &Config) -> Vec<StoreStatus> {
                     buffered: None,
                     rejected: None,
                     evictions: None,
+                    notes: Vec::new(),
                 }
             }
         });

@@ -466,7 +466,8 @@ async fn no_acknowledged_reputation_event_is_lost_across_outages() {
                     if store.record(ReputationEvent::new(Subject::user(format!("u{w}")), 1, "hit")).await.is_ok() {
                         acked += 1;
                     }
-                    tokio::task::yield_now().await;
+                    // A pause between writes spreads them over the outages and recoveries.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 (w, acked)
             })

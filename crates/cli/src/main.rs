@@ -73,7 +73,7 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
                 println!("{:<11} {:<10} {:<9} url / detail", "store", "backend", "status");
                 for s in &statuses {
                     println!("{:<11} {:<10} {:<9} {}", s.store.as_str(), s.backend, s.status, s.url);
-                    for line in s.detail.iter().cloned().chain(s.pressure()) {
+                    for line in s.detail.iter().cloned().chain(s.pressure()).chain(s.notes.iter().cloned()) {
                         println!("{:<32}{line}", "");
                     }
                 }

@@ -116,6 +116,9 @@ impl<T: ?Sized + Store> Store for Flaky<T> {
     async fn ping(&self) -> Result<()> {
         self.call("ping", self.inner.ping()).await
     }
+    async fn notes(&self) -> Result<Vec<String>> {
+        self.call("notes", self.inner.notes()).await
+    }
 }
 
 #[async_trait]

@@ -18,6 +18,12 @@ pub trait Store: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Checks that the backend answers (`Unavailable`/`Timeout` when not).
     async fn ping(&self) -> Result<()>;
+    /// Operational warnings for `palisade health`, as sentences (e.g. events
+    /// held back from ordered readers behind a long write transaction).
+    /// None by default; layers pass their inner store's on.
+    async fn notes(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Mocks answer as an always-healthy `mock` backend with every capability.

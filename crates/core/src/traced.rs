@@ -77,6 +77,9 @@ impl<T: ?Sized + Store> Store for Traced<T> {
     async fn ping(&self) -> Result<()> {
         traced!(self, "ping", self.inner.ping())
     }
+    async fn notes(&self) -> Result<Vec<String>> {
+        traced!(self, "notes", self.inner.notes())
+    }
 }
 
 #[async_trait]

@@ -19,6 +19,8 @@
 //!   plus typed [`Bind`](documents::Bind) values (never inlined), the fixed
 //!   statements, collection specs as stored and compiled, and the document
 //!   faults a backend detects itself.
+//! - [`events`]: the gap-safe ordered read (transaction-id positions
+//!   bounded by the snapshot's xmin) and its health statement.
 //! - [`reputation`]: the leaderboard statements (index-ordered pages that
 //!   stop early, ranks from one count).
 //! - [`namespace`]: the schema-level statements (empty, drop, migration
@@ -33,6 +35,7 @@
 //! into SQL.
 
 pub mod documents;
+pub mod events;
 pub mod json;
 pub mod migrations;
 pub mod namespace;
@@ -43,14 +46,14 @@ use palisade_core::Capabilities;
 
 /// What every store of a Postgres backend guarantees: the guarantees come
 /// from the shared schema and its SQL functions (durable tables, one
-/// statement per append batch, gap-free positions under the `event_head`
-/// lock, LISTEN/NOTIFY, SQL aggregates, JSON-schema checks), not from the
-/// driver, so pg-sqlx and pg-diesel report the same.
+/// statement per append batch, LISTEN/NOTIFY, SQL aggregates, JSON-schema
+/// checks), not from the driver, so pg-sqlx and pg-diesel report the same.
+/// Positions are gap-safe but not gap-free (`gap_free_order` is unset): they
+/// are transaction ids, so appends never wait on a global lock.
 pub fn capabilities() -> Capabilities {
     let mut caps = Capabilities::none();
     caps.durable = true;
     caps.atomic_batch = true;
-    caps.gap_free_order = true;
     caps.live_tail = true;
     caps.analytics = true;
     caps.schema_validation = true;

@@ -53,6 +53,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(6, "document indexes", "0006_document_indexes.sql"),
     migration!(7, "sessions absolute expiry", "0007_sessions_absolute_expiry.sql"),
     migration!(8, "encode existing u0001", "0008_encode_existing_u0001.sql"),
+    migration!(9, "events transaction order", "0009_events_transaction_order.sql"),
 ];
 
 pub use palisade_core::backend::MigrationStatus;
@@ -68,6 +69,118 @@ pub fn status(applied: &[i64]) -> Vec<MigrationStatus> {
             applied: applied.contains(&m.version),
         })
         .collect()
+}
+
+/// How a backend applies [`MIGRATIONS`]: driver-neutral statements and
+/// decisions, so every driver migrates a namespace the same way, byte for
+/// byte as sqlx 0.9's `Migrator::run` did (namespaces migrated by it stay
+/// valid). A backend's runner:
+/// 1. takes [`LOCK`] with [`lock_id`] of [`CURRENT_DATABASE`] (sqlx's
+///    database-wide advisory lock, so every migrator excludes the others),
+///    and releases it with [`UNLOCK`] whatever happens;
+/// 2. runs [`Runner::ddl`] (schema and bookkeeping table, idempotent);
+/// 3. reads [`Runner::dirty`] and [`Runner::applied`] and asks
+///    [`pending`] what to run — a failed (dirty) migration, an applied
+///    version this binary does not know, or a changed checksum refuse;
+/// 4. runs each pending migration's file and [`Runner::insert`] in one
+///    transaction (`execution_time` -1), then [`Runner::finish`] with the
+///    elapsed nanoseconds.
+pub mod runner {
+    use palisade_core::Namespace;
+    use sha2::{Digest, Sha384};
+
+    use super::{Migration, MIGRATIONS, TABLE};
+
+    /// The database's name (one text row), for [`lock_id`].
+    pub const CURRENT_DATABASE: &str = "SELECT current_database() AS name";
+    /// `$1` = [`lock_id`]: waits for the migration lock.
+    pub const LOCK: &str = "SELECT pg_advisory_lock($1)";
+    /// `$1` = [`lock_id`]: releases it.
+    pub const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
+
+    /// sqlx's advisory lock id for `database`: `0x3d32ad9e` × CRC-32 of the name.
+    pub fn lock_id(database: &str) -> i64 {
+        const CRC_IEEE: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+        0x3d32_ad9e * i64::from(CRC_IEEE.checksum(database.as_bytes()))
+    }
+
+    /// The SHA-384 of a migration's file, as recorded.
+    pub fn checksum(m: &Migration) -> Vec<u8> {
+        Sha384::digest(m.sql.as_bytes()).to_vec()
+    }
+
+    /// The statements for one namespace. Its name is validated by core as
+    /// `[a-z][a-z0-9_]*`; sqlx wrote it unquoted, so this does too.
+    pub struct Runner {
+        schema: String,
+        table: String,
+    }
+
+    impl Runner {
+        /// The runner for `ns`.
+        pub fn new(ns: &Namespace) -> Self {
+            Runner { schema: ns.as_str().to_owned(), table: format!("{}.{TABLE}", ns.as_str()) }
+        }
+
+        /// Creates the schema and the bookkeeping table (sqlx's columns).
+        pub fn ddl(&self) -> String {
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {table} (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+);",
+                schema = self.schema,
+                table = self.table
+            )
+        }
+
+        /// The first failed migration's version (bigint `version`), if any.
+        pub fn dirty(&self) -> String {
+            format!("SELECT version FROM {} WHERE success = false ORDER BY version LIMIT 1", self.table)
+        }
+
+        /// Every recorded migration: bigint `version`, bytea `checksum`.
+        pub fn applied(&self) -> String {
+            format!("SELECT version, checksum FROM {} ORDER BY version", self.table)
+        }
+
+        /// `$1` version, `$2` description, `$3` checksum: records a migration.
+        pub fn insert(&self) -> String {
+            format!(
+                "INSERT INTO {} ( version, description, success, checksum, execution_time ) VALUES ( $1, $2, TRUE, $3, -1 )",
+                self.table
+            )
+        }
+
+        /// `$1` elapsed nanoseconds, `$2` version: completes the record.
+        pub fn finish(&self) -> String {
+            format!("UPDATE {} SET execution_time = $1 WHERE version = $2", self.table)
+        }
+    }
+
+    /// What to run given the namespace's records: the pending migrations in
+    /// order, or why migrating is refused (the namespace is dirty, knows a
+    /// version this binary does not, or a file changed since it ran).
+    pub fn pending(dirty: Option<i64>, applied: &[(i64, Vec<u8>)]) -> Result<Vec<&'static Migration>, String> {
+        if let Some(version) = dirty {
+            return Err(format!("migration {version} failed earlier and left the namespace dirty"));
+        }
+        for (version, sum) in applied {
+            match MIGRATIONS.iter().find(|m| m.version == *version) {
+                None => return Err(format!("migration {version} was applied but is unknown to this binary")),
+                Some(m) if checksum(m) != *sum => {
+                    return Err(format!("migration {version} was applied with different contents"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).collect())
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +215,24 @@ mod tests {
     fn versions_increase_and_none_opts_out_of_transactions() {
         assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
         assert!(MIGRATIONS.iter().all(|m| !m.no_transaction()), "every migration is all-or-nothing");
+    }
+
+    #[test]
+    fn the_lock_id_is_sqlx_s() {
+        // sqlx: 0x3d32ad9e * crc32_ieee(name); crc32("test") = 0xd87f7e0c.
+        assert_eq!(runner::lock_id("test"), 0x3d32_ad9e * 0xd87f_7e0c_i64);
+    }
+
+    #[test]
+    fn pending_runs_what_is_missing_and_refuses_dirty_unknown_or_changed_records() {
+        let all = runner::pending(None, &[]).unwrap();
+        assert_eq!(all.len(), MIGRATIONS.len());
+        let first = (1, runner::checksum(&MIGRATIONS[0]));
+        let rest = runner::pending(None, std::slice::from_ref(&first)).unwrap();
+        assert_eq!(rest.first().map(|m| m.version), Some(2));
+        assert!(runner::pending(Some(3), &[]).unwrap_err().contains("dirty"));
+        assert!(runner::pending(None, &[(999, vec![])]).unwrap_err().contains("unknown"));
+        assert!(runner::pending(None, &[(1, vec![0; 48])]).unwrap_err().contains("different contents"));
     }
 
     #[test]

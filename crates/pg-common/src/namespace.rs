@@ -20,8 +20,8 @@ pub fn drop_schema(ns: &Namespace) -> String {
 
 /// Empties every store of the current namespace in one statement, leaving
 /// the schema as a fresh migration does: collections and their partitions
-/// gone, every table truncated (identities restarted), the event head reset.
-/// Migrations stay recorded.
+/// gone, every table truncated (identities restarted). Migrations and the
+/// event head (its position offset) stay.
 pub const EMPTY: &str = "DO $$ DECLARE tables text; BEGIN \
     DELETE FROM collections; \
     SELECT string_agg(format('%I', c.relname), ', ') INTO tables \
@@ -29,8 +29,6 @@ pub const EMPTY: &str = "DO $$ DECLARE tables text; BEGIN \
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
        AND c.relname NOT IN ('palisade_migrations', 'event_head'); \
     EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE'; \
-    DELETE FROM event_head; \
-    INSERT INTO event_head DEFAULT VALUES; \
     END $$";
 
 /// `$1` = the namespace: whether its migration table exists (a boolean).

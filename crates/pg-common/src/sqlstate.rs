@@ -12,6 +12,19 @@ use palisade_core::{Error, ErrorDetail, ErrorKind};
 /// `lock_not_available`: a `lock_timeout` expired (collection DDL retries it).
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 
+/// `unique_violation`.
+pub const UNIQUE_VIOLATION: &str = "23505";
+
+/// `deadlock_detected`.
+pub const DEADLOCK_DETECTED: &str = "40P01";
+
+/// Whether an append that failed with `code` lost a race to a concurrent
+/// append (the same new stream or the same id, or ids stored in opposite
+/// orders) and should be sent again: the retry sees the winner's rows.
+pub fn append_race(code: &str) -> bool {
+    matches!(code, UNIQUE_VIOLATION | DEADLOCK_DETECTED)
+}
+
 /// Kind and temporariness (whether a retry may succeed) for a SQLSTATE code.
 pub fn classify(code: &str) -> (ErrorKind, bool) {
     match code {

@@ -1,5 +1,6 @@
-//! `EventStore` on the shared tables (`migrations/0001`, `0005`): the same
-//! gap-free scheme as pg-sqlx. An append is one call of `palisade_append`
+//! `EventStore` on the shared tables (`migrations/0001`, `0009`): the same
+//! gap-safe scheme as pg-sqlx (transaction-id positions, ordered reads bounded
+//! by the snapshot's xmin: pg-common's `events`). An append is one call of `palisade_append`
 //! (12 array parameters, whatever the batch size: atomic and idempotent in
 //! one statement, so a cancelled call can leave nothing half-written).
 //! Reads, queries and the group-by analytics are diesel's query builder over
@@ -34,16 +35,19 @@ use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Res
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
+use palisade_pg_common::{events as pg_events, sqlstate};
+
 use crate::error::tagged;
 use crate::json::StoredJson;
 use crate::schema::events;
 use crate::{capabilities, invalid_state, PgDieselBackend};
 
-/// One stored event as the query builder loads it.
-#[derive(Queryable, Selectable)]
+/// One stored event as the query builder (or, by column name, SQL text) loads it.
+#[derive(Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = events, check_for_backend(Pg))]
 struct EventRow {
     position: i64,
+    seq: i32,
     id: Uuid,
     source: String,
     kind: String,
@@ -70,7 +74,7 @@ impl From<EventRow> for Event {
             tags: r.tags.into_iter().flatten().collect(),
             data: r.data.0,
             occurred_at: r.occurred_at,
-            position: Position::new(r.position as u64, 0),
+            position: Position::new(r.position as u64, r.seq as u64),
             recorded_at: r.recorded_at,
         }
     }
@@ -84,6 +88,8 @@ struct AppendRow {
     id: Option<Uuid>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pos: Option<i64>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Integer>)]
+    seq: Option<i32>,
     #[diesel(sql_type = Nullable<BigInt>)]
     ver: Option<i64>,
     #[diesel(sql_type = Nullable<Bool>)]
@@ -128,13 +134,27 @@ fn predicate(f: &EventFilter) -> Predicate {
     p
 }
 
-/// The highest stored position a cursor has seen (positions are `(n, 0)`).
-fn cursor_floor(c: Cursor) -> i64 {
+/// A cursor as the `(major, minor)` it has seen.
+fn cursor_pair(c: Cursor) -> Option<(u64, u64)> {
     match c {
-        Cursor::Start => 0,
-        Cursor::After(p) => i64::try_from(p.major).unwrap_or(i64::MAX),
+        Cursor::Start => None,
+        Cursor::After(p) => Some((p.major, p.minor)),
     }
 }
+
+/// One row of pg-common's `READ_AFTER`: an event and whether it lies below
+/// the gap-safe bound.
+#[derive(QueryableByName)]
+struct ReadRow {
+    #[diesel(embed)]
+    event: EventRow,
+    #[diesel(sql_type = Bool)]
+    safe: bool,
+}
+
+/// How often an append that lost a race (unique index, deadlock) is sent
+/// again before the error is returned.
+const APPEND_RACE_RETRIES: u32 = 8;
 
 /// Postgres [`EventStore`] through diesel.
 #[derive(Clone)]
@@ -150,22 +170,37 @@ impl PgDieselEventStore {
         PgDieselEventStore { backend, channel }
     }
 
-    async fn append_once(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+    /// One call of `palisade_append`. Appends racing to create the same
+    /// stream or to store the same id meet on a unique index (or, storing
+    /// ids in different orders, in a deadlock); the loser is sent again, a
+    /// bounded number of times, and then sees the winner's rows.
+    async fn append_once(&self, batch: &AppendBatch) -> Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            match self.append_attempt(batch).await {
+                Err((_, Some(code))) if attempt < APPEND_RACE_RETRIES && sqlstate::append_race(&code) => attempt += 1,
+                other => return other.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One attempt; a failure carries the statement's SQLSTATE, if any.
+    async fn append_attempt(&self, batch: &AppendBatch) -> std::result::Result<AppendOutcome, (Error, Option<String>)> {
         const OP: &str = "append";
         let n = batch.events.len();
         let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut streams, mut sessions, mut ips) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut tags, mut data, mut occurred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for e in batch.events {
+        for e in &batch.events {
             ids.push(e.id);
-            sources.push(e.source);
-            kinds.push(e.kind);
-            streams.push(e.stream);
-            sessions.push(e.session_id);
+            sources.push(e.source.as_str());
+            kinds.push(e.kind.as_str());
+            streams.push(e.stream.as_deref());
+            sessions.push(e.session_id.as_deref());
             ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
-            tags.push(serde_json::Value::from(e.tags));
-            data.push(palisade_pg_common::json::encoded(e.data));
+            tags.push(serde_json::Value::from(e.tags.clone()));
+            data.push(palisade_pg_common::json::encoded(e.data.clone()));
             occurred.push(truncate_ms(e.occurred_at));
         }
         let mut expect_streams = Vec::new();
@@ -176,10 +211,10 @@ impl PgDieselEventStore {
                 ExpectedVersion::NoStream => 0,
                 ExpectedVersion::Exact(v) => i64::try_from(*v).unwrap_or(i64::MAX),
             };
-            expect_streams.push(stream.clone());
+            expect_streams.push(stream.as_str());
             expect_versions.push(version);
         }
-        let mut conn = self.backend.conn(OP).await?;
+        let mut conn = self.backend.conn(OP).await.map_err(|e| (e, None))?;
         let rows: Vec<AppendRow> =
             diesel::sql_query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                 .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
@@ -196,44 +231,59 @@ impl PgDieselEventStore {
                 .bind::<Text, _>(&self.channel)
                 .load(&mut **conn)
                 .await
-                .map_err(conn.error(OP))?;
+                .map_err(|e| {
+                    let code = conn.take_sqlstate();
+                    (crate::error::map(OP, e, code.clone()), code)
+                })?;
         drop(conn);
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
             if let Some(stream) = row.conflict_stream {
                 let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
                 let actual = row.conflict_actual.unwrap_or(0).max(0) as u64;
-                return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
-                    .with_detail(ErrorDetail::VersionConflict { stream, expected, actual }));
+                return Err((
+                    Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
+                        .with_detail(ErrorDetail::VersionConflict { stream, expected, actual }),
+                    None,
+                ));
             }
-            let (Some(id), Some(pos), Some(duplicate)) = (row.id, row.pos, row.dup) else {
-                return Err(invalid_state("append returned an incomplete outcome"));
+            let (Some(id), Some(pos), Some(seq), Some(duplicate)) = (row.id, row.pos, row.seq, row.dup) else {
+                return Err((invalid_state("append returned an incomplete outcome"), None));
             };
             events.push(Appended {
                 id,
-                position: Position::new(pos as u64, 0),
+                position: Position::new(pos as u64, seq as u64),
                 version: row.ver.map(|v| v as u64),
                 duplicate,
             });
         }
         if events.len() != n {
-            return Err(invalid_state("append returned fewer outcomes than events"));
+            return Err((invalid_state("append returned fewer outcomes than events"), None));
         }
         Ok(AppendOutcome { events })
     }
 
-    async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+    /// [`read_after`](Self::read_after), waiting (bounded) while committed
+    /// events beyond the page are held back: pg-common's `settled`.
+    async fn read_settled(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        pg_events::settled(|| self.read_after(after, limit)).await
+    }
+
+    /// The next events after `after` below the gap-safe bound (one
+    /// statement), and whether committed events beyond them are held back.
+    async fn read_after(&self, after: Cursor, limit: usize) -> Result<(Vec<Event>, bool)> {
         const OP: &str = "read";
+        let (major, minor) = pg_events::cursor(cursor_pair(after));
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<EventRow> = events::table
-            .filter(events::position.gt(cursor_floor(after)))
-            .order(events::position)
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .select(EventRow::as_select())
+        let rows: Vec<ReadRow> = diesel::sql_query(pg_events::READ_AFTER)
+            .bind::<BigInt, _>(major)
+            .bind::<diesel::sql_types::Integer, _>(minor)
+            .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
             .load(&mut **conn)
             .await
             .map_err(conn.error(OP))?;
-        Ok(rows.into_iter().map(Event::from).collect())
+        let (rows, held_back) = pg_events::safe_prefix(rows.into_iter().map(|r| (r.event, r.safe)).collect());
+        Ok((rows.into_iter().map(Event::from).collect(), held_back))
     }
 
     /// Counts by tag: each event's distinct tags through a lateral `unnest`,
@@ -323,7 +373,7 @@ struct Listening {
 #[async_trait]
 impl TailSource for Listening {
     async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
-        self.store.read_after(after, limit).await
+        self.store.read_settled(after, limit).await
     }
 
     async fn listen(&mut self) {
@@ -386,18 +436,34 @@ impl Store for PgDieselEventStore {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+
+    /// How many committed events the gap-safe bound holds back, if any.
+    async fn notes(&self) -> Result<Vec<String>> {
+        const OP: &str = "notes";
+        #[derive(QueryableByName)]
+        struct HeldBack {
+            #[diesel(sql_type = BigInt)]
+            held: i64,
+            #[diesel(sql_type = BigInt)]
+            waiting: i64,
+        }
+        let mut conn = self.backend.conn(OP).await?;
+        let row: HeldBack =
+            diesel::sql_query(pg_events::HELD_BACK).get_result(&mut **conn).await.map_err(conn.error(OP))?;
+        Ok(pg_events::held_back_note(row.held, row.waiting).into_iter().collect())
+    }
 }
 
 #[async_trait]
 impl EventStore for PgDieselEventStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.policy).map_err(tagged("append"))?;
-        self.append_once(batch).await.map_err(tagged("append"))
+        self.append_once(&batch).await.map_err(tagged("append"))
     }
 
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
         check_limit(limit).map_err(tagged("read"))?;
-        self.read_after(after, limit).await
+        self.read_settled(after, limit).await
     }
 
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {
@@ -412,10 +478,19 @@ impl EventStore for PgDieselEventStore {
         let mut q = events::table.filter(predicate(&filter)).select(EventRow::as_select()).into_boxed();
         let desc = page.order == Order::NewestFirst;
         if let Some(after) = page.after {
-            let floor = i64::try_from(after.major).unwrap_or(i64::MAX);
-            q = if desc { q.filter(events::position.lt(floor)) } else { q.filter(events::position.gt(floor)) };
+            // (position, seq) beyond the cursor, with an index condition on position.
+            let (major, minor) = pg_events::cursor(Some((after.major, after.minor)));
+            q = if desc {
+                q.filter(events::position.le(major)).filter(events::position.lt(major).or(events::seq.lt(minor)))
+            } else {
+                q.filter(events::position.ge(major)).filter(events::position.gt(major).or(events::seq.gt(minor)))
+            };
         }
-        q = if desc { q.order(events::position.desc()) } else { q.order(events::position.asc()) };
+        q = if desc {
+            q.order((events::position.desc(), events::seq.desc()))
+        } else {
+            q.order((events::position.asc(), events::seq.asc()))
+        };
         q = q.limit(i64::try_from(page.limit).unwrap_or(i64::MAX - 1) + 1);
         let mut conn = self.backend.conn(OP).await?;
         let rows: Vec<EventRow> = q.load(&mut **conn).await.map_err(conn.error(OP))?;

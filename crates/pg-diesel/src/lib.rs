@@ -27,10 +27,11 @@
 //!   checked against the live catalog, for services that read them in their
 //!   own diesel queries ([`PgDieselBackend::connection`]).
 //! - **Events** ([`PgDieselEventStore`]): an append is one call of the shared
-//!   `palisade_append` with the batch as 12 array parameters (gap-free
-//!   positions under the `event_head` row lock, idempotent, atomic at any
-//!   size, one statement); reads, queries and group-by analytics are diesel's
-//!   query builder; live tails `LISTEN` on a dedicated connection outside the
+//!   `palisade_append` with the batch as 12 array parameters (gap-safe
+//!   transaction-id positions, no global lock, idempotent, atomic at any
+//!   size, one statement); ordered reads are pg-common's `READ_AFTER`
+//!   (bounded by the snapshot's xmin); queries and group-by analytics are
+//!   diesel's query builder; live tails `LISTEN` on a dedicated connection outside the
 //!   pool (at most `pool_size` of them; a tail without one polls) and treat
 //!   each notification only as a prompt to re-read by position.
 //! - **Sessions** ([`PgDieselSessionCache`]): the UNLOGGED table through the

@@ -10,9 +10,11 @@
 //! U+0000 inside stored strings is encoded (see `palisade_pg_common::json`).
 
 diesel::table! {
-    /// Security events, one row per event; `position` is the gap-free global order.
-    events (position) {
+    /// Security events, one row per event; `(position, seq)` is the gap-safe
+    /// global order (appending transaction's id + offset, place in the batch).
+    events (position, seq) {
         position -> BigInt,
+        seq -> Integer,
         id -> Uuid,
         source -> Text,
         kind -> Text,
@@ -28,10 +30,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The single row holding the last assigned position (locked by appends).
+    /// The single row holding the namespace's position offset (`xid_offset`,
+    /// read by appends and readers in SQL; `last_position` is unused since
+    /// migration 0009).
     event_head (singleton) {
         singleton -> Bool,
         last_position -> BigInt,
+        xid_offset -> BigInt,
     }
 }
 

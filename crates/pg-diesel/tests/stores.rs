@@ -75,7 +75,7 @@ async fn read_everything(b: &dyn Backend) {
     let by_tag = events.count_by(EventFilter::all().tag("sqli"), GroupBy::ClientIp, 5).await.unwrap();
     assert_eq!(by_tag[0].key, "10.0.0.7");
     let next = events.append(AppendBatch::new(vec![NewEvent::new("waf", "third")])).await.unwrap();
-    assert_eq!(next.events[0].position.major, all[1].position.major + 1, "gap-free across drivers");
+    assert!(next.events[0].position > all[1].position, "ordered across drivers");
 
     let sessions = b.sessions().unwrap();
     assert_eq!(sessions.get("k\u{0}ey").await.unwrap(), Some(json!({"user": "ünï\u{0}"})));
@@ -174,7 +174,7 @@ async fn a_cancelled_write_leaves_no_open_transaction_behind() {
     let observer = sqlx::PgPool::connect(&url).await.unwrap();
     let lock_row = format!("SELECT 1 FROM {}.documents WHERE id = 'a' FOR UPDATE", ns.as_str());
     let mut blocker = observer.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(lock_row.clone())).execute(&mut *blocker).await.unwrap();
+    sqlx::query(&lock_row).execute(&mut *blocker).await.unwrap();
     let ops = UpdateOps::parse(&json!({"$set": {"n": 2}})).unwrap();
     let cancelled =
         tokio::time::timeout(Duration::from_millis(500), docs.update("c", Filter::all(), ops.clone())).await;
@@ -184,7 +184,7 @@ async fn a_cancelled_write_leaves_no_open_transaction_behind() {
     let mut free = false;
     for _ in 0..40 {
         let mut probe = observer.begin().await.unwrap();
-        let nowait = sqlx::query(sqlx::AssertSqlSafe(format!("{lock_row} NOWAIT"))).execute(&mut *probe).await;
+        let nowait = sqlx::query(&format!("{lock_row} NOWAIT")).execute(&mut *probe).await;
         probe.rollback().await.unwrap();
         if nowait.is_ok() {
             free = true;

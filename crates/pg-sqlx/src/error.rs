@@ -39,26 +39,6 @@ pub(crate) fn is_lock_not_available(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE))
 }
 
-/// Maps a migration error.
-pub(crate) fn map_migrate(e: sqlx::migrate::MigrateError) -> Error {
-    match e {
-        sqlx::migrate::MigrateError::Execute(inner) => map("migrate", inner),
-        sqlx::migrate::MigrateError::ExecuteMigration(inner, version) => {
-            let e = map("migrate", inner);
-            let (kind, temporary) = (e.kind(), e.is_temporary());
-            Error::new(kind, format!("migration {version} failed"))
-                .with_backend(BACKEND)
-                .with_op("migrate")
-                .set_temporary(temporary)
-                .with_source(e)
-        }
-        other => Error::new(ErrorKind::Config, format!("migrations could not be applied: {other}"))
-            .with_backend(BACKEND)
-            .with_op("migrate")
-            .with_source(other),
-    }
-}
-
 /// Tags an error from core validation with this backend and `op`.
 pub(crate) fn tagged(op: &'static str) -> impl Fn(Error) -> Error {
     move |e| e.with_backend(BACKEND).with_op(op)

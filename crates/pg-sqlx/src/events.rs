@@ -1,4 +1,5 @@
-//! `EventStore` on Postgres: serialized, gap-free positions; one-statement
+//! `EventStore` on Postgres: gap-safe transaction-id positions (see
+//! pg-common's `events`), appends that lock only their streams, one-statement
 //! batch appends; LISTEN/NOTIFY live tail with polling fallback.
 
 use std::time::Duration;
@@ -18,13 +19,15 @@ use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Res
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use palisade_pg_common::{events as pg_events, sqlstate};
+
 use crate::error::{map, tagged};
 use crate::json::StoredJson;
 use crate::{capabilities, PgBackend};
 
 macro_rules! columns {
     () => {
-        "position, id, source, kind, stream, version, session_id, client_ip, tags, data, occurred_at, recorded_at"
+        "position, seq, id, source, kind, stream, version, session_id, client_ip, tags, data, occurred_at, recorded_at"
     };
 }
 
@@ -54,24 +57,38 @@ impl PgEventStore {
         row.try_get::<serde_json::Value, _>(0).map_err(|e| map("explain", e))
     }
 
-    /// One round trip: `palisade_append` (migrations/0005) does the whole batch
+    /// One round trip: `palisade_append` (migrations/0009) does the whole batch
     /// in one statement — and so in one transaction, whatever its size.
-    async fn append_once(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+    /// Appends racing to create the same stream or to store the same id meet
+    /// on a unique index (or, storing ids in different orders, in a
+    /// deadlock); the loser is sent again, a bounded number of times, and
+    /// then sees the winner's rows.
+    async fn append_once(&self, batch: &AppendBatch) -> Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            match self.append_attempt(batch).await {
+                Err(e) if attempt < APPEND_RACE_RETRIES && e.is_race() => attempt += 1,
+                other => return other.map_err(|e| e.error),
+            }
+        }
+    }
+
+    async fn append_attempt(&self, batch: &AppendBatch) -> std::result::Result<AppendOutcome, Raced> {
         let op = "append";
         let n = batch.events.len();
         let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut streams, mut sessions, mut ips) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut tags, mut data, mut occurred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for e in batch.events {
+        for e in &batch.events {
             ids.push(e.id);
-            sources.push(e.source);
-            kinds.push(e.kind);
-            streams.push(e.stream);
-            sessions.push(e.session_id);
+            sources.push(e.source.as_str());
+            kinds.push(e.kind.as_str());
+            streams.push(e.stream.as_deref());
+            sessions.push(e.session_id.as_deref());
             ips.push(e.client_ip.map(|ip| IpNet::from(canonical_ip(ip))));
-            tags.push(serde_json::Value::from(e.tags));
-            data.push(palisade_pg_common::json::encoded(e.data));
+            tags.push(serde_json::Value::from(e.tags.clone()));
+            data.push(palisade_pg_common::json::encoded(e.data.clone()));
             occurred.push(truncate_ms(e.occurred_at));
         }
         let mut expect_streams = Vec::new();
@@ -82,7 +99,7 @@ impl PgEventStore {
                 ExpectedVersion::NoStream => 0,
                 ExpectedVersion::Exact(v) => i64::try_from(*v).unwrap_or(i64::MAX),
             };
-            expect_streams.push(stream.clone());
+            expect_streams.push(stream.as_str());
             expect_versions.push(version);
         }
         let rows = sqlx::query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
@@ -100,16 +117,16 @@ impl PgEventStore {
             .bind(&self.channel)
             .fetch_all(&self.backend.pool)
             .await
-            .map_err(|e| map(op, e))?;
+            .map_err(Raced::from_sqlx(op))?;
         let decode = |r: &PgRow| -> std::result::Result<std::result::Result<Appended, (String, i64)>, sqlx::Error> {
             if let Some(stream) = r.try_get::<Option<String>, _>("conflict_stream")? {
                 return Ok(Err((stream, r.try_get::<Option<i64>, _>("conflict_actual")?.unwrap_or(0))));
             }
-            let pos: i64 = r.try_get("pos")?;
+            let (pos, seq): (i64, i32) = (r.try_get("pos")?, r.try_get("seq")?);
             let ver: Option<i64> = r.try_get("ver")?;
             Ok(Ok(Appended {
                 id: r.try_get("id")?,
-                position: Position::new(pos as u64, 0),
+                position: Position::new(pos as u64, seq as u64),
                 version: ver.map(|v| v as u64),
                 duplicate: r.try_get("dup")?,
             }))
@@ -121,39 +138,86 @@ impl PgEventStore {
                 Err((stream, actual)) => {
                     let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
                     return Err(Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
-                        .with_detail(ErrorDetail::VersionConflict { stream, expected, actual: actual.max(0) as u64 }));
+                        .with_detail(ErrorDetail::VersionConflict { stream, expected, actual: actual.max(0) as u64 })
+                        .into());
                 }
             }
         }
         if events.len() != n {
-            return Err(crate::invalid_state("append returned fewer outcomes than events"));
+            return Err(crate::invalid_state("append returned fewer outcomes than events").into());
         }
         Ok(AppendOutcome { events })
     }
 
-    async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
-        let rows =
-            sqlx::query(concat!("SELECT ", columns!(), " FROM events WHERE position > $1 ORDER BY position LIMIT $2"))
-                .bind(cursor_floor(after))
-                .bind(limit as i64)
-                .fetch_all(&self.backend.pool)
-                .await
-                .map_err(|e| map("read", e))?;
-        rows.iter().map(decode).collect()
+    /// [`read_after`](Self::read_after), waiting (bounded) while committed
+    /// events beyond the page are held back: pg-common's `settled`.
+    async fn read_settled(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
+        pg_events::settled(|| self.read_after(after, limit)).await
+    }
+
+    /// The next events after `after` below the gap-safe bound (one
+    /// statement), and whether committed events beyond them are held back.
+    async fn read_after(&self, after: Cursor, limit: usize) -> Result<(Vec<Event>, bool)> {
+        let (major, minor) = pg_events::cursor(cursor_pair(after));
+        let rows = sqlx::query(pg_events::READ_AFTER)
+            .bind(major)
+            .bind(minor)
+            .bind(limit as i64)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(|e| map("read", e))?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((decode(r)?, r.try_get::<bool, _>("safe").map_err(|e| map("read", e))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pg_events::safe_prefix(rows))
     }
 }
 
-/// The highest stored position a cursor has seen (positions are `(n, 0)`).
-fn cursor_floor(c: Cursor) -> i64 {
+/// A cursor as the `(major, minor)` it has seen.
+fn cursor_pair(c: Cursor) -> Option<(u64, u64)> {
     match c {
-        Cursor::Start => 0,
-        Cursor::After(p) => i64::try_from(p.major).unwrap_or(i64::MAX),
+        Cursor::Start => None,
+        Cursor::After(p) => Some((p.major, p.minor)),
+    }
+}
+
+/// How often an append that lost a race (unique index, deadlock) is sent
+/// again before the error is returned.
+const APPEND_RACE_RETRIES: u32 = 8;
+
+/// An append attempt's error, and whether it lost a race worth retrying.
+struct Raced {
+    error: Error,
+    race: bool,
+}
+
+impl Raced {
+    fn is_race(&self) -> bool {
+        self.race
+    }
+
+    fn from_sqlx(op: &'static str) -> impl Fn(sqlx::Error) -> Raced {
+        move |e| {
+            let code = match &e {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            };
+            let race = code.as_deref().is_some_and(sqlstate::append_race);
+            Raced { error: map(op, e), race }
+        }
+    }
+}
+
+impl From<Error> for Raced {
+    fn from(error: Error) -> Self {
+        Raced { error, race: false }
     }
 }
 
 fn decode(row: &PgRow) -> Result<Event> {
     let get = || -> std::result::Result<Event, sqlx::Error> {
-        let position: i64 = row.try_get("position")?;
+        let (position, seq): (i64, i32) = (row.try_get("position")?, row.try_get("seq")?);
         let version: Option<i64> = row.try_get("version")?;
         let client_ip: Option<IpNet> = row.try_get("client_ip")?;
         Ok(Event {
@@ -167,7 +231,7 @@ fn decode(row: &PgRow) -> Result<Event> {
             tags: row.try_get("tags")?,
             data: row.try_get::<StoredJson, _>("data")?.0,
             occurred_at: row.try_get("occurred_at")?,
-            position: Position::new(position as u64, 0),
+            position: Position::new(position as u64, seq as u64),
             recorded_at: row.try_get("recorded_at")?,
         })
     };
@@ -175,7 +239,7 @@ fn decode(row: &PgRow) -> Result<Event> {
 }
 
 /// Appends the WHERE conditions of `filter` (all values bound).
-fn push_filter(q: &mut QueryBuilder<Postgres>, f: &EventFilter) {
+fn push_filter(q: &mut QueryBuilder<'_, Postgres>, f: &EventFilter) {
     q.push(" WHERE true");
     if !f.kinds.is_empty() {
         q.push(" AND kind = ANY(").push_bind(f.kinds.clone()).push(")");
@@ -204,15 +268,16 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, f: &EventFilter) {
 }
 
 /// The statement of `query(filter, page)`, after `select` (`… FROM events`).
-fn query_sql(select: &'static str, filter: &EventFilter, page: &PageRequest) -> QueryBuilder<Postgres> {
+fn query_sql(select: &'static str, filter: &EventFilter, page: &PageRequest) -> QueryBuilder<'static, Postgres> {
     let mut q = QueryBuilder::<Postgres>::new(select);
     push_filter(&mut q, filter);
     let desc = page.order == Order::NewestFirst;
     if let Some(after) = page.after {
-        let floor = i64::try_from(after.major).unwrap_or(i64::MAX);
-        q.push(if desc { " AND position < " } else { " AND position > " }).push_bind(floor);
+        let (major, minor) = pg_events::cursor(Some((after.major, after.minor)));
+        q.push(if desc { " AND (position, seq) < (" } else { " AND (position, seq) > (" });
+        q.push_bind(major).push(", ").push_bind(minor).push(")");
     }
-    q.push(if desc { " ORDER BY position DESC LIMIT " } else { " ORDER BY position LIMIT " });
+    q.push(if desc { " ORDER BY position DESC, seq DESC LIMIT " } else { " ORDER BY position, seq LIMIT " });
     q.push_bind(page.limit as i64 + 1);
     q
 }
@@ -227,7 +292,7 @@ struct Listening {
 #[async_trait]
 impl TailSource for Listening {
     async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
-        self.store.read_after(after, limit).await
+        self.store.read_settled(after, limit).await
     }
 
     async fn listen(&mut self) {
@@ -272,18 +337,26 @@ impl Store for PgEventStore {
     async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
+
+    /// How many committed events the gap-safe bound holds back, if any.
+    async fn notes(&self) -> Result<Vec<String>> {
+        let row = sqlx::query(pg_events::HELD_BACK).fetch_one(&self.backend.pool).await.map_err(|e| map("notes", e))?;
+        let (held, waiting): (i64, i64) =
+            (row.try_get("held").map_err(|e| map("notes", e))?, row.try_get("waiting").map_err(|e| map("notes", e))?);
+        Ok(pg_events::held_back_note(held, waiting).into_iter().collect())
+    }
 }
 
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         batch.validate(&self.backend.policy).map_err(tagged("append"))?;
-        self.append_once(batch).await.map_err(tagged("append"))
+        self.append_once(&batch).await.map_err(tagged("append"))
     }
 
     async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<Event>> {
         check_limit(limit).map_err(tagged("read"))?;
-        self.read_after(after, limit).await
+        self.read_settled(after, limit).await
     }
 
     async fn subscribe(&self, after: Cursor, filter: EventFilter) -> Result<EventSubscription> {

@@ -8,16 +8,22 @@
 //! store's SQL, the SQLSTATE table, the U+0000 encoding — comes from
 //! [`palisade_pg_common`]; this crate binds, runs and decodes with sqlx.
 //!
-//! - **Migrations**: pg-common's embedded set, applied by sqlx's migrator
-//!   into the namespace at connect time (idempotent) and tracked in
+//! - **Driver**: sqlx `>=0.8.6, <0.9`. sqlx 0.9.0 does not set
+//!   `TCP_NODELAY` (issue #4335, fixed upstream, unreleased), which stalls
+//!   every request over 16 KiB ~40 ms on the server's delayed ACK; 0.8.6
+//!   sets it on every TCP connection, LISTEN included.
+//! - **Migrations**: pg-common's embedded set, applied by pg-common's runner
+//!   plan (`migrate.rs`; the same statements pg-diesel runs) into the
+//!   namespace at connect time (idempotent) and tracked in
 //!   `<namespace>.palisade_migrations` — never the application's
-//!   `_sqlx_migrations`. sqlx holds a database-wide advisory lock while
-//!   migrating, so concurrent service starts are safe.
-//! - **Events**: appends lock the namespace's `event_head` row before assigning
-//!   positions and hold it until commit, so positions are gap-free and a reader
-//!   never sees a position before a lower one is committed (appends to one
-//!   namespace serialize; batches amortize that). An append is one round trip:
-//!   one call of `palisade_append` (migrations/0005) with the batch as column
+//!   `_sqlx_migrations`. A database-wide advisory lock (sqlx's id) is held
+//!   while migrating, so concurrent service starts are safe.
+//! - **Events**: positions are `(transaction id + offset, place in batch)`
+//!   and ordered reads stop below the snapshot's xmin (pg-common's `events`):
+//!   gap-safe without a global lock. Appends lock only the rows of the
+//!   streams they write or expect; racing appends to a new stream or with
+//!   the same id are retried. An append is one round trip:
+//!   one call of `palisade_append` (migrations/0009) with the batch as column
 //!   arrays, doing dedupe, version checks, `INSERT … SELECT FROM UNNEST(…)` and
 //!   the NOTIFY in one statement, so any size is atomic. Measured against a
 //!   raw `COPY` of the same rows (`cargo bench -p palisade-pg-diesel --bench append`,
@@ -50,10 +56,10 @@ mod documents;
 mod error;
 mod events;
 mod json;
+mod migrate;
 mod reputation;
 mod sessions;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -63,9 +69,8 @@ use palisade_core::{
     SessionCache,
 };
 use palisade_pg_common::{migrations, namespace};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, SqlSafeStr};
+use sqlx::{Connection, Executor};
 
 pub use config::PgConfig;
 pub use documents::PgDocumentStore;
@@ -77,18 +82,6 @@ pub use sessions::PgSessionCache;
 pub const BACKEND: &str = "pg_sqlx";
 
 pub use palisade_pg_common::migrations::MigrationStatus;
-
-/// pg-common's migrations as sqlx runs them (same versions, descriptions
-/// and SHA-384 checksums as `sqlx::migrate!` over the folder would give).
-pub fn migrations() -> Vec<Migration> {
-    migrations::MIGRATIONS
-        .iter()
-        .map(|m| {
-            let (description, sql) = (Cow::Borrowed(m.description), m.sql.into_sql_str());
-            Migration::new(m.version, description, MigrationType::Simple, sql, m.no_transaction())
-        })
-        .collect()
-}
 
 /// What every pg-sqlx store guarantees: the shared schema's guarantees.
 pub use palisade_pg_common::capabilities;
@@ -148,16 +141,10 @@ impl PgBackend {
         &self.pool
     }
 
-    fn migrator(&self) -> Migrator {
-        let mut m = Migrator::with_migrations(migrations());
-        m.dangerous_set_table_name(namespace::migration_table(&self.namespace));
-        m.create_schema(self.namespace.as_str().to_owned());
-        m
-    }
-
     /// Applies pending migrations into the namespace; a no-op when up to date.
     pub async fn migrate(&self) -> Result<()> {
-        self.migrator().run(&self.pool).await.map_err(error::map_migrate)
+        let mut conn = self.pool.acquire().await.map_err(|e| error::map("migrate", e))?;
+        migrate::run(&mut conn, &self.namespace).await
     }
 
     /// Which migrations are applied in the namespace (nothing is changed).
@@ -188,8 +175,8 @@ impl PgBackend {
 
     /// Drops the namespace's schema and everything in it.
     pub async fn drop_namespace(&self) -> Result<()> {
-        let sql = sqlx::AssertSqlSafe(namespace::drop_schema(&self.namespace));
-        self.pool.execute(sql).await.map_err(|e| error::map("drop_namespace", e))?;
+        let sql = namespace::drop_schema(&self.namespace);
+        self.pool.execute(sql.as_str()).await.map_err(|e| error::map("drop_namespace", e))?;
         Ok(())
     }
 
@@ -288,19 +275,17 @@ fn invalid_state(msg: &'static str) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn migrations_keep_the_checksums_sqlx_migrate_gives_the_folder() {
         // Namespaces migrated by `sqlx::migrate!` builds recorded these
         // checksums; a mismatch would refuse to start on them.
+        use palisade_pg_common::migrations::{runner, MIGRATIONS};
         let from_folder = sqlx::migrate!("../pg-common/migrations");
-        let ours = migrations();
-        assert_eq!(ours.len(), from_folder.iter().count());
-        for (a, b) in ours.iter().zip(from_folder.iter()) {
+        assert_eq!(MIGRATIONS.len(), from_folder.iter().count());
+        for (a, b) in MIGRATIONS.iter().zip(from_folder.iter()) {
             assert_eq!(
-                (a.version, &a.description, &a.checksum, a.no_tx),
-                (b.version, &b.description, &b.checksum, b.no_tx)
+                (a.version, a.description, runner::checksum(a), a.no_transaction()),
+                (b.version, &*b.description, b.checksum.to_vec(), b.no_tx)
             );
         }
     }

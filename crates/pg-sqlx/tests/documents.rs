@@ -14,9 +14,11 @@ use std::future::Future;
 use palisade_conformance::server_url;
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions, IndexSpec, SortKey};
 use palisade_core::{DocumentStore, ErrorDetail, ErrorKind, Namespace};
+use palisade_pg_common::migrations::runner::{self, Runner};
+use palisade_pg_common::migrations::MIGRATIONS;
 use palisade_pg_sqlx::{PgBackend, PgConfig};
 use serde_json::{json, Value};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection};
 
 fn unique_violation<T: std::fmt::Debug>(r: palisade_core::Result<T>) -> String {
     let e = r.expect_err("expected a unique violation");
@@ -106,7 +108,7 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
                  VALUES ('alerts', 'raw', '{{\"_id\": \"raw\", \"_version\": 1, \"ip\": \"10.9.9.9\", \"port\": 1, \"meta\": {{\"score\": -1}}}}', 1)"
             ),
         ] {
-            plain.execute(AssertSqlSafe(sql)).await.unwrap();
+            plain.execute(sql.as_str()).await.unwrap();
         }
         plain.close().await.unwrap();
         let raw = Filter::parse(&json!({"meta.score": {"$lt": 0}})).unwrap();
@@ -155,13 +157,19 @@ async fn declared_indexes_are_postgres_indexes_that_filters_use() {
 #[tokio::test]
 async fn upgrading_from_unpartitioned_documents_keeps_them() {
     with_backend(false, |backend| async move {
-        let ns = backend.namespace().as_str().to_owned();
-        let mut old = sqlx::migrate::Migrator::with_migrations(
-            palisade_pg_sqlx::migrations().into_iter().filter(|m| m.version <= 5).collect(),
-        );
-        old.dangerous_set_table_name(format!("{ns}.palisade_migrations"));
-        old.create_schema(ns.clone());
-        old.run(backend.pool()).await.unwrap();
+        // Migrations 1-5 only, recorded as the runner records them.
+        let plan = Runner::new(backend.namespace());
+        backend.pool().execute(plan.ddl().as_str()).await.unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 5) {
+            backend.pool().execute(m.sql).await.unwrap();
+            sqlx::query(&plan.insert())
+                .bind(m.version)
+                .bind(m.description)
+                .bind(runner::checksum(m))
+                .execute(backend.pool())
+                .await
+                .unwrap();
+        }
         let spec = json!({"schema": null, "ttl": null, "indexes": [
             {"fields": [{"path": ["ip"], "order": "asc"}], "unique": true}]});
         sqlx::query("INSERT INTO collections (name, spec) VALUES ('hosts', $1), ('empty', $2)")

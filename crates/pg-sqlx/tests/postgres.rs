@@ -12,11 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use futures::StreamExt;
 use ipnet::IpNet;
 use palisade_conformance::{restart, server_url};
-use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
+use palisade_core::events::{
+    AppendBatch, Cursor, EventFilter, ExpectedVersion, NewEvent, PageRequest, Position, SubscriptionItem,
+};
 use palisade_core::time::TimeRange;
-use palisade_core::{ErrorKind, EventStore, Namespace};
+use palisade_core::{ErrorKind, EventStore, Namespace, Store};
 use palisade_memory::{MemoryConfig, MemoryStores};
 use palisade_pg_sqlx::{PgBackend, PgConfig};
 use serde_json::json;
@@ -37,7 +40,9 @@ fn ev(n: usize) -> NewEvent {
 }
 
 /// A reader never sees a position and later a lower one, even while an append
-/// transaction is held open and later appends are waiting to commit.
+/// transaction is held open: appends that started later (and took later
+/// transaction ids) commit without waiting for it, but stay held back from
+/// ordered reads until it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reader_never_skips_a_slow_commit() {
     let Some(b) = backend().await else { return };
@@ -45,7 +50,7 @@ async fn reader_never_skips_a_slow_commit() {
     store.append(AppendBatch::new(vec![ev(0).with_stream("slow")])).await.unwrap();
 
     // Hold the `slow` stream row: the next append to that stream takes its
-    // positions, inserts its events, then waits on this lock before committing.
+    // transaction id (its position), then waits on this lock before inserting.
     let mut blocker = b.pool().begin().await.unwrap();
     sqlx::query("SELECT version FROM event_streams WHERE stream = 'slow' FOR UPDATE")
         .execute(&mut *blocker)
@@ -55,34 +60,166 @@ async fn reader_never_skips_a_slow_commit() {
     let slow_store = store.clone();
     let slow = tokio::spawn(async move { slow_store.append(AppendBatch::new(vec![ev(1).with_stream("slow")])).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let later: Vec<_> = (2..6)
-        .map(|n| {
-            let s = store.clone();
-            tokio::spawn(async move { s.append(AppendBatch::new(vec![ev(n)])).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut later_pos = Vec::new();
+    for n in 2..6 {
+        // Appends to other streams (or none) do not wait for the slow one.
+        let appended = tokio::time::timeout(Duration::from_secs(10), store.append(AppendBatch::new(vec![ev(n)])))
+            .await
+            .expect("an append without a stream never waits for another stream's lock")
+            .unwrap();
+        later_pos.push(appended.events[0].position);
+    }
+    assert!(!slow.is_finished(), "the slow append is still in flight");
 
-    // While the slow append is open, readers see neither it nor anything after it.
-    let seen_early = store.read(Cursor::Start, 100).await.unwrap();
-    assert_eq!(seen_early.len(), 1, "only the first event is committed");
-    assert!(
-        !slow.is_finished() && later.iter().all(|h| !h.is_finished()),
-        "the slow append and the later ones are in flight"
-    );
+    // The later events are committed (a query sees them) but held back from
+    // ordered reads: a read waits rather than return them before the slow one.
+    let committed = store.query(EventFilter::all(), PageRequest::oldest(100)).await.unwrap();
+    assert_eq!(committed.items.len(), 5, "the first and the four later events are committed");
+    let early = tokio::time::timeout(Duration::from_millis(300), store.read(Cursor::Start, 100)).await;
+    assert!(early.is_err(), "a read waits while committed events are held back: {early:?}");
+    let mut tail = store.subscribe(Cursor::Start, EventFilter::all()).await.unwrap();
+    let mut tailed = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(700), tail.next()).await {
+        if let SubscriptionItem::Event(e) = item.unwrap() {
+            tailed.push(e.position);
+        }
+    }
+    assert!(tailed.len() <= 1, "the tail delivers no later event while the slow append is open: {tailed:?}");
 
     blocker.rollback().await.unwrap();
     let slow_pos = slow.await.unwrap().unwrap().events[0].position;
-    let mut later_pos = Vec::new();
-    for h in later {
-        later_pos.push(h.await.unwrap().unwrap().events[0].position);
-    }
-    assert!(later_pos.iter().all(|p| *p > slow_pos), "later commits got later positions");
+    assert!(later_pos.iter().all(|p| *p > slow_pos), "later appends got later positions");
 
     let all = store.read(Cursor::Start, 100).await.unwrap();
     let positions: Vec<_> = all.iter().map(|e| e.position).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     assert_eq!(all.len(), 6);
+    while tailed.len() < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), tail.next()).await {
+            Ok(Some(Ok(SubscriptionItem::Event(e)))) => {
+                assert!(tailed.last().is_none_or(|p| e.position > *p), "the tail never goes back");
+                tailed.push(e.position);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the tail stopped: {other:?}"),
+        }
+    }
+    assert_eq!(tailed, positions, "the tail delivered every event once, in order");
+    b.drop_namespace().await.unwrap();
+}
+
+/// While another write transaction is open, health notes how many committed
+/// events ordered readers do not see yet; once it ends, the note goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_notes_events_held_back_by_an_open_transaction() {
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    assert!(store.notes().await.unwrap().is_empty(), "nothing held back in a fresh namespace");
+    let mut blocker = b.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *blocker).await.unwrap();
+    store.append(AppendBatch::new(vec![ev(1)])).await.unwrap();
+    let notes = store.notes().await.unwrap();
+    assert!(notes.len() == 1 && notes[0].starts_with("1 committed events held back"), "{notes:?}");
+    blocker.rollback().await.unwrap();
+    let mut cleared = false;
+    for _ in 0..200 {
+        if store.notes().await.unwrap().is_empty() {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cleared, "the note clears once older transactions end");
+    assert_eq!(store.read(Cursor::Start, 10).await.unwrap().len(), 1);
+    b.drop_namespace().await.unwrap();
+}
+
+/// Single-event appends from several pools (separate services) run side by
+/// side — none waits on a global lock — while a reader following the order
+/// never sees a position below one it has seen and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_from_several_pools_keep_readers_in_order() {
+    let Some(b) = backend().await else { return };
+    let url = url().unwrap();
+    let mut pools = Vec::new();
+    for _ in 0..4 {
+        let config = PgConfig::new(url.clone(), b.namespace().clone()).with_pool_size(4);
+        pools.push(PgBackend::connect(&config).await.unwrap().events());
+    }
+    const PER_TASK: usize = 40;
+    let writers: Vec<_> = (0..16)
+        .map(|t| {
+            let store = pools[t % pools.len()].clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..PER_TASK {
+                    let e = ev(t * 1000 + n);
+                    ids.push(e.id);
+                    store.append(AppendBatch::new(vec![e])).await.unwrap();
+                }
+                ids
+            })
+        })
+        .collect();
+    let reader_store = b.events();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut last: Option<Position> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < 16 * PER_TASK && tokio::time::Instant::now() < deadline {
+            let page = reader_store.read(last.map_or(Cursor::Start, Cursor::After), 100).await.unwrap();
+            for e in page {
+                if let Some(p) = last {
+                    assert!(e.position > p, "saw {} after {p}", e.position);
+                }
+                last = Some(e.position);
+                seen.push(e.id);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen
+    });
+    let mut appended = HashSet::new();
+    for w in writers {
+        appended.extend(w.await.unwrap());
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen.len(), appended.len(), "every append read exactly once");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), appended);
+    b.drop_namespace().await.unwrap();
+}
+
+/// Appends racing to create one new stream (or to store one id) both
+/// succeed or conflict as if they had taken turns: versions 1 and 2, or one
+/// `Conflict` under `NoStream`, and a duplicate id stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_on_a_new_stream_take_turns() {
+    let Some(b) = backend().await else { return };
+    let store = b.events();
+    for round in 0..10 {
+        let stream = format!("race{round}");
+        let (a, c) = (ev(1).with_stream(&stream), ev(2).with_stream(&stream));
+        let (x, y) = tokio::join!(store.append(AppendBatch::new(vec![a])), store.append(AppendBatch::new(vec![c])));
+        let mut versions = vec![x.unwrap().events[0].version, y.unwrap().events[0].version];
+        versions.sort();
+        assert_eq!(versions, vec![Some(1), Some(2)], "round {round}");
+
+        let guarded = format!("guarded{round}");
+        let first = AppendBatch::new(vec![ev(3).with_stream(&guarded)]).expect(&guarded, ExpectedVersion::NoStream);
+        let second = AppendBatch::new(vec![ev(4).with_stream(&guarded)]).expect(&guarded, ExpectedVersion::NoStream);
+        let (x, y) = tokio::join!(store.append(first), store.append(second));
+        let conflicts = [&x, &y].iter().filter(|r| matches!(r, Err(e) if e.kind() == ErrorKind::Conflict)).count();
+        assert_eq!((conflicts, x.is_ok() || y.is_ok()), (1, true), "round {round}: {x:?} {y:?}");
+
+        let same = ev(5);
+        let (x, y) = tokio::join!(
+            store.append(AppendBatch::new(vec![same.clone()])),
+            store.append(AppendBatch::new(vec![same.clone()]))
+        );
+        let (x, y) = (x.unwrap().events[0], y.unwrap().events[0]);
+        assert_eq!(x.position, y.position, "round {round}: one row for the id");
+        assert!(x.duplicate != y.duplicate, "round {round}: exactly one call stored it");
+    }
     b.drop_namespace().await.unwrap();
 }
 
@@ -159,7 +296,7 @@ async fn concurrent_starts_migrate_once() {
     let b = PgBackend::connect(&PgConfig::new(url, ns)).await.unwrap();
     let applied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM palisade_migrations").fetch_one(b.pool()).await.unwrap();
-    assert_eq!(applied as usize, palisade_pg_sqlx::migrations().len());
+    assert_eq!(applied as usize, palisade_pg_common::migrations::MIGRATIONS.len());
     b.drop_namespace().await.unwrap();
 }
 

@@ -47,10 +47,33 @@
 //!   and counted in health — visible, never silent.
 //! - **Sessions are ephemeral**: by default session writes made while degraded
 //!   stay in the secondary and are not replayed; rate-limit hits never are.
-//! - A background probe (exponential backoff between
-//!   [`DegradeConfig::probe_initial`] and [`DegradeConfig::probe_max`]) pings the
-//!   primary, replays, and switches back. Failover and recovery emit `tracing`
+//! - **Probing.** While degraded, a background probe pings the primary: first
+//!   after [`DegradeConfig::probe_initial`], then backing off exponentially up
+//!   to [`DegradeConfig::probe_max`]. Each wait is jittered to between half
+//!   and all of the current backoff (so many stores do not probe in step) and
+//!   never exceeds `probe_max`: with the defaults the primary is probed at
+//!   least once a second, and a primary that comes back is served again within
+//!   about a second plus the replay. A probe's ping is bounded by
+//!   [`DegradeConfig::replay_timeout`]. Failover and recovery emit `tracing`
 //!   events (`warn` and `info`).
+//! - **Replay does not stop writers.** Once the primary answers, the buffer is
+//!   replayed in rounds of at most [`DegradeConfig::replay_batch`] entries
+//!   *without* holding back new calls: they are still served by the secondary,
+//!   and new writes join the end of the buffer (counting against its capacity),
+//!   behind the entries being replayed, so the primary receives every write in
+//!   the order the secondary applied it (per stream, subject, key and overall).
+//!   Confirmed entries leave the buffer after each round. Only when the rest is
+//!   expected to replay within [`DegradeConfig::replay_lock_budget`] (judged
+//!   from the pace of the last round) does the replay hold new writes back,
+//!   replay the rest and switch to the primary. So a writer waits for replay at
+//!   most about that budget plus one replayed call: a final step that overruns
+//!   the budget lets writers go on and continues in rounds. A write held back
+//!   by the final step goes to the primary after the switch; if the primary
+//!   failed again meanwhile, it fails over like any call. The exception is a
+//!   primary that replays slower than writes arrive (the buffer did not shrink
+//!   for three rounds in a row): then the rest is replayed while writers wait,
+//!   as the only way to catch up. One recovery runs at a time; `try_recover`
+//!   waits for a running one.
 //! - **Starting during an outage.** [`Degradable::connecting`] wraps a
 //!   primary that could not be connected yet: the wrapper starts degraded
 //!   (the connect error is the reason), serves from the secondary, and the
@@ -59,8 +82,11 @@
 
 mod documents;
 mod events;
+mod recovery;
 mod reputation;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 pub use documents::DocumentOp;
 pub use events::EventOp;
@@ -69,7 +95,7 @@ pub use sessions::SessionOp;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,30 +105,40 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Tuning of degraded mode.
+/// Tuning of degraded mode; the [module docs](self) say how each setting acts.
 #[derive(Debug, Clone)]
 pub struct DegradeConfig {
     /// Most writes buffered for replay; beyond it writes fail with `Unavailable`.
     pub buffer_capacity: usize,
-    /// First delay between probes of a failed primary.
+    /// First delay between probes of a failed primary (100 ms by default).
+    /// Each delay is jittered to between half and all of the current backoff.
     pub probe_initial: Duration,
-    /// Longest delay between probes.
+    /// Longest delay between probes (1 s by default): a primary that comes
+    /// back is noticed within about this long.
     pub probe_max: Duration,
     /// Replay session writes too (off by default: sessions are ephemeral).
     pub replay_sessions: bool,
-    /// Longest a single replayed call may take before recovery stops and
-    /// retries later.
+    /// Longest a single replayed call, or a probe's ping, may take before
+    /// recovery stops and retries later.
     pub replay_timeout: Duration,
+    /// Most buffered writes replayed per round while new writes go on
+    /// (256 by default; 0 counts as 1).
+    pub replay_batch: usize,
+    /// Longest the final replay step, which holds new writes back until the
+    /// switch to the primary, is planned to take (50 ms by default).
+    pub replay_lock_budget: Duration,
 }
 
 impl Default for DegradeConfig {
     fn default() -> Self {
         DegradeConfig {
             buffer_capacity: 100_000,
-            probe_initial: Duration::from_millis(200),
-            probe_max: Duration::from_secs(10),
+            probe_initial: Duration::from_millis(100),
+            probe_max: Duration::from_secs(1),
             replay_sessions: false,
             replay_timeout: Duration::from_secs(10),
+            replay_batch: 256,
+            replay_lock_budget: Duration::from_millis(50),
         }
     }
 }
@@ -167,8 +203,9 @@ pub(crate) enum WritePolicy {
 
 struct Degraded<Op> {
     since: DateTime<Utc>,
-    reason: String,
-    buffer: VecDeque<Op>,
+    /// Writes not yet confirmed by the primary, oldest first. Writers push at
+    /// the back; only the (single) recovery pops from the front.
+    buffer: VecDeque<Arc<Op>>,
 }
 
 struct Shared<Op> {
@@ -178,10 +215,13 @@ struct Shared<Op> {
     status: parking_lot::Mutex<Option<(DateTime<Utc>, String)>>,
     buffered: AtomicUsize,
     /// Degraded writes hold this across the secondary call and the buffer push,
-    /// so the buffer order is the order the secondary applied them.
+    /// so the buffer order is the order the secondary applied them. Replay
+    /// holds it only briefly, except for its final step.
     state: tokio::sync::Mutex<Option<Degraded<Op>>>,
     rejected: parking_lot::Mutex<Vec<Rejected>>,
     probing: AtomicBool,
+    /// Held for a whole recovery: one at a time.
+    recovering: tokio::sync::Mutex<()>,
 }
 
 /// Connects a primary that was down when its [`Degradable`] was made.
@@ -259,8 +299,8 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     /// `down`: the reason the wrapper starts degraded, if it does.
     fn with_primary(primary: Primary<T>, secondary: Arc<T>, config: DegradeConfig, down: Option<String>) -> Self {
         let since = Utc::now();
-        let status = down.clone().map(|reason| (since, reason));
-        let state = down.map(|reason| Degraded { since, reason, buffer: VecDeque::new() });
+        let state = down.as_ref().map(|_| Degraded { since, buffer: VecDeque::new() });
+        let status = down.map(|reason| (since, reason));
         let shared = Shared {
             degraded: AtomicBool::new(state.is_some()),
             status: parking_lot::Mutex::new(status),
@@ -268,6 +308,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             state: tokio::sync::Mutex::new(state),
             rejected: parking_lot::Mutex::new(Vec::new()),
             probing: AtomicBool::new(false),
+            recovering: tokio::sync::Mutex::new(()),
         };
         Degradable {
             primary: Arc::new(primary),
@@ -329,34 +370,42 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
     ) -> Result<R> {
         let refuse = |why: &'static str| Err(Error::new(ErrorKind::Unavailable, why).with_op(op));
         const PRIMARY_ONLY: &str = "this write needs the primary's data, and the primary is down";
-        if !self.is_degraded() {
-            match call(self.primary.get()?).await {
-                Err(e) if e.is_backend_failure() => {
-                    self.fail_over(op, &e).await;
-                    match policy {
-                        WritePolicy::PrimaryOnly => return refuse(PRIMARY_ONLY),
-                        // The primary may have applied it: serving it again could apply it twice.
-                        WritePolicy::NotIdempotent if e.kind() == ErrorKind::Timeout => return Err(e),
-                        _ => {}
+        // Each turn tries the primary while healthy, then the secondary while
+        // degraded; a recovery that switched back while this write waited for
+        // `state` sends it round again, to the primary — which may have failed
+        // again in between: then it fails over like any write, never returning
+        // the primary's error.
+        let mut state = loop {
+            if !self.is_degraded() {
+                match call(self.primary.get()?).await {
+                    Err(e) if e.is_backend_failure() => {
+                        self.fail_over(op, &e).await;
+                        match policy {
+                            WritePolicy::PrimaryOnly => return refuse(PRIMARY_ONLY),
+                            // The primary may have applied it: serving it again could apply it twice.
+                            WritePolicy::NotIdempotent if e.kind() == ErrorKind::Timeout => return Err(e),
+                            _ => {}
+                        }
                     }
+                    other => return other,
                 }
-                other => return other,
+            } else if policy == WritePolicy::PrimaryOnly {
+                return refuse(PRIMARY_ONLY);
             }
-        } else if policy == WritePolicy::PrimaryOnly {
-            return refuse(PRIMARY_ONLY);
-        }
-        let mut state = self.shared.state.lock().await;
-        let Some(degraded) = state.as_mut() else {
-            // Recovered while we waited for the lock.
-            drop(state);
-            return call(self.primary.get()?).await;
+            let state = self.shared.state.lock().await;
+            if state.is_some() {
+                break state;
+            }
+            // Recovered while we waited for the lock: `degraded` was cleared
+            // with `state`, so the next turn goes to the primary.
         };
+        let Some(degraded) = state.as_mut() else { unreachable!("checked under the same lock") };
         if degraded.buffer.len() >= self.config.buffer_capacity {
             return refuse("primary is down and the degraded-mode write buffer is full");
         }
         let r = call(&self.secondary).await?;
         if let Some(entry) = to_op(&r) {
-            degraded.buffer.push_back(entry);
+            degraded.buffer.push_back(Arc::new(entry));
             self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
         }
         Ok(r)
@@ -367,7 +416,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
         if state.is_none() {
             tracing::warn!(store = self.label, op, error = %cause, "palisade: primary failed; serving from the memory fallback");
             let since = Utc::now();
-            *state = Some(Degraded { since, reason: cause.to_string(), buffer: VecDeque::new() });
+            *state = Some(Degraded { since, buffer: VecDeque::new() });
             *self.shared.status.lock() = Some((since, cause.to_string()));
             self.shared.buffered.store(0, Ordering::Release);
             self.shared.degraded.store(true, Ordering::Release);
@@ -375,111 +424,6 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
         drop(state);
         self.spawn_probe();
     }
-
-    fn spawn_probe(&self) {
-        if self.shared.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<Shared<T::Op>> = Arc::downgrade(&self.shared);
-        let primary = Arc::clone(&self.primary);
-        let config = self.config.clone();
-        let label = self.label;
-        tokio::spawn(async move {
-            let mut delay = config.probe_initial;
-            loop {
-                tokio::time::sleep(delay).await;
-                let Some(shared) = weak.upgrade() else { return };
-                match recover(&shared, &primary, label, config.replay_timeout).await {
-                    Ok(()) => {
-                        shared.probing.store(false, Ordering::Release);
-                        // A failover that raced with the end of this probe found
-                        // `probing` still set and spawned nothing: keep going.
-                        if shared.degraded.load(Ordering::Acquire) && !shared.probing.swap(true, Ordering::AcqRel) {
-                            delay = config.probe_initial;
-                            continue;
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(store = label, error = %e, "palisade: primary still down");
-                        delay = (delay * 2).min(config.probe_max);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Probes and replays now, without waiting for the background probe;
-    /// returns `Ok` once healthy again. Useful for tests and graceful shutdown.
-    pub async fn try_recover(&self) -> Result<()> {
-        recover(&self.shared, &self.primary, self.label, self.config.replay_timeout).await
-    }
-}
-
-/// Pings the primary, replays the buffer in order, and switches back once the
-/// buffer is empty. Entries leave the buffer only after the primary confirmed
-/// them, so an interrupted replay resumes where it stopped.
-async fn recover<T: ?Sized + Replay>(
-    shared: &Shared<T::Op>,
-    primary: &Primary<T>,
-    label: &'static str,
-    replay_timeout: Duration,
-) -> Result<()> {
-    if !shared.degraded.load(Ordering::Acquire) {
-        return Ok(());
-    }
-    let primary = match primary.connected().await {
-        Ok(p) => p,
-        Err(e) => {
-            // Health shows the latest reason; a refusal that is no outage
-            // (bad credentials, a failed migration) is worth an operator's eye.
-            if let Some(status) = shared.status.lock().as_mut() {
-                status.1 = e.to_string();
-            }
-            if !e.is_backend_failure() {
-                tracing::error!(store = label, error = %e, "palisade: the primary refuses to connect; still serving from the memory fallback");
-            }
-            return Err(e);
-        }
-    };
-    primary.probe().await?;
-    let mut state = shared.state.lock().await;
-    let Some(degraded) = state.as_mut() else { return Ok(()) };
-    let total = degraded.buffer.len();
-    while let Some(op) = degraded.buffer.front() {
-        let outcome = match tokio::time::timeout(replay_timeout, primary.replay(op)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "replayed write timed out")),
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Timeout && !T::idempotent(op) => {
-                let what = format!("{} (outcome unknown: timed out)", T::describe(op));
-                tracing::error!(store = label, write = %what, error = %e, "palisade: replayed write timed out; not retried");
-                shared.rejected.lock().push(Rejected { what, error: e });
-            }
-            Err(e) if e.is_backend_failure() => {
-                degraded.reason = e.to_string();
-                if let Some(status) = shared.status.lock().as_mut() {
-                    status.1 = e.to_string();
-                }
-                return Err(e);
-            }
-            Err(e) => {
-                let what = T::describe(op);
-                tracing::error!(store = label, write = %what, error = %e, "palisade: primary rejected a replayed write");
-                shared.rejected.lock().push(Rejected { what, error: e });
-            }
-        }
-        degraded.buffer.pop_front();
-        shared.buffered.store(degraded.buffer.len(), Ordering::Release);
-    }
-    let since = degraded.since;
-    *state = None;
-    *shared.status.lock() = None;
-    shared.degraded.store(false, Ordering::Release);
-    tracing::info!(store = label, replayed = total, degraded_since = %since, "palisade: primary recovered; switched back");
-    Ok(())
 }
 
 /// The primary's identity and guarantees; `ping` follows the store in
@@ -496,6 +440,14 @@ impl<T: ?Sized + Replay + crate::Store + 'static> crate::Store for Degradable<T>
 
     async fn ping(&self) -> Result<()> {
         self.read("ping", |s| s.ping()).await
+    }
+
+    /// The primary's notes (none while it is not connected yet).
+    async fn notes(&self) -> Result<Vec<String>> {
+        match self.primary.get() {
+            Ok(p) => p.notes().await,
+            Err(_) => Ok(Vec::new()),
+        }
     }
 }
 

@@ -62,13 +62,13 @@ use palisade_core::documents::{
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
 use palisade_pg_common::documents::{
-    self as common, statements, version_of, Bind, Collection, DocumentFault, Sql, Staged, CHUNK,
+    self as common, statements, version_of, Bind, Collection, DocumentFault, Staged, CHUNK,
 };
 use palisade_pg_common::json::{encode, encoded};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::error::{is_lock_not_available, map, tagged};
 use crate::json::StoredJson;
@@ -102,10 +102,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// cast. An unnamed statement, planned with its parameter values (a generic
 /// plan could not match a bound path to an index expression, nor prune to
 /// the collection's partition at plan time).
-fn query(sql: Sql) -> Query<'static, Postgres, PgArguments> {
-    let (text, binds) = sql.into_parts();
+fn query(text: &str, binds: Vec<Bind>) -> Query<'_, Postgres, PgArguments> {
     // pg-common builds the text from fixed fragments and `$n` placeholders only.
-    let mut q = sqlx::query(AssertSqlSafe(text)).persistent(false);
+    let mut q = sqlx::query(text).persistent(false);
     for b in binds {
         q = match b {
             Bind::Text(v) => q.bind(v),
@@ -144,8 +143,10 @@ impl PgDocumentStore {
         let Some(coll) = self.cached_collection(collection, OP).await? else {
             return Err(tagged(OP)(DocumentFault::NoCollection.into()));
         };
-        let sql = statements::find("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths());
-        let row = query(sql).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let (text, binds) =
+            statements::find("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths())
+                .into_parts();
+        let row = query(&text, binds).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         row.try_get::<Value, _>(0).map_err(|e| map(OP, e))
     }
 
@@ -383,8 +384,8 @@ impl PgDocumentStore {
         const OP: &str = "update";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let sql = statements::lock_matching(collection, filter, &coll.indexed_paths());
-        let rows = query(sql).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
+        let (text, binds) = statements::lock_matching(collection, filter, &coll.indexed_paths()).into_parts();
+        let rows = query(&text, binds).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
         let mut staged = Vec::new();
         for row in &rows {
             let id: String = row.try_get(0).map_err(|e| map(OP, e))?;
@@ -410,8 +411,8 @@ impl PgDocumentStore {
         const OP: &str = "delete";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let sql = statements::delete(collection, filter, &indexed);
-        let deleted = query(sql).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
+        let (text, binds) = statements::delete(collection, filter, &indexed).into_parts();
+        let deleted = query(&text, binds).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
         if deleted == 0 {
             self.check_exists(collection, OP).await?;
         }
@@ -425,8 +426,8 @@ impl PgDocumentStore {
         options.validate()?;
         let keys = &options.sort;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let sql = statements::find("SELECT d.body", collection, options, &indexed);
-        let rows = query(sql).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let (text, binds) = statements::find("SELECT d.body", collection, options, &indexed).into_parts();
+        let rows = query(&text, binds).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         let Some(first) = rows.first() else {
             self.check_exists(collection, OP).await?;
             return Ok(Vec::new());
@@ -453,8 +454,8 @@ impl PgDocumentStore {
         options: &FindOptions,
         indexed: &[FieldPath],
     ) -> Result<Vec<Value>> {
-        let sql = statements::matching(collection, &options.filter, indexed);
-        let mut docs: Vec<Value> = query(sql)
+        let (text, binds) = statements::matching(collection, &options.filter, indexed).into_parts();
+        let mut docs: Vec<Value> = query(&text, binds)
             .fetch_all(&self.backend.pool)
             .await
             .map_err(|e| map("find", e))?
@@ -470,8 +471,8 @@ impl PgDocumentStore {
         const OP: &str = "count";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let sql = statements::count(collection, filter, &indexed);
-        let row = query(sql).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let (text, binds) = statements::count(collection, filter, &indexed).into_parts();
+        let row = query(&text, binds).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         if !row.try_get::<bool, _>(0).map_err(|e| map(OP, e))? {
             return Err(DocumentFault::NoCollection.into());
         }

@@ -1,0 +1,245 @@
+//! Getting back to the primary: the jittered probe, and the replay that drains
+//! the buffer in rounds while writers go on, then switches back in one short
+//! final step (see the [module docs](super), "Probing" and "Replay does not
+//! stop writers").
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::{Degradable, DegradeConfig, Primary, Rejected, Replay, Shared};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Rounds in a row in which the buffer did not shrink before the replay stops
+/// letting writers go on (they out-write it).
+const STALLED_ROUNDS: u32 = 3;
+
+impl<T: ?Sized + Replay + 'static> Degradable<T> {
+    pub(super) fn spawn_probe(&self) {
+        if self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Shared<T::Op>> = Arc::downgrade(&self.shared);
+        let primary = Arc::clone(&self.primary);
+        let config = self.config.clone();
+        let label = self.label;
+        tokio::spawn(async move {
+            let mut backoff = config.probe_initial.min(config.probe_max);
+            loop {
+                tokio::time::sleep(jittered(backoff)).await;
+                let Some(shared) = weak.upgrade() else { return };
+                match recover(&shared, &primary, label, &config).await {
+                    Ok(()) => {
+                        shared.probing.store(false, Ordering::Release);
+                        // A failover that raced with the end of this probe found
+                        // `probing` still set and spawned nothing: keep going.
+                        if shared.degraded.load(Ordering::Acquire) && !shared.probing.swap(true, Ordering::AcqRel) {
+                            backoff = config.probe_initial.min(config.probe_max);
+                            continue;
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(store = label, error = %e, "palisade: primary still down");
+                        backoff = backoff.saturating_mul(2).min(config.probe_max);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Probes and replays now, without waiting for the background probe;
+    /// returns `Ok` once healthy again. Waits for a recovery already running.
+    /// Useful for tests and graceful shutdown.
+    pub async fn try_recover(&self) -> Result<()> {
+        recover(&self.shared, &self.primary, self.label, &self.config).await
+    }
+}
+
+/// The wait before the next probe: between half and all of `backoff`.
+pub(super) fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// Pings the primary, replays the buffer in order, and switches back once the
+/// buffer is empty. Entries leave the buffer only after the primary confirmed
+/// them, so an interrupted replay resumes where it stopped.
+async fn recover<T: ?Sized + Replay>(
+    shared: &Shared<T::Op>,
+    primary: &Primary<T>,
+    label: &'static str,
+    config: &DegradeConfig,
+) -> Result<()> {
+    if !shared.degraded.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let _one_at_a_time = shared.recovering.lock().await;
+    if !shared.degraded.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let primary = match primary.connected().await {
+        Ok(p) => p,
+        Err(e) => {
+            // Health shows the latest reason; a refusal that is no outage
+            // (bad credentials, a failed migration) is worth an operator's eye.
+            note_reason(shared, &e);
+            if !e.is_backend_failure() {
+                tracing::error!(store = label, error = %e, "palisade: the primary refuses to connect; still serving from the memory fallback");
+            }
+            return Err(e);
+        }
+    };
+    bounded(config.replay_timeout, "probe timed out", primary.probe()).await?;
+    Replayer { shared, primary, label, config, per_entry: None, replayed: 0 }.run().await
+}
+
+fn note_reason<Op>(shared: &Shared<Op>, e: &Error) {
+    if let Some(status) = shared.status.lock().as_mut() {
+        status.1 = e.to_string();
+    }
+}
+
+async fn bounded<R>(
+    limit: Duration,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<R>>,
+) -> Result<R> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(ErrorKind::Timeout, what)),
+    }
+}
+
+/// One recovery's replay of the buffer into a primary that answered its ping.
+struct Replayer<'a, T: ?Sized + Replay> {
+    shared: &'a Shared<T::Op>,
+    primary: &'a T,
+    label: &'static str,
+    config: &'a DegradeConfig,
+    /// How long one replayed entry took in the last round.
+    per_entry: Option<Duration>,
+    replayed: usize,
+}
+
+impl<T: ?Sized + Replay> Replayer<'_, T> {
+    /// Rounds without holding writers back until the rest fits the lock
+    /// budget (or writers out-write the replay), then the final step.
+    async fn run(mut self) -> Result<()> {
+        let mut stalled = 0;
+        loop {
+            let (batch, before) = {
+                let state = self.shared.state.lock().await;
+                let Some(degraded) = state.as_ref() else { return Ok(()) };
+                let batch: Vec<Arc<T::Op>> =
+                    degraded.buffer.iter().take(self.config.replay_batch.max(1)).cloned().collect();
+                (batch, degraded.buffer.len())
+            };
+            if stalled >= STALLED_ROUNDS || self.fits_budget(before) {
+                if self.finish(stalled >= STALLED_ROUNDS).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let (confirmed, outcome) = self.replay_round(&batch).await;
+            let after = self.forget(&batch[..confirmed]).await;
+            outcome?;
+            stalled = if after >= before { stalled + 1 } else { 0 };
+        }
+    }
+
+    /// Whether `remaining` entries are expected to replay within the budget.
+    fn fits_budget(&self, remaining: usize) -> bool {
+        let Some(per_entry) = self.per_entry else { return remaining == 0 };
+        let n = u32::try_from(remaining).unwrap_or(u32::MAX);
+        per_entry.checked_mul(n).is_some_and(|t| t <= self.config.replay_lock_budget)
+    }
+
+    fn observe(&mut self, took: Duration, entries: usize) {
+        if entries > 0 {
+            self.per_entry = Some(took / u32::try_from(entries).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Replays `batch` while writers go on; returns how many entries were
+    /// confirmed, and the failure that stopped the round, if any.
+    async fn replay_round(&mut self, batch: &[Arc<T::Op>]) -> (usize, Result<()>) {
+        let started = Instant::now();
+        for (confirmed, op) in batch.iter().enumerate() {
+            if let Err(e) = self.replay(op).await {
+                return (confirmed, Err(e));
+            }
+        }
+        self.observe(started.elapsed(), batch.len());
+        self.replayed += batch.len();
+        (batch.len(), Ok(()))
+    }
+
+    /// Drops the confirmed entries from the front of the buffer; returns how
+    /// many are left. Only this recovery pops, so they are still in front.
+    async fn forget(&self, confirmed: &[Arc<T::Op>]) -> usize {
+        let mut state = self.shared.state.lock().await;
+        let Some(degraded) = state.as_mut() else { return 0 };
+        for op in confirmed {
+            debug_assert!(degraded.buffer.front().is_some_and(|front| Arc::ptr_eq(front, op)));
+            degraded.buffer.pop_front();
+        }
+        self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
+        degraded.buffer.len()
+    }
+
+    /// Holds writers back, replays the rest and switches to the primary.
+    /// Unless `forced`, gives writers their turn again (returns `false`) once
+    /// the lock budget is spent with entries left.
+    async fn finish(&mut self, forced: bool) -> Result<bool> {
+        let mut state = self.shared.state.lock().await;
+        let Some(degraded) = state.as_mut() else { return Ok(true) };
+        let started = Instant::now();
+        let mut done = 0;
+        while let Some(op) = degraded.buffer.front() {
+            if !forced && done > 0 && started.elapsed() >= self.config.replay_lock_budget {
+                self.observe(started.elapsed(), done);
+                return Ok(false);
+            }
+            self.replay(op).await?;
+            degraded.buffer.pop_front();
+            self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
+            done += 1;
+            self.replayed += 1;
+        }
+        let since = degraded.since;
+        *state = None;
+        *self.shared.status.lock() = None;
+        self.shared.degraded.store(false, Ordering::Release);
+        tracing::info!(store = self.label, replayed = self.replayed, degraded_since = %since, "palisade: primary recovered; switched back");
+        Ok(true)
+    }
+
+    /// Replays one entry. `Ok` once it is settled — applied, or refused for
+    /// good and moved to the rejected list; `Err` when the primary failed
+    /// again and the entry must stay in the buffer.
+    async fn replay(&self, op: &T::Op) -> Result<()> {
+        let label = self.label;
+        match bounded(self.config.replay_timeout, "replayed write timed out", self.primary.replay(op)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Timeout && !T::idempotent(op) => {
+                let what = format!("{} (outcome unknown: timed out)", T::describe(op));
+                tracing::error!(store = label, write = %what, error = %e, "palisade: replayed write timed out; not retried");
+                self.shared.rejected.lock().push(Rejected { what, error: e });
+                Ok(())
+            }
+            Err(e) if e.is_backend_failure() => {
+                note_reason(self.shared, &e);
+                Err(e)
+            }
+            Err(e) => {
+                let what = T::describe(op);
+                tracing::error!(store = label, write = %what, error = %e, "palisade: primary rejected a replayed write");
+                self.shared.rejected.lock().push(Rejected { what, error: e });
+                Ok(())
+            }
+        }
+    }
+}
