@@ -30,7 +30,9 @@ CREATE INDEX events_session ON events (session_id, position, seq) WHERE session_
 DROP FUNCTION palisade_append(uuid[], text[], text[], text[], text[], inet[], jsonb[], jsonb[], timestamptz[],
                               text[], bigint[], text);
 
--- One round trip per append: the whole batch in one statement. Takes the
+-- One round trip per append: the whole batch in one statement. A batch
+-- without streams or expectations takes a short path (one INSERT … ON
+-- CONFLICT DO NOTHING on the id, no stream work). Otherwise: takes the
 -- transaction id first (before any lock wait, so a blocked append already
 -- holds its low position and readers wait for it), skips ids already stored,
 -- locks and checks the expected stream versions, numbers the batch, inserts,
@@ -55,6 +57,33 @@ DECLARE
     actual bigint;
 BEGIN
     tx := pg_current_xact_id()::text::bigint + (SELECT h.xid_offset FROM event_head h);
+    IF coalesce(cardinality(p_expect_streams), 0) = 0
+       AND NOT EXISTS (SELECT 1 FROM unnest(p_streams) s WHERE s IS NOT NULL) THEN
+        -- No stream and no expectation (most security events): no stream rows
+        -- to lock or number, and ids already stored (also by an append racing
+        -- this one) are skipped by the unique index itself.
+        WITH inserted AS (
+            INSERT INTO events (position, seq, id, source, kind, session_id, client_ip, tags, data,
+                                occurred_at, recorded_at)
+            SELECT tx, (u.ord - 1)::integer, u.id, u.source, u.kind, u.session_id, u.client_ip,
+                   ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.data, u.occurred_at,
+                   date_trunc('milliseconds', now())
+            FROM unnest(p_ids, p_sources, p_kinds, p_sessions, p_ips, p_tags, p_data, p_occurred)
+                WITH ORDINALITY AS u(id, source, kind, session_id, client_ip, tags, data, occurred_at, ord)
+            ON CONFLICT ON CONSTRAINT events_id_key DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) INTO n_known FROM inserted;
+        IF n_known > 0 THEN
+            PERFORM pg_notify(p_channel, tx::text);
+        END IF;
+        RETURN QUERY
+            SELECT u.ord, u.id, e.position, e.seq, e.version, (e.position <> tx), NULL::text, NULL::bigint
+            FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+            JOIN events e ON e.id = u.id
+            ORDER BY u.ord;
+        RETURN;
+    END IF;
     SELECT count(*) INTO n_known FROM events e WHERE e.id = ANY(p_ids);
     IF n_known < cardinality(p_ids) THEN
         PERFORM 1 FROM event_streams s

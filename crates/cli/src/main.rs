@@ -1,4 +1,4 @@
-//! The `palisade` command line: `demo`, `health`, `check`, `migrate`.
+//! The `palisade` command line: `demo`, `health`, `check`, `migrate`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use palisade::{Config, Stores};
 
+mod bench;
 mod check;
 mod demo;
 
@@ -37,6 +38,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Benchmark the configured stores against their raw drivers, in a throwaway namespace.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -88,6 +91,17 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
             let report = check::run(&config, &args).await?;
             print!("{}", report.render(args.json)?);
             Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Bench(args) => {
+            let report = bench::run(&config, &args).await?;
+            print!("{}", if args.json { report.render_json()? } else { report.render_table() });
+            if let Some(path) = &args.svg {
+                std::fs::write(path, report.render_svg()).map_err(|e| {
+                    palisade::Error::new(palisade::ErrorKind::Config, format!("cannot write {}", path.display()))
+                        .with_source(e)
+                })?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

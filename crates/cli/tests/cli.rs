@@ -73,6 +73,22 @@ fn check_passes_on_memory() {
 }
 
 #[test]
+fn bench_on_memory_prints_json_and_an_svg() {
+    let svg = std::env::temp_dir().join(format!("palisade-bench-{}.svg", std::process::id()));
+    let svg_arg = svg.to_string_lossy().into_owned();
+    let sizes = ["--ops", "16", "--tasks", "2", "--rounds", "1", "--batch", "50"];
+    let out = palisade(&[&["bench", "--json", "--svg", &svg_arg][..], &sizes[..]].concat(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let measures = report["measures"].as_array().unwrap();
+    assert_eq!(measures.len(), 13, "{report}");
+    assert!(measures.iter().all(|m| m["palisade"]["per_second"].as_f64().is_some_and(|x| x > 0.0)), "{report}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(drawn.starts_with("<svg") && drawn.contains("sessions.get"), "{drawn}");
+}
+
+#[test]
 fn config_file_selects_stores_and_env_overrides_it() {
     let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

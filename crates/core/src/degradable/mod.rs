@@ -222,6 +222,12 @@ struct Shared<Op> {
     probing: AtomicBool,
     /// Held for a whole recovery: one at a time.
     recovering: tokio::sync::Mutex<()>,
+    /// Entries at the front of the buffer that the primary settled (applied,
+    /// or rejected for good) in a replay round but that are not removed yet.
+    /// Counted the moment each is settled, so a recovery cancelled before it
+    /// removes them (a `try_recover` under a timeout) leaves the count, and the
+    /// next recovery removes them first instead of replaying them again.
+    settled: AtomicUsize,
 }
 
 /// Connects a primary that was down when its [`Degradable`] was made.
@@ -309,6 +315,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             rejected: parking_lot::Mutex::new(Vec::new()),
             probing: AtomicBool::new(false),
             recovering: tokio::sync::Mutex::new(()),
+            settled: AtomicUsize::new(0),
         };
         Degradable {
             primary: Arc::new(primary),
@@ -419,6 +426,7 @@ impl<T: ?Sized + Replay + 'static> Degradable<T> {
             *state = Some(Degraded { since, buffer: VecDeque::new() });
             *self.shared.status.lock() = Some((since, cause.to_string()));
             self.shared.buffered.store(0, Ordering::Release);
+            self.shared.settled.store(0, Ordering::Release);
             self.shared.degraded.store(true, Ordering::Release);
         }
         drop(state);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::{Degradable, DegradeConfig, Primary, Rejected, Replay, Shared};
+use super::{Degradable, DegradeConfig, Degraded, Primary, Rejected, Replay, Shared};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Rounds in a row in which the buffer did not shrink before the replay stops
@@ -131,8 +131,9 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         let mut stalled = 0;
         loop {
             let (batch, before) = {
-                let state = self.shared.state.lock().await;
-                let Some(degraded) = state.as_ref() else { return Ok(()) };
+                let mut state = self.shared.state.lock().await;
+                let Some(degraded) = state.as_mut() else { return Ok(()) };
+                self.drop_settled(degraded);
                 let batch: Vec<Arc<T::Op>> =
                     degraded.buffer.iter().take(self.config.replay_batch.max(1)).cloned().collect();
                 (batch, degraded.buffer.len())
@@ -143,8 +144,8 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
                 }
                 continue;
             }
-            let (confirmed, outcome) = self.replay_round(&batch).await;
-            let after = self.forget(&batch[..confirmed]).await;
+            let outcome = self.replay_round(&batch).await;
+            let after = self.forget().await;
             outcome?;
             stalled = if after >= before { stalled + 1 } else { 0 };
         }
@@ -163,31 +164,37 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         }
     }
 
-    /// Replays `batch` while writers go on; returns how many entries were
-    /// confirmed, and the failure that stopped the round, if any.
-    async fn replay_round(&mut self, batch: &[Arc<T::Op>]) -> (usize, Result<()>) {
+    /// Replays `batch` while writers go on, counting each settled entry in
+    /// `Shared::settled` as soon as it is settled (no await in between);
+    /// returns the failure that stopped the round, if any.
+    async fn replay_round(&mut self, batch: &[Arc<T::Op>]) -> Result<()> {
         let started = Instant::now();
-        for (confirmed, op) in batch.iter().enumerate() {
-            if let Err(e) = self.replay(op).await {
-                return (confirmed, Err(e));
-            }
+        for op in batch {
+            self.replay(op).await?;
+            self.shared.settled.fetch_add(1, Ordering::AcqRel);
+            self.replayed += 1;
         }
         self.observe(started.elapsed(), batch.len());
-        self.replayed += batch.len();
-        (batch.len(), Ok(()))
+        Ok(())
     }
 
-    /// Drops the confirmed entries from the front of the buffer; returns how
-    /// many are left. Only this recovery pops, so they are still in front.
-    async fn forget(&self, confirmed: &[Arc<T::Op>]) -> usize {
+    /// Drops the settled entries from the front of the buffer; returns how
+    /// many are left.
+    async fn forget(&self) -> usize {
         let mut state = self.shared.state.lock().await;
         let Some(degraded) = state.as_mut() else { return 0 };
-        for op in confirmed {
-            debug_assert!(degraded.buffer.front().is_some_and(|front| Arc::ptr_eq(front, op)));
-            degraded.buffer.pop_front();
-        }
-        self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
+        self.drop_settled(degraded);
         degraded.buffer.len()
+    }
+
+    /// Removes the entries counted in `Shared::settled` (also those a
+    /// cancelled recovery left). Only the single recovery pops, and writers
+    /// push at the back, so they are still in front. Caller holds `state`.
+    fn drop_settled(&self, degraded: &mut Degraded<T::Op>) {
+        let settled = self.shared.settled.swap(0, Ordering::AcqRel);
+        debug_assert!(settled <= degraded.buffer.len());
+        degraded.buffer.drain(..settled.min(degraded.buffer.len()));
+        self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
     }
 
     /// Holds writers back, replays the rest and switches to the primary.
@@ -196,6 +203,7 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
     async fn finish(&mut self, forced: bool) -> Result<bool> {
         let mut state = self.shared.state.lock().await;
         let Some(degraded) = state.as_mut() else { return Ok(true) };
+        self.drop_settled(degraded);
         let started = Instant::now();
         let mut done = 0;
         while let Some(op) = degraded.buffer.front() {

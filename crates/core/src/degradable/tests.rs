@@ -329,3 +329,26 @@ async fn write_queued_behind_the_switch_back_fails_over_again_if_the_primary_is_
     assert_eq!(store.health(), Health::Healthy);
     assert_eq!(primary.stream("s"), vec![0, 1, 2, 3], "every write once, in order");
 }
+
+/// A `try_recover` cancelled mid-round (say, under a shutdown timeout) must
+/// not leave the entries the primary already confirmed in the buffer: the next
+/// recovery would replay them again — twice for `$inc`/`$push` updates.
+#[tokio::test(start_paused = true)]
+async fn cancelled_recovery_does_not_replay_confirmed_entries_again() {
+    let (primary, store) = wrapped(manual());
+    buffered(&primary, &store, "s", 50).await;
+    primary.slow_down(Duration::from_millis(10));
+    primary.set_up(true);
+    let before = primary.appends();
+    // Ten entries confirmed (10 ms each), the eleventh in flight when cancelled.
+    let cancelled = tokio::time::timeout(Duration::from_millis(105), store.try_recover()).await;
+    assert!(cancelled.is_err(), "cancelled mid-round");
+    assert_eq!(primary.stream("s"), (0..10).collect::<Vec<_>>());
+    match store.health() {
+        Health::Degraded { .. } => {}
+        Health::Healthy => panic!("still degraded"),
+    }
+    store.try_recover().await.expect("recovered");
+    assert_eq!(primary.stream("s"), (0..50).collect::<Vec<_>>());
+    assert_eq!(primary.appends() - before, 50 + 1, "only the call cut off in flight is made again");
+}
