@@ -164,11 +164,17 @@ impl SessionCache for MemorySessionCache {
             check_key(key)?;
             self.policy.check_session_value(&value)?;
             let slot = Slot { data: Data::Value(Arc::new(value)), expires_at: deadline(expiry)? };
+            if mode == SetMode::Always {
+                // Whatever the key holds (live, expired, another type) is
+                // replaced: a plain insert, no read-modify-write.
+                self.cache.insert(key.to_owned(), slot);
+                return Ok(true);
+            }
             self.compute(key, |live| {
                 let write = match mode {
-                    SetMode::Always => true,
                     SetMode::IfAbsent => live.is_none(),
                     SetMode::IfPresent => live.is_some(),
+                    SetMode::Always => true,
                 };
                 Ok(if write { (Change::Put(slot), true) } else { (Change::Keep, false) })
             })
