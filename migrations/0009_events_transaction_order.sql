@@ -53,6 +53,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     tx bigint;
     n_known bigint;
+    n_new bigint;
     k int;
     actual bigint;
 BEGIN
@@ -73,54 +74,49 @@ BEGIN
             ON CONFLICT ON CONSTRAINT events_id_key DO NOTHING
             RETURNING 1
         )
-        SELECT count(*) INTO n_known FROM inserted;
-        IF n_known > 0 THEN
+        SELECT count(*) INTO n_new FROM inserted;
+        IF n_new > 0 THEN
             PERFORM pg_notify(p_channel, tx::text);
         END IF;
-        RETURN QUERY
-            SELECT u.ord, u.id, e.position, e.seq, e.version, (e.position <> tx), NULL::text, NULL::bigint
-            FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
-            JOIN events e ON e.id = u.id
-            ORDER BY u.ord;
-        RETURN;
-    END IF;
-    SELECT count(*) INTO n_known FROM events e WHERE e.id = ANY(p_ids);
-    IF n_known < cardinality(p_ids) THEN
-        PERFORM 1 FROM event_streams s
-         WHERE s.stream IN (SELECT unnest(p_streams) UNION SELECT unnest(p_expect_streams))
-         ORDER BY s.stream FOR UPDATE;
-        FOR k IN 1 .. coalesce(cardinality(p_expect_streams), 0) LOOP
-            SELECT coalesce(max(s.version), 0) INTO actual FROM event_streams s WHERE s.stream = p_expect_streams[k];
-            IF actual <> p_expect_versions[k] THEN
-                RETURN QUERY SELECT NULL::bigint, NULL::uuid, NULL::bigint, NULL::integer, NULL::bigint,
-                                    NULL::boolean, p_expect_streams[k], actual;
-                RETURN;
-            END IF;
-        END LOOP;
-        WITH input AS (
-            SELECT u.* FROM unnest(p_ids, p_sources, p_kinds, p_streams, p_sessions, p_ips, p_tags, p_data, p_occurred)
-                WITH ORDINALITY AS u(id, source, kind, stream, session_id, client_ip, tags, data, occurred_at, ord)
-            WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = u.id)
-        ), numbered AS (
-            SELECT i.*, (row_number() OVER (ORDER BY i.ord) - 1)::integer AS seq,
-                   CASE WHEN i.stream IS NULL THEN NULL
-                        ELSE coalesce((SELECT s.version FROM event_streams s WHERE s.stream = i.stream), 0)
-                             + row_number() OVER (PARTITION BY i.stream ORDER BY i.ord)
-                   END AS version
-            FROM input i
-        ), inserted AS (
-            INSERT INTO events (position, seq, id, source, kind, stream, version, session_id, client_ip, tags, data,
-                                occurred_at, recorded_at)
-            SELECT tx, n.seq, n.id, n.source, n.kind, n.stream, n.version, n.session_id, n.client_ip,
-                   ARRAY(SELECT jsonb_array_elements_text(n.tags)), n.data, n.occurred_at,
-                   date_trunc('milliseconds', now())
-            FROM numbered n
-            RETURNING events.stream, events.version
-        )
-        INSERT INTO event_streams (stream, version)
-        SELECT x.stream, max(x.version) FROM inserted x WHERE x.stream IS NOT NULL GROUP BY x.stream
-        ON CONFLICT (stream) DO UPDATE SET version = excluded.version;
-        PERFORM pg_notify(p_channel, tx::text);
+    ELSE
+        SELECT count(*) INTO n_known FROM events e WHERE e.id = ANY(p_ids);
+        IF n_known < cardinality(p_ids) THEN
+            PERFORM 1 FROM event_streams s
+             WHERE s.stream IN (SELECT unnest(p_streams) UNION SELECT unnest(p_expect_streams))
+             ORDER BY s.stream FOR UPDATE;
+            FOR k IN 1 .. coalesce(cardinality(p_expect_streams), 0) LOOP
+                SELECT coalesce(max(s.version), 0) INTO actual FROM event_streams s WHERE s.stream = p_expect_streams[k];
+                IF actual <> p_expect_versions[k] THEN
+                    RETURN QUERY SELECT NULL::bigint, NULL::uuid, NULL::bigint, NULL::integer, NULL::bigint,
+                                        NULL::boolean, p_expect_streams[k], actual;
+                    RETURN;
+                END IF;
+            END LOOP;
+            WITH input AS (
+                SELECT u.* FROM unnest(p_ids, p_sources, p_kinds, p_streams, p_sessions, p_ips, p_tags, p_data, p_occurred)
+                    WITH ORDINALITY AS u(id, source, kind, stream, session_id, client_ip, tags, data, occurred_at, ord)
+                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = u.id)
+            ), numbered AS (
+                SELECT i.*, (row_number() OVER (ORDER BY i.ord) - 1)::integer AS seq,
+                       CASE WHEN i.stream IS NULL THEN NULL
+                            ELSE coalesce((SELECT s.version FROM event_streams s WHERE s.stream = i.stream), 0)
+                                 + row_number() OVER (PARTITION BY i.stream ORDER BY i.ord)
+                       END AS version
+                FROM input i
+            ), inserted AS (
+                INSERT INTO events (position, seq, id, source, kind, stream, version, session_id, client_ip, tags, data,
+                                    occurred_at, recorded_at)
+                SELECT tx, n.seq, n.id, n.source, n.kind, n.stream, n.version, n.session_id, n.client_ip,
+                       ARRAY(SELECT jsonb_array_elements_text(n.tags)), n.data, n.occurred_at,
+                       date_trunc('milliseconds', now())
+                FROM numbered n
+                RETURNING events.stream, events.version
+            )
+            INSERT INTO event_streams (stream, version)
+            SELECT x.stream, max(x.version) FROM inserted x WHERE x.stream IS NOT NULL GROUP BY x.stream
+            ON CONFLICT (stream) DO UPDATE SET version = excluded.version;
+            PERFORM pg_notify(p_channel, tx::text);
+        END IF;
     END IF;
     RETURN QUERY
         SELECT u.ord, u.id, e.position, e.seq, e.version, (e.position <> tx), NULL::text, NULL::bigint

@@ -163,6 +163,17 @@ CREATE TABLE IF NOT EXISTS {table} (
         }
     }
 
+    /// The error for migration `version` failing with `cause` (already
+    /// mapped by the driver): its kind and temporariness, this message.
+    pub fn failed(version: i64, cause: palisade_core::Error, backend: &'static str) -> palisade_core::Error {
+        let (kind, temporary) = (cause.kind(), cause.is_temporary());
+        palisade_core::Error::new(kind, format!("migration {version} failed"))
+            .with_backend(backend)
+            .with_op("migrate")
+            .set_temporary(temporary)
+            .with_source(cause)
+    }
+
     /// What to run given the namespace's records: the pending migrations in
     /// order, or why migrating is refused (the namespace is dirty, knows a
     /// version this binary does not, or a file changed since it ran).

@@ -81,15 +81,7 @@ async fn apply_pending(conn: &mut Conn, ns: &Namespace) -> Result<()> {
         } else {
             conn.transaction::<_, diesel::result::Error, _>(async |c| apply_one(c, m, &insert, &checksum).await).await
         };
-        outcome.map_err(|e| {
-            let e = conn.error("migrate")(e);
-            let (kind, temporary) = (e.kind(), e.is_temporary());
-            Error::new(kind, format!("migration {} failed", m.version))
-                .with_backend(BACKEND)
-                .with_op("migrate")
-                .set_temporary(temporary)
-                .with_source(e)
-        })?;
+        outcome.map_err(|e| runner::failed(m.version, conn.error("migrate")(e), BACKEND))?;
         let elapsed = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
         diesel::sql_query(plan.finish())
             .bind::<BigInt, _>(elapsed)

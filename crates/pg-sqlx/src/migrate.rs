@@ -45,15 +45,7 @@ async fn apply_pending(conn: &mut PgConnection, ns: &Namespace) -> Result<()> {
     let (insert, finish) = (plan.insert(), plan.finish());
     for m in pending {
         let started = Instant::now();
-        apply_one(conn, m, &insert).await.map_err(|e| {
-            let e = map("migrate", e);
-            let (kind, temporary) = (e.kind(), e.is_temporary());
-            Error::new(kind, format!("migration {} failed", m.version))
-                .with_backend(BACKEND)
-                .with_op("migrate")
-                .set_temporary(temporary)
-                .with_source(e)
-        })?;
+        apply_one(conn, m, &insert).await.map_err(|e| runner::failed(m.version, map("migrate", e), BACKEND))?;
         let elapsed = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
         sqlx::query(&finish).bind(elapsed).bind(m.version).execute(&mut *conn).await.map_err(|e| map("migrate", e))?;
     }

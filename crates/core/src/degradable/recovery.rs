@@ -17,6 +17,11 @@ use crate::error::{Error, ErrorKind, Result};
 /// letting writers go on (they out-write it).
 const STALLED_ROUNDS: u32 = 3;
 
+/// Longest a round replays before the buffer is trimmed and judged again, so
+/// that writers out-writing a slow primary are noticed within
+/// `STALLED_ROUNDS` × this, not after thousands of entries.
+const ROUND_TIME: Duration = Duration::from_millis(250);
+
 impl<T: ?Sized + Replay + 'static> Degradable<T> {
     pub(super) fn spawn_probe(&self) {
         if self.shared.probing.swap(true, Ordering::AcqRel) {
@@ -164,17 +169,23 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         }
     }
 
-    /// Replays `batch` while writers go on, counting each settled entry in
-    /// `Shared::settled` as soon as it is settled (no await in between);
-    /// returns the failure that stopped the round, if any.
+    /// Replays `batch` (or as much of it as fits [`ROUND_TIME`]) while
+    /// writers go on, counting each settled entry in `Shared::settled` as
+    /// soon as it is settled (no await in between); returns the failure that
+    /// stopped the round, if any.
     async fn replay_round(&mut self, batch: &[Arc<T::Op>]) -> Result<()> {
         let started = Instant::now();
+        let mut done = 0;
         for op in batch {
+            if done > 0 && started.elapsed() >= ROUND_TIME {
+                break;
+            }
             self.replay(op).await?;
             self.shared.settled.fetch_add(1, Ordering::AcqRel);
             self.replayed += 1;
+            done += 1;
         }
-        self.observe(started.elapsed(), batch.len());
+        self.observe(started.elapsed(), done);
         Ok(())
     }
 

@@ -294,6 +294,35 @@ async fn replay_catches_up_with_writers_that_outpace_it() {
     assert_eq!(primary.stream("s"), (0..n).collect::<Vec<_>>(), "every write once, in order");
 }
 
+/// Against a primary slower than the writers, the replay notices within
+/// about a second that it cannot catch up in rounds (rounds are bounded in
+/// time, not only in entries) and replays the rest while writers wait —
+/// instead of letting the buffer grow for thousands of entries first.
+#[tokio::test(start_paused = true)]
+async fn writers_outpacing_a_slow_primary_are_noticed_within_a_second() {
+    let (primary, store) = wrapped(manual());
+    buffered(&primary, &store, "s", 2000).await;
+    primary.slow_down(Duration::from_millis(20));
+    primary.set_up(true);
+    let started = tokio::time::Instant::now();
+    let recovery = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.try_recover().await }
+    });
+    let mut n = 2000;
+    while !recovery.is_finished() {
+        store.append(one("s", n)).await.expect("accepted during the replay");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    recovery.await.expect("recovery task").expect("recovered");
+    // 2,000 buffered × 20 ms = 40 s, plus what arrived before the replay
+    // stopped letting writers go on (≤ ~1 s of writes at 200/s).
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(50), "recovery took {took:?}: the stall was noticed late");
+    assert_eq!(primary.stream("s"), (0..n).collect::<Vec<_>>(), "every write once, in order");
+}
+
 /// A writer that queued for the buffer while the final replay step held it,
 /// and found the wrapper switched back when it got its turn, goes to the
 /// primary — which failed again in between: the write fails over again and is
