@@ -78,6 +78,12 @@ pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024 * 1024;
 /// Ids per `$in` lookup of already stored events.
 const LOOKUP_CHUNK: usize = 10_000;
 
+/// Most events one `insert` statement of an append carries. The test server
+/// (SecantusDB) aborts a transaction that stayed 60 s past its last
+/// statement's start, and one 70,000-event statement can take it longer than
+/// that; on MongoDB this is only a few more round trips for huge batches.
+const INSERT_CHUNK: usize = 5_000;
+
 /// Mongo [`EventStore`].
 #[derive(Clone)]
 pub struct MongoEventStore {
@@ -378,7 +384,9 @@ impl MongoEventStore {
             docs.push(d);
             outcomes.push(Appended { id: e.id, position, version, duplicate: false });
         }
-        step!(self.events.insert_many(docs).session(&mut *session).await);
+        for chunk in docs.chunks(INSERT_CHUNK) {
+            step!(self.events.insert_many(chunk).session(&mut *session).await);
+        }
         match commit(session, OP, Rerun::Safe).await? {
             Attempt::Done(()) => Ok(Attempt::Done(AppendOutcome { events: outcomes })),
             Attempt::Retry(e) => Ok(Attempt::Retry(e)),

@@ -71,21 +71,22 @@ pub fn status(applied: &[i64]) -> Vec<MigrationStatus> {
         .collect()
 }
 
-/// How a backend applies [`MIGRATIONS`]: driver-neutral statements and
-/// decisions, so every driver migrates a namespace the same way, byte for
-/// byte as sqlx 0.9's `Migrator::run` did (namespaces migrated by it stay
-/// valid). A backend's runner:
-/// 1. takes [`LOCK`] with [`lock_id`] of [`CURRENT_DATABASE`] (sqlx's
-///    database-wide advisory lock, so every migrator excludes the others),
-///    and releases it with [`UNLOCK`] whatever happens;
-/// 2. runs [`Runner::ddl`] (schema and bookkeeping table, idempotent);
-/// 3. reads [`Runner::dirty`] and [`Runner::applied`] and asks
-///    [`pending`] what to run — a failed (dirty) migration, an applied
-///    version this binary does not know, or a changed checksum refuse;
-/// 4. runs each pending migration's file and [`Runner::insert`] in one
-///    transaction (`execution_time` -1), then [`Runner::finish`] with the
-///    elapsed nanoseconds.
 pub mod runner {
+    //! How a backend applies [`MIGRATIONS`]: driver-neutral statements and
+    //! decisions, so every driver migrates a namespace the same way, byte for
+    //! byte as sqlx 0.9's `Migrator::run` did (namespaces migrated by it stay
+    //! valid). A backend's runner:
+    //! 1. takes [`LOCK`] with [`lock_id`] of [`CURRENT_DATABASE`] (sqlx's
+    //!    database-wide advisory lock, so every migrator excludes the others),
+    //!    and releases it with [`UNLOCK`] whatever happens;
+    //! 2. runs [`Runner::ddl`] (schema and bookkeeping table, idempotent);
+    //! 3. reads [`Runner::dirty`] and [`Runner::applied`] and asks
+    //!    [`pending`] what to run — a failed (dirty) migration, an applied
+    //!    version this binary does not know, or a changed checksum refuse;
+    //! 4. runs each pending migration's file and [`Runner::insert`] in one
+    //!    transaction (`execution_time` -1), then [`Runner::finish`] with the
+    //!    elapsed nanoseconds.
+
     use palisade_core::Namespace;
     use sha2::{Digest, Sha384};
 
