@@ -20,6 +20,10 @@ async fn harness() -> Option<Arc<dyn Harness>> {
             store.url = url.clone();
         }
         config.pool_size = 4;
+        // The test server is one Python process: a page read over the
+        // 70,000-event case's collection can take it longer than the default
+        // 10 s operation timeout (CI, 2026-12-03). No case asserts on time.
+        config.op_timeout = std::time::Duration::from_secs(60);
         let harness = ConfigHarness::new(config).recycling();
         // Fail (or skip) here, once, if the server is unreachable.
         harness.ping().await?;
