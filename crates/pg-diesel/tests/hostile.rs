@@ -10,7 +10,7 @@ mod common;
 use palisade_conformance::poisoned::{self, POISON_DEPTH};
 use palisade_core::backend::stored::decode_stored_json;
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions};
-use palisade_core::events::{AppendBatch, Cursor, NewEvent};
+use palisade_core::events::{AppendBatch, Cursor, EventFilter, NewEvent, PageRequest};
 use serde_json::json;
 
 use common::{backend, on_both, Ctx};
@@ -105,6 +105,48 @@ async fn bare_u0001_from_before_the_encoding_reads_back_unchanged() {
         assert_eq!(docs.get("old", "d").await.unwrap(), Some(old.clone()));
         let found = docs.find("old", FindOptions::new(Filter::parse(&json!({"mix": "\\\u{1}"})).unwrap())).await;
         assert_eq!(found.unwrap().len(), 1, "filters match the re-encoded value");
+    })
+    .await;
+}
+
+/// Rows written straight into the tables with what no write path produces —
+/// a `jsonb` number beyond `f64` (`1e400`), a NULL tag — read back: the
+/// number as the string of its text (Postgres stores `numeric` digits in full),
+/// the NULL tag dropped; neither fails
+/// `read`, `query`, `get` or `find`, nor hides the rows around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_beyond_f64_and_null_tags_written_by_sql_never_fail_a_read() {
+    on_both(|ctx| async move {
+        let events = ctx.backend.events().unwrap();
+        let batch = (0..3).map(|i| NewEvent::new("legacy", "raw").with_data(json!({"i": i}))).collect();
+        events.append(AppendBatch::new(batch)).await.unwrap();
+        sqlx::query(
+            "UPDATE events SET data = '{\"i\": 1, \"big\": 1e400}'::jsonb, tags = ARRAY['t', NULL] \
+             WHERE data = '{\"i\": 1}'::jsonb",
+        )
+        .execute(&ctx.raw)
+        .await
+        .unwrap();
+        let read = events.read(Cursor::Start, 10).await.unwrap();
+        let data: Vec<_> = read.iter().map(|e| e.data.clone()).collect();
+        let big = format!("1{}", "0".repeat(400));
+        assert_eq!(data, vec![json!({"i": 0}), json!({"i": 1, "big": big}), json!({"i": 2})]);
+        assert_eq!(read[1].tags, vec!["t".to_owned()]);
+        let page = events.query(EventFilter::default(), PageRequest::newest(10)).await.unwrap();
+        assert_eq!(page.items.len(), 3, "query reads past the row as well");
+
+        let docs = ctx.backend.documents().unwrap();
+        docs.ensure_collection(CollectionSpec::new("legacy")).await.unwrap();
+        docs.insert("legacy", json!({"_id": "big", "s": 1})).await.unwrap();
+        docs.insert("legacy", json!({"_id": "plain", "s": 1})).await.unwrap();
+        sqlx::query("UPDATE documents SET body = body || '{\"n\": -2e999}'::jsonb WHERE id = 'big'")
+            .execute(&ctx.raw)
+            .await
+            .unwrap();
+        let big = json!({"_id": "big", "_version": 1, "s": 1, "n": format!("-2{}", "0".repeat(999))});
+        assert_eq!(docs.get("legacy", "big").await.unwrap(), Some(big.clone()));
+        let found = docs.find("legacy", FindOptions::new(Filter::parse(&json!({"s": 1})).unwrap())).await.unwrap();
+        assert_eq!(found, vec![big, json!({"_id": "plain", "_version": 1, "s": 1})]);
     })
     .await;
 }

@@ -228,7 +228,8 @@ fn decode(row: &PgRow) -> Result<Event> {
             version: version.map(|v| v as u64),
             session_id: row.try_get("session_id")?,
             client_ip: client_ip.map(|n| n.addr()),
-            tags: row.try_get("tags")?,
+            // A NULL element (written around the store) is dropped, not a failed read.
+            tags: row.try_get::<Vec<Option<String>>, _>("tags")?.into_iter().flatten().collect(),
             data: row.try_get::<StoredJson, _>("data")?.0,
             occurred_at: row.try_get("occurred_at")?,
             position: Position::new(position as u64, seq as u64),

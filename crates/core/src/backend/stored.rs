@@ -2,7 +2,9 @@
 //! JSON written before the input policy existed, or by another writer, is
 //! decoded without serde_json's recursion limit, and a value nested deeper
 //! than [`MAX_STORED_DEPTH`] reads as [`UNREADABLE_DEPTH`] (see
-//! [`policy`](crate::policy)).
+//! [`policy`](crate::policy)). A number beyond `f64`'s range (Postgres
+//! `jsonb` holds `1e400`; serde_json cannot) reads back as a string of its
+//! digits, so the row stays readable and nothing is made up.
 
 use serde_json::{Map, Value};
 
@@ -13,12 +15,27 @@ use crate::policy::{MAX_STORED_DEPTH, UNREADABLE_DEPTH};
 /// grows on the heap as needed), so a row written before the input policy, or
 /// by another writer, still reads back intact. Text nested deeper than
 /// [`MAX_STORED_DEPTH`] reads as the string [`UNREADABLE_DEPTH`] (see the
-/// module docs). Invalid JSON, trailing text included, is `Serialization`.
+/// module docs). A number `f64` cannot hold reads as the string of its text
+/// (a warning is logged). Invalid JSON, trailing text included, is
+/// `Serialization`.
 pub fn decode_stored_json(bytes: &[u8]) -> Result<Value> {
     if text_depth(bytes) > MAX_STORED_DEPTH {
         tracing::warn!(bytes = bytes.len(), "stored JSON nests deeper than {MAX_STORED_DEPTH} levels; not decoded");
         return Ok(Value::String(UNREADABLE_DEPTH.to_owned()));
     }
+    match decode_unbounded(bytes) {
+        Err(e) => match numbers_beyond_f64_as_strings(bytes) {
+            Some(text) => {
+                tracing::warn!(bytes = bytes.len(), "stored JSON holds numbers beyond f64; they read as strings");
+                decode_unbounded(&text)
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+fn decode_unbounded(bytes: &[u8]) -> Result<Value> {
     let undecodable = |e| Error::new(ErrorKind::Serialization, "stored JSON does not decode").with_source(e);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.disable_recursion_limit();
@@ -32,6 +49,46 @@ pub fn decode_stored_json(bytes: &[u8]) -> Result<Value> {
 pub fn with_version(mut body: Map<String, Value>, version: u64) -> Value {
     body.insert("_version".to_owned(), Value::from(version));
     Value::Object(body)
+}
+
+/// `text` with every number token that parses to an infinite `f64` quoted as
+/// a string; `None` when there is none (the text is left to the decoder).
+/// One pass outside strings, like [`text_depth`].
+fn numbers_beyond_f64_as_strings(text: &[u8]) -> Option<Vec<u8>> {
+    let is_number_byte = |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped, mut changed, mut i) = (false, false, false, 0);
+    while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let end = text[i..].iter().position(|&c| !is_number_byte(c)).map_or(text.len(), |n| i + n);
+            let token = &text[i..end];
+            let infinite =
+                std::str::from_utf8(token).ok().and_then(|t| t.parse::<f64>().ok()).is_some_and(f64::is_infinite);
+            if infinite {
+                out.push(b'"');
+                out.extend_from_slice(token);
+                out.push(b'"');
+                changed = true;
+            } else {
+                out.extend_from_slice(token);
+            }
+            i = end;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 /// The deepest bracket nesting of JSON text (brackets inside strings do not
@@ -86,6 +143,14 @@ mod tests {
         let in_strings = format!(r#"{{"s": "{}"}}"#, "[".repeat(5_000));
         assert!(decode_stored_json(in_strings.as_bytes()).unwrap()["s"].is_string(), "brackets in strings");
         assert_eq!(text_depth(br#"{"a": "\"[", "b": [{}]}"#), 3);
+    }
+
+    #[test]
+    fn stored_numbers_beyond_f64_read_as_their_text() {
+        let v = decode_stored_json(br#"{"big": 1e400, "neg": -2E+999, "ok": 1.5e300, "s": "1e400", "a": [1e400]}"#);
+        assert_eq!(v.unwrap(), json!({"big": "1e400", "neg": "-2E+999", "ok": 1.5e300, "s": "1e400", "a": ["1e400"]}));
+        assert_eq!(numbers_beyond_f64_as_strings(br#"{"x": 1e3, "y": "\"9e999"}"#), None, "in range, or in a string");
+        assert_eq!(decode_stored_json(b"[1e400").unwrap_err().kind(), ErrorKind::Serialization, "still invalid");
     }
 
     #[test]
