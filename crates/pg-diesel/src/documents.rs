@@ -1,9 +1,10 @@
 //! `DocumentStore` on JSONB, with pg-sqlx's semantics on the same tables:
 //! the statements, the filter translation and the collection specs are
 //! pg-common's ([`palisade_pg_common::documents`]); this module binds them
-//! as diesel `sql_query`s (a filter's statement is built at run time, so it
-//! is SQL text with every value and path a bound parameter — never a
-//! value spliced in), and owns transactions and retries.
+//! as diesel queries (a filter's statement is built at run time: SQL text
+//! with every value a bound parameter — never a value spliced in — prepared
+//! once per connection when a generic plan serves it, see `crate::cached`),
+//! and owns transactions and retries.
 //!
 //! - **Writes** check the schema in Rust before anything is written.
 //!   `insert_many`, `replace` and `update` each run in one diesel-async
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
-use diesel::query_builder::BoxedSqlQuery;
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -41,12 +41,13 @@ use palisade_core::documents::{
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
 use palisade_pg_common::documents::{
-    self as common, statements, version_of, Bind, Collection, DocumentFault, Sql, Staged, CHUNK,
+    self as common, statements, version_of, Bind, Collection, DocumentFault, Sql, Staged, Statement, CHUNK,
 };
 use palisade_pg_common::json::{encode, encoded};
 use palisade_pg_common::sqlstate;
 use serde_json::{Map, Value};
 
+use crate::cached::Cached;
 use crate::error::{tagged, TxError};
 use crate::json::StoredJson;
 use crate::{capabilities, invalid_state, PgDieselBackend};
@@ -121,11 +122,16 @@ struct Locked {
     version: i64,
 }
 
-/// pg-common's `sql` as a diesel query: each bind with the SQL type of its cast.
-fn query(sql: Sql) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
-    let (text, binds) = sql.into_parts();
-    // pg-common builds the text from fixed fragments and `$n` placeholders only.
-    let mut q = diesel::sql_query(text).into_boxed::<Pg>();
+/// pg-common's statement as a diesel query: each bind with the SQL type of
+/// its cast. Prepared once per connection (diesel's statement cache, see
+/// [`Cached`]) when a generic plan serves it, else run unnamed.
+fn query(sql: Sql) -> Cached {
+    let Statement { text, binds, reusable } = sql.into_statement();
+    // pg-common builds the text from fixed fragments, `$n` placeholders and checked names only.
+    let mut q = Cached::new(text);
+    if !reusable {
+        q = q.uncached();
+    }
     for b in binds {
         q = match b {
             Bind::Text(v) => q.bind::<Text, _>(v),
@@ -604,7 +610,7 @@ fn with_rows(
     sql: &'static str,
     collection: &str,
     rows: &[&Staged],
-) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
+) -> diesel::query_builder::BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
     diesel::sql_query(sql)
         .into_boxed::<Pg>()
         .bind::<Text, _>(collection.to_owned())

@@ -46,6 +46,7 @@
 //! - **Benchmark** (`cargo bench -p palisade-pg-diesel --bench append`): both
 //!   Postgres backends next to a raw `COPY` of the same rows, in one run.
 
+mod cached;
 pub mod config;
 pub mod connection;
 mod documents;

@@ -11,8 +11,17 @@
 //! indexes is preceded by a range over `palisade_doc_sort_key` that every
 //! match passes (see [`Sql::index_range`]), which that btree index answers.
 //! Each shortcut is implied by the exact test after it, so it can only make a
-//! query faster. Queries run as unnamed statements (planned with their
-//! parameter values), so a bound path matches the index expression.
+//! query faster.
+//!
+//! **Planned once.** Every value is bound, but two things are written into
+//! the text, each only after it passes a strict check (otherwise it is bound
+//! like a value): the collection name (`[A-Za-z][A-Za-z0-9_]{0,62}`, what
+//! `check_collection_name` allows) and the path of an indexed field (segments
+//! of `[A-Za-z0-9_]`, at most 64 characters each). Written in, the planner
+//! prunes to the collection's partition and matches the index expression in
+//! a generic plan, so a driver can prepare the statement once per connection
+//! and reuse it ([`Statement::reusable`]). A statement that had to bind an
+//! indexed path runs unnamed instead (planned with its values each time).
 
 use palisade_core::documents::{FieldOp, FieldPath, Filter, SortKey, SortOrder};
 
@@ -37,18 +46,40 @@ pub enum Bind {
 }
 
 /// SQL text plus its parameters, numbered `$1…` in push order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sql {
     text: String,
     binds: Vec<Bind>,
     /// Paths some btree index of the collection covers (see `Sql::index_range`).
     indexed: Vec<FieldPath>,
+    /// False once something a generic plan needs as a constant had to be bound.
+    reusable: bool,
+}
+
+impl Default for Sql {
+    fn default() -> Self {
+        Sql { text: String::new(), binds: Vec::new(), indexed: Vec::new(), reusable: true }
+    }
+}
+
+/// A statement ready for a driver: [`Sql::into_statement`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// Fixed fragments, `$n` placeholders and checked names only.
+    pub text: String,
+    /// The parameters in placeholder order, U+0000-encoded.
+    pub binds: Vec<Bind>,
+    /// A generic plan serves every call as well as a custom one: prepare it
+    /// once per connection (the driver's statement cache). Otherwise run it
+    /// unnamed, planned with its parameter values (a generic plan could not
+    /// match a bound path to an index expression).
+    pub reusable: bool,
 }
 
 impl Sql {
     /// Starts with a fixed fragment.
     pub fn new(fragment: &'static str) -> Self {
-        Sql { text: fragment.to_owned(), binds: Vec::new(), indexed: Vec::new() }
+        Sql { text: fragment.to_owned(), ..Sql::default() }
     }
 
     /// Lets filters use the btree indexes over `paths`.
@@ -77,12 +108,46 @@ impl Sql {
         &self.text
     }
 
-    /// The SQL text and its parameters in placeholder order, ready for a
-    /// driver to bind. Run it as an unnamed statement (planned with its
-    /// parameter values): a generic plan could not match a bound path to an
-    /// index expression, nor prune to the collection's partition at plan
-    /// time. Values are compared with stored documents, so they are returned
-    /// in the same U+0000 encoding (see [`crate::json`]).
+    /// Appends collection `name` as a string literal when it is a valid
+    /// collection name (see the module docs), else as a bound `text`.
+    pub fn collection(&mut self, name: &str) -> &mut Self {
+        let valid = name.len() <= 63
+            && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return self.bind(Bind::Text(name.to_owned()), "::text");
+        }
+        self.text.push('\'');
+        self.text.push_str(name);
+        self.text.push('\'');
+        self
+    }
+
+    /// Appends `path` as a `text[]` literal when every segment is 1..=64 of
+    /// `[A-Za-z0-9_]` (nothing to quote inside the literal), else as a bound
+    /// `text[]` — and then the statement is no longer [reusable](Statement::reusable).
+    fn path_constant(&mut self, path: &FieldPath) -> &mut Self {
+        let plain = |s: &String| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !path.segments().iter().all(plain) {
+            self.reusable = false;
+            return self.bind(Bind::TextArray(path.segments().to_vec()), "::text[]");
+        }
+        self.text.push_str("'{");
+        self.text.push_str(&path.segments().join(","));
+        self.text.push_str("}'::text[]");
+        self
+    }
+
+    /// The statement for a driver. Values are compared with stored
+    /// documents, so they are returned in the same U+0000 encoding (see
+    /// [`crate::json`]).
+    pub fn into_statement(self) -> Statement {
+        let reusable = self.reusable;
+        let (text, binds) = self.into_parts();
+        Statement { text, binds, reusable }
+    }
+
+    /// The SQL text and its parameters in placeholder order (see [`Sql::into_statement`]).
     pub fn into_parts(self) -> (String, Vec<Bind>) {
         let binds = self
             .binds
@@ -263,9 +328,7 @@ impl Sql {
 
     /// The index key of `path` (the expression of the collection's btree indexes).
     fn sort_key(&mut self, path: &FieldPath) -> &mut Self {
-        self.push("palisade_doc_sort_key(d.body, ")
-            .bind(Bind::TextArray(path.segments().to_vec()), "::text[]")
-            .push(") COLLATE \"C\"")
+        self.push("palisade_doc_sort_key(d.body, ").path_constant(path).push(") COLLATE \"C\"")
     }
 
     /// The value of top-level field `name` (SQL NULL when missing).
@@ -442,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn values_and_paths_are_bound_never_inlined() {
+    fn values_and_unindexed_paths_are_bound_never_inlined() {
         let sql = translate(json!({"a.b": "x'); DROP TABLE documents; --", "c": {"$gt": 5}}));
         assert!(!sql.text().contains("DROP") && !sql.text().contains("'a'"), "{}", sql.text());
         assert!(sql.text().starts_with(
@@ -494,10 +557,10 @@ mod tests {
             sql.filter(&Filter::parse(&filter).unwrap());
             sql
         };
-        let key = "palisade_doc_sort_key(d.body, $1::text[]) COLLATE \"C\"";
+        let key = "palisade_doc_sort_key(d.body, '{seen}'::text[]) COLLATE \"C\"";
         let sql = translate_indexed(json!({"seen": {"$gt": "2026"}}));
         assert!(
-            sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($2::jsonb) AND ")),
+            sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($1::jsonb) AND ")),
             "{}",
             sql.text()
         );
@@ -506,11 +569,24 @@ mod tests {
         let sql = translate_indexed(json!({"seen": {"$lte": 5}}));
         assert!(sql.text().contains(" >= '2' AND "), "numbers start their bracket: {}", sql.text());
         let sql = translate_indexed(json!({"seen": {"$in": ["a", 1]}}));
-        assert!(sql.text().starts_with(&format!("({key} = ANY(palisade_doc_value_keys($2::jsonb)) AND ")));
+        assert!(sql.text().starts_with(&format!("({key} = ANY(palisade_doc_value_keys($1::jsonb)) AND ")));
+        assert!(sql.into_statement().reusable, "a generic plan matches the literal path to the index");
         // null matches missing fields, which have no key; unindexed fields and negations take no shortcut.
         assert!(!translate_indexed(json!({"seen": null})).text().contains("sort_key"));
         assert!(!translate_indexed(json!({"other": {"$gt": 1}})).text().contains("sort_key"));
         assert!(!translate_indexed(json!({"seen": {"$ne": 1}})).text().contains("sort_key"));
+    }
+
+    #[test]
+    fn an_indexed_path_that_needs_quoting_is_bound_and_planned_per_call() {
+        let odd = FieldPath::parse("we'ird").unwrap();
+        let mut sql = Sql::default().with_indexed(std::slice::from_ref(&odd));
+        sql.filter(&Filter::parse(&json!({"we'ird": {"$gt": 1}})).unwrap());
+        assert!(sql.text().contains("palisade_doc_sort_key(d.body, $1::text[])"), "{}", sql.text());
+        assert!(!sql.text().contains("we'ird"), "{}", sql.text());
+        let statement = sql.into_statement();
+        assert!(!statement.reusable);
+        assert_eq!(statement.binds[0], Bind::TextArray(vec!["we'ird".into()]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 pub use collection::{from_json, to_json, Collection};
 pub use fault::DocumentFault;
-pub use filter::{Bind, Sql};
+pub use filter::{Bind, Sql, Statement};
 
 /// Rows per statement when writing many documents (each column is one array parameter).
 pub const CHUNK: usize = 5_000;

@@ -101,7 +101,7 @@ pub fn find(select: &'static str, collection: &str, options: &FindOptions, index
     if !keys.is_empty() {
         sql.sort_values(keys);
     }
-    sql.push(" WHERE d.collection = ").bind(Bind::Text(collection.to_owned()), "::text");
+    sql.push(" WHERE d.collection = ").collection(collection);
     sql.push(concat!(" AND ", live!(), " AND ")).filter(&options.filter).order_by(keys);
     if options.skip > 0 {
         sql.push(" OFFSET ").bind(Bind::BigInt(i64::try_from(options.skip).unwrap_or(i64::MAX)), "::bigint");
@@ -134,8 +134,8 @@ pub fn delete(collection: &str, filter: &Filter, indexed: &[FieldPath]) -> Sql {
 /// live documents match (bigint).
 pub fn count(collection: &str, filter: &Filter, indexed: &[FieldPath]) -> Sql {
     let mut sql = Sql::new("SELECT EXISTS (SELECT 1 FROM collections WHERE name = ").with_indexed(indexed);
-    sql.bind(Bind::Text(collection.to_owned()), "::text");
-    sql.push(concat!("), (SELECT count(*) FROM documents d WHERE d.collection = $1 AND ", live!(), " AND "));
+    sql.collection(collection).push("), (SELECT count(*) FROM documents d WHERE d.collection = ");
+    sql.collection(collection).push(concat!(" AND ", live!(), " AND "));
     sql.filter(filter).push(")");
     sql
 }
@@ -143,7 +143,7 @@ pub fn count(collection: &str, filter: &Filter, indexed: &[FieldPath]) -> Sql {
 /// `head` (ending in `d.collection = `), the collection, then the live rows matching `filter`.
 fn filtered(head: &'static str, collection: &str, filter: &Filter, indexed: &[FieldPath]) -> Sql {
     let mut sql = Sql::new(head).with_indexed(indexed);
-    sql.bind(Bind::Text(collection.to_owned()), "::text").push(concat!(" AND ", live!(), " AND "));
+    sql.collection(collection).push(concat!(" AND ", live!(), " AND "));
     sql.filter(filter);
     sql
 }
@@ -159,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn filtered_statements_bind_the_collection_first_and_see_only_live_rows() {
+    fn filtered_statements_name_the_collection_and_see_only_live_rows() {
         let live = "(d.expires_at IS NULL OR d.expires_at > now())";
         for sql in [
             matching("c", &filter(json!({"a": 1})), &[]),
@@ -168,10 +168,14 @@ mod tests {
             count("c", &filter(json!({"a": 1})), &[]),
         ] {
             let text = sql.text().to_owned();
-            assert!(text.contains("d.collection = $1") && text.contains(live), "{text}");
-            let (_, binds) = sql.into_parts();
-            assert_eq!(binds[0], Bind::Text("c".into()));
+            assert!(text.contains("d.collection = 'c' AND ") && text.contains(live), "{text}");
+            let statement = sql.into_statement();
+            assert!(statement.reusable && !statement.binds.contains(&Bind::Text("c".into())), "{statement:?}");
         }
+        // Only a valid collection name is written in; anything else is bound.
+        let (text, binds) = matching("c'; --", &filter(json!({})), &[]).into_parts();
+        assert!(text.contains("d.collection = $1::text AND "), "{text}");
+        assert_eq!(binds, vec![Bind::Text("c'; --".into())]);
         assert!(lock_matching("c", &filter(json!({})), &[]).text().ends_with(" ORDER BY d.id FOR UPDATE"));
         for fixed in [GET, LOCK_VERSION] {
             assert!(fixed.contains(live), "{fixed}");

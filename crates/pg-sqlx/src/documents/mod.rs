@@ -62,7 +62,7 @@ use palisade_core::documents::{
 };
 use palisade_core::{Capabilities, DocumentStore, Error, ErrorDetail, ErrorKind, Result, Store};
 use palisade_pg_common::documents::{
-    self as common, statements, version_of, Bind, Collection, DocumentFault, Staged, CHUNK,
+    self as common, statements, version_of, Bind, Collection, DocumentFault, Staged, Statement, CHUNK,
 };
 use palisade_pg_common::json::{encode, encoded};
 use serde_json::{Map, Value};
@@ -98,13 +98,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// pg-common's `sql` as a sqlx query: each bind with the Rust type of its
-/// cast. An unnamed statement, planned with its parameter values (a generic
-/// plan could not match a bound path to an index expression, nor prune to
-/// the collection's partition at plan time).
-fn query(text: &str, binds: Vec<Bind>) -> Query<'_, Postgres, PgArguments> {
-    // pg-common builds the text from fixed fragments and `$n` placeholders only.
-    let mut q = sqlx::query(text).persistent(false);
+/// pg-common's statement as a sqlx query: each bind with the Rust type of
+/// its cast. Prepared once per connection (sqlx's statement cache) when a
+/// generic plan serves it ([`Statement::reusable`]), else unnamed.
+fn query(text: &str, binds: Vec<Bind>, reusable: bool) -> Query<'_, Postgres, PgArguments> {
+    // pg-common builds the text from fixed fragments, `$n` placeholders and checked names only.
+    let mut q = sqlx::query(text).persistent(reusable);
     for b in binds {
         q = match b {
             Bind::Text(v) => q.bind(v),
@@ -143,10 +142,10 @@ impl PgDocumentStore {
         let Some(coll) = self.cached_collection(collection, OP).await? else {
             return Err(tagged(OP)(DocumentFault::NoCollection.into()));
         };
-        let (text, binds) =
+        let Statement { text, binds, reusable } =
             statements::find("EXPLAIN (FORMAT JSON) SELECT d.body", collection, options, &coll.indexed_paths())
-                .into_parts();
-        let row = query(&text, binds).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+                .into_statement();
+        let row = query(&text, binds, reusable).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         row.try_get::<Value, _>(0).map_err(|e| map(OP, e))
     }
 
@@ -384,8 +383,8 @@ impl PgDocumentStore {
         const OP: &str = "update";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let (text, binds) = statements::lock_matching(collection, filter, &coll.indexed_paths()).into_parts();
-        let rows = query(&text, binds).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
+        let Statement { text, binds, reusable } = statements::lock_matching(collection, filter, &coll.indexed_paths()).into_statement();
+        let rows = query(&text, binds, reusable).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
         let mut staged = Vec::new();
         for row in &rows {
             let id: String = row.try_get(0).map_err(|e| map(OP, e))?;
@@ -411,8 +410,8 @@ impl PgDocumentStore {
         const OP: &str = "delete";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let (text, binds) = statements::delete(collection, filter, &indexed).into_parts();
-        let deleted = query(&text, binds).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
+        let Statement { text, binds, reusable } = statements::delete(collection, filter, &indexed).into_statement();
+        let deleted = query(&text, binds, reusable).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
         if deleted == 0 {
             self.check_exists(collection, OP).await?;
         }
@@ -426,8 +425,8 @@ impl PgDocumentStore {
         options.validate()?;
         let keys = &options.sort;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let (text, binds) = statements::find("SELECT d.body", collection, options, &indexed).into_parts();
-        let rows = query(&text, binds).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let Statement { text, binds, reusable } = statements::find("SELECT d.body", collection, options, &indexed).into_statement();
+        let rows = query(&text, binds, reusable).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         let Some(first) = rows.first() else {
             self.check_exists(collection, OP).await?;
             return Ok(Vec::new());
@@ -454,8 +453,8 @@ impl PgDocumentStore {
         options: &FindOptions,
         indexed: &[FieldPath],
     ) -> Result<Vec<Value>> {
-        let (text, binds) = statements::matching(collection, &options.filter, indexed).into_parts();
-        let mut docs: Vec<Value> = query(&text, binds)
+        let Statement { text, binds, reusable } = statements::matching(collection, &options.filter, indexed).into_statement();
+        let mut docs: Vec<Value> = query(&text, binds, reusable)
             .fetch_all(&self.backend.pool)
             .await
             .map_err(|e| map("find", e))?
@@ -471,8 +470,8 @@ impl PgDocumentStore {
         const OP: &str = "count";
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let (text, binds) = statements::count(collection, filter, &indexed).into_parts();
-        let row = query(&text, binds).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
+        let Statement { text, binds, reusable } = statements::count(collection, filter, &indexed).into_statement();
+        let row = query(&text, binds, reusable).fetch_one(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         if !row.try_get::<bool, _>(0).map_err(|e| map(OP, e))? {
             return Err(DocumentFault::NoCollection.into());
         }
