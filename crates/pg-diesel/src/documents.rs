@@ -125,7 +125,7 @@ struct Locked {
 /// pg-common's statement as a diesel query: each bind with the SQL type of
 /// its cast. Prepared once per connection (diesel's statement cache, see
 /// [`Cached`]) when a generic plan serves it, else run unnamed.
-fn query(sql: Sql) -> Cached {
+fn query(sql: Sql) -> Cached<'static> {
     let Statement { text, binds, reusable } = sql.into_statement();
     // pg-common builds the text from fixed fragments, `$n` placeholders and checked names only.
     let mut q = Cached::new(text);
@@ -258,7 +258,7 @@ impl PgDieselDocumentStore {
             return Ok(Some(Arc::clone(c)));
         }
         let mut conn = self.backend.conn(op).await?;
-        let stored: Option<Spec> = diesel::sql_query(statements::SPEC)
+        let stored: Option<Spec> = Cached::new(statements::SPEC)
             .bind::<Text, _>(name)
             .get_result(&mut **conn)
             .await
@@ -295,7 +295,7 @@ impl PgDieselDocumentStore {
     /// concurrent drop until the transaction ends.
     async fn collection(&self, c: &mut AsyncPgConnection, name: &str) -> std::result::Result<Arc<Collection>, TxError> {
         let stored: Option<Spec> =
-            diesel::sql_query(statements::SPEC_LOCKED).bind::<Text, _>(name).get_result(c).await.optional()?;
+            Cached::new(statements::SPEC_LOCKED).bind::<Text, _>(name).get_result(c).await.optional()?;
         let stored = stored.ok_or(DocumentFault::NoCollection)?;
         Ok(self.compiled(name, stored.spec.0)?)
     }
@@ -303,7 +303,7 @@ impl PgDieselDocumentStore {
     /// `NotFound` unless collection `name` exists.
     async fn check_exists(&self, name: &str, op: &'static str) -> Result<()> {
         let mut conn = self.backend.conn(op).await?;
-        let row: Exists = diesel::sql_query(statements::EXISTS)
+        let row: Exists = Cached::new(statements::EXISTS)
             .bind::<Text, _>(name)
             .get_result(&mut **conn)
             .await
@@ -368,7 +368,7 @@ impl PgDieselDocumentStore {
         check_collection_name(collection)?;
         check_id(id)?;
         let mut conn = self.backend.conn(OP).await?;
-        let row: Option<Body> = diesel::sql_query(statements::GET)
+        let row: Option<Body> = Cached::new(statements::GET)
             .bind::<Text, _>(collection)
             .bind::<Text, _>(id)
             .get_result(&mut **conn)
@@ -398,7 +398,7 @@ impl PgDieselDocumentStore {
         let stored = (**conn)
             .transaction::<_, TxError, _>(async |c| {
                 let coll = self.collection(c, collection).await?;
-                let row: Option<Version> = diesel::sql_query(statements::LOCK_VERSION)
+                let row: Option<Version> = Cached::new(statements::LOCK_VERSION)
                     .bind::<Text, _>(collection)
                     .bind::<Text, _>(id)
                     .get_result(c)
@@ -664,7 +664,7 @@ async fn lock_unique_keys(
     if staged.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(statements::LOCK_UNIQUE_KEYS)
+    Cached::new(statements::LOCK_UNIQUE_KEYS)
         .bind::<Text, _>(collection)
         .bind::<Array<Jsonb>, _>(staged.iter().map(|s| encode(&s.doc).into_owned()).collect::<Vec<_>>())
         .bind::<Jsonb, _>(paths)

@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use palisade_pg_common::{events as pg_events, sqlstate};
 
+use crate::cached::Cached;
 use crate::error::tagged;
 use crate::json::StoredJson;
 use crate::schema::events;
@@ -216,7 +217,7 @@ impl PgDieselEventStore {
         }
         let mut conn = self.backend.conn(OP).await.map_err(|e| (e, None))?;
         let rows: Vec<AppendRow> =
-            diesel::sql_query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            Cached::new("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                 .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
                 .bind::<Array<Text>, _>(&sources)
                 .bind::<Array<Text>, _>(&kinds)
@@ -275,7 +276,7 @@ impl PgDieselEventStore {
         const OP: &str = "read";
         let (major, minor) = pg_events::cursor(cursor_pair(after));
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<ReadRow> = diesel::sql_query(pg_events::READ_AFTER)
+        let rows: Vec<ReadRow> = Cached::new(pg_events::READ_AFTER)
             .bind::<BigInt, _>(major)
             .bind::<diesel::sql_types::Integer, _>(minor)
             .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use palisade_pg_common::reputation::{AROUND, BOARD_PAGE};
 
+use crate::cached::Cached;
 use crate::error::{tagged, TxError};
 use crate::schema::{reputation_events as events, reputation_scores as scores};
 use crate::{capabilities, invalid_state, PgDieselBackend};
@@ -224,7 +225,7 @@ impl ReputationRepo for PgDieselReputationRepo {
         let mut conn = self.backend.conn(OP).await?;
         // The page and its one count in one statement (one snapshot); the
         // count over the page's best score is beyond the query builder.
-        let rows: Vec<PageRow> = diesel::sql_query(BOARD_PAGE)
+        let rows: Vec<PageRow> = Cached::new(BOARD_PAGE)
             .bind::<Text, _>(period.key())
             .bind::<Text, _>(kind.as_str())
             .bind::<BigInt, _>(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -241,7 +242,7 @@ impl ReputationRepo for PgDieselReputationRepo {
         period.validate().map_err(tagged(OP))?;
         let mut conn = self.backend.conn(OP).await?;
         // A correlated count, which the query builder does not express.
-        let row: Option<RankedRow> = diesel::sql_query(
+        let row: Option<RankedRow> = Cached::new(
             "SELECT subject_id, score, \
                (SELECT count(*) + 1 FROM reputation_scores o WHERE o.period = s.period AND o.subject_kind = s.subject_kind AND o.score > s.score) AS rank \
              FROM reputation_scores s WHERE period = $1 AND subject_kind = $2 AND subject_id = $3",
@@ -264,7 +265,7 @@ impl ReputationRepo for PgDieselReputationRepo {
             return Err(Error::invalid(format!("k must be at most {MAX_RANKED}"))).map_err(tagged(OP));
         }
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<AroundRow> = diesel::sql_query(AROUND)
+        let rows: Vec<AroundRow> = Cached::new(AROUND)
             .bind::<Text, _>(period.key())
             .bind::<Text, _>(subject.kind.as_str())
             .bind::<Text, _>(&subject.id)

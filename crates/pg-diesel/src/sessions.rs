@@ -20,6 +20,7 @@ use palisade_core::sessions::{Decision, KeyTtl, SetMode};
 use palisade_core::{Capabilities, Error, ErrorKind, Expiry, Result, SessionCache, Store};
 use serde_json::Value;
 
+use crate::cached::Cached;
 use crate::error::tagged;
 use crate::schema::sessions;
 use crate::{capabilities, PgDieselBackend};
@@ -261,7 +262,7 @@ impl SessionCache for PgDieselSessionCache {
         let expires_at = expiry.map(|e| e.deadline(now)).transpose().map_err(tagged(OP))?;
         self.maybe_sweep().await;
         let mut conn = self.backend.conn(OP).await?;
-        let len: Len = diesel::sql_query("SELECT palisade_session_push($1, $2, $3, $4, $5) AS n")
+        let len: Len = Cached::new("SELECT palisade_session_push($1, $2, $3, $4, $5) AS n")
             .bind::<Binary, _>(key.as_bytes())
             .bind::<Text, _>(entry.to_string())
             .bind::<Integer, _>(i32::try_from(max_len).unwrap_or(i32::MAX))
@@ -279,7 +280,7 @@ impl SessionCache for PgDieselSessionCache {
         check_history_len(limit).map_err(tagged(OP))?;
         let mut conn = self.backend.conn(OP).await?;
         // An array slice, which the query builder does not express.
-        let row: Option<Listed> = diesel::sql_query(
+        let row: Option<Listed> = Cached::new(
             "SELECT list[1:$2] AS list FROM sessions WHERE key = $1 AND (expires_at IS NULL OR expires_at > $3)",
         )
         .bind::<Binary, _>(key.as_bytes())
@@ -302,7 +303,7 @@ impl SessionCache for PgDieselSessionCache {
         let now = now_ms();
         let expires_at = expiry_on_create.map(|e| e.deadline(now)).transpose().map_err(tagged(OP))?;
         let mut conn = self.backend.conn(OP).await?;
-        let counter: Counter = diesel::sql_query("SELECT palisade_session_incr($1, $2, $3, $4) AS n")
+        let counter: Counter = Cached::new("SELECT palisade_session_incr($1, $2, $3, $4) AS n")
             .bind::<Binary, _>(key.as_bytes())
             .bind::<BigInt, _>(by)
             .bind::<Nullable<Timestamptz>, _>(expires_at)
@@ -323,7 +324,7 @@ impl SessionCache for PgDieselSessionCache {
         self.maybe_sweep().await;
         let now = now_ms();
         let mut conn = self.backend.conn(OP).await?;
-        let hit: Hit = diesel::sql_query("SELECT hits, window_end FROM palisade_session_hit($1, $2, $3)")
+        let hit: Hit = Cached::new("SELECT hits, window_end FROM palisade_session_hit($1, $2, $3)")
             .bind::<Binary, _>(key.as_bytes())
             .bind::<BigInt, _>(window_ms)
             .bind::<Timestamptz, _>(now)

@@ -127,7 +127,8 @@ impl Sql {
     /// `[A-Za-z0-9_]` (nothing to quote inside the literal), else as a bound
     /// `text[]` — and then the statement is no longer [reusable](Statement::reusable).
     fn path_constant(&mut self, path: &FieldPath) -> &mut Self {
-        let plain = |s: &String| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let plain =
+            |s: &String| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !path.segments().iter().all(plain) {
             self.reusable = false;
             return self.bind(Bind::TextArray(path.segments().to_vec()), "::text[]");

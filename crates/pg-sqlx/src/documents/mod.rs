@@ -383,7 +383,8 @@ impl PgDocumentStore {
         const OP: &str = "update";
         let mut tx = self.backend.pool.begin().await.map_err(|e| map(OP, e))?;
         let coll = self.collection(&mut tx, collection, OP).await?;
-        let Statement { text, binds, reusable } = statements::lock_matching(collection, filter, &coll.indexed_paths()).into_statement();
+        let Statement { text, binds, reusable } =
+            statements::lock_matching(collection, filter, &coll.indexed_paths()).into_statement();
         let rows = query(&text, binds, reusable).fetch_all(&mut *tx).await.map_err(|e| map(OP, e))?;
         let mut staged = Vec::new();
         for row in &rows {
@@ -411,7 +412,8 @@ impl PgDocumentStore {
         check_collection_name(collection)?;
         let indexed = self.indexed_paths(collection, OP).await?;
         let Statement { text, binds, reusable } = statements::delete(collection, filter, &indexed).into_statement();
-        let deleted = query(&text, binds, reusable).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
+        let deleted =
+            query(&text, binds, reusable).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?.rows_affected();
         if deleted == 0 {
             self.check_exists(collection, OP).await?;
         }
@@ -425,7 +427,8 @@ impl PgDocumentStore {
         options.validate()?;
         let keys = &options.sort;
         let indexed = self.indexed_paths(collection, OP).await?;
-        let Statement { text, binds, reusable } = statements::find("SELECT d.body", collection, options, &indexed).into_statement();
+        let Statement { text, binds, reusable } =
+            statements::find("SELECT d.body", collection, options, &indexed).into_statement();
         let rows = query(&text, binds, reusable).fetch_all(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         let Some(first) = rows.first() else {
             self.check_exists(collection, OP).await?;
@@ -453,7 +456,8 @@ impl PgDocumentStore {
         options: &FindOptions,
         indexed: &[FieldPath],
     ) -> Result<Vec<Value>> {
-        let Statement { text, binds, reusable } = statements::matching(collection, &options.filter, indexed).into_statement();
+        let Statement { text, binds, reusable } =
+            statements::matching(collection, &options.filter, indexed).into_statement();
         let mut docs: Vec<Value> = query(&text, binds, reusable)
             .fetch_all(&self.backend.pool)
             .await
