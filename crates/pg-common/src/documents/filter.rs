@@ -306,6 +306,13 @@ impl Sql {
     /// are only monotone (float8 rounding, strings cut at 64 characters).
     fn index_range(&mut self, path: &FieldPath, range: IndexRange<'_>) -> &mut Self {
         match range {
+            // One value: a list of two the planner can count, so a generic
+            // plan estimates it as well as a plan made for the value.
+            IndexRange::AnyOf([x]) => self
+                .sort_key(path)
+                .push(" IN (palisade_doc_value_key(")
+                .bind(Bind::Jsonb(x.clone()), "::jsonb")
+                .push("), '9')"),
             IndexRange::AnyOf(xs) => self
                 .sort_key(path)
                 .push(" = ANY(palisade_doc_value_keys(")
@@ -572,6 +579,12 @@ mod tests {
         let sql = translate_indexed(json!({"seen": {"$in": ["a", 1]}}));
         assert!(sql.text().starts_with(&format!("({key} = ANY(palisade_doc_value_keys($1::jsonb)) AND ")));
         assert!(sql.into_statement().reusable, "a generic plan matches the literal path to the index");
+        let sql = translate_indexed(json!({"seen": "a"}));
+        assert!(
+            sql.text().starts_with(&format!("({key} IN (palisade_doc_value_key($1::jsonb), '9') AND ")),
+            "{}",
+            sql.text()
+        );
         // null matches missing fields, which have no key; unindexed fields and negations take no shortcut.
         assert!(!translate_indexed(json!({"seen": null})).text().contains("sort_key"));
         assert!(!translate_indexed(json!({"other": {"$gt": 1}})).text().contains("sort_key"));

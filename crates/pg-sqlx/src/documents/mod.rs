@@ -19,8 +19,12 @@
 //!   rows now and then (at most once a minute per store instance);
 //!   [`PgDocumentStore::sweep`] does it on demand.
 //! - **Filters** become SQL over the `palisade_doc_*` functions, with every
-//!   value and path a bound parameter (pg-common's `filter.rs`); they implement core's
+//!   value a bound parameter (pg-common's `filter.rs`); they implement core's
 //!   reference semantics ([`matches`](palisade_core::backend::eval::matches)).
+//!   The collection name and the paths of indexed fields are written into
+//!   the text once checked (identifier characters only), so a generic plan
+//!   prunes to the partition and uses the index: such statements are
+//!   prepared once per connection (sqlx's statement cache) and reused.
 //! - **Writes** check the schema in Rust (core's `SchemaValidator`) before
 //!   anything is written. `update` and `replace` lock the matching live rows
 //!   (`FOR UPDATE`, in `_id` order), apply the operations in Rust and write
