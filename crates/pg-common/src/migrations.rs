@@ -55,6 +55,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(8, "encode existing u0001", "0008_encode_existing_u0001.sql"),
     migration!(9, "events transaction order", "0009_events_transaction_order.sql"),
     migration!(10, "document key costs", "0010_document_key_costs.sql"),
+    migration!(11, "events stream locks", "0011_events_stream_locks.sql"),
 ];
 
 pub use palisade_core::backend::MigrationStatus;

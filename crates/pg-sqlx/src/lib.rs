@@ -20,8 +20,9 @@
 //!   while migrating, so concurrent service starts are safe.
 //! - **Events**: positions are `(transaction id + offset, place in batch)`
 //!   and ordered reads stop below the snapshot's xmin (pg-common's `events`):
-//!   gap-safe without a global lock. Appends lock only the rows of the
-//!   streams they write or expect; racing appends to a new stream or with
+//!   gap-safe without a global lock. Appends take a transaction advisory
+//!   lock per stream they write or expect (migration 0011), so expected
+//!   versions hold even for a stream's first append; racing appends with
 //!   the same id are retried. An append is one round trip:
 //!   one call of `palisade_append` (migrations/0009) with the batch as column
 //!   arrays, doing dedupe, version checks, `INSERT … SELECT FROM UNNEST(…)` and

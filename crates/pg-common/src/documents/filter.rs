@@ -282,17 +282,28 @@ impl Sql {
     /// equals one of `xs` at `path` contains one of a few shapes (see
     /// [`containment_shapes`]): the GIN index on `body` finds the candidates,
     /// the exact test decides. Otherwise just `<exact>`.
+    ///
+    /// On a top-level field with string, number or boolean operands the
+    /// shapes are the exact test (`{f: x}` or `{f: [x]}`: the field equals
+    /// `x`, or is an array with an element equal to `x` — jsonb containment
+    /// looks into one array level only, as `$eq` does, and compares numbers
+    /// by value), so `<exact>` and its per-row function call are left out.
     fn prefiltered(&mut self, path: &FieldPath, xs: &[Value], exact: impl FnOnce(&mut Self) -> &mut Self) -> &mut Self {
         let shapes = containment_shapes(path, xs);
         if shapes.is_empty() {
             return exact(self);
         }
+        let shapes_are_exact = path.segments().len() == 1
+            && xs.iter().all(|x| matches!(x, Value::String(_) | Value::Number(_) | Value::Bool(_)));
         self.push("((");
         for (i, shape) in shapes.into_iter().enumerate() {
             if i > 0 {
                 self.push(" OR ");
             }
             self.push("d.body @> ").bind(Bind::Jsonb(shape), "::jsonb");
+        }
+        if shapes_are_exact {
+            return self.push("))");
         }
         self.push(") AND ");
         exact(self).push(")")
@@ -607,10 +618,18 @@ mod tests {
     fn id_equality_uses_the_id_column() {
         assert_eq!(translate(json!({"_id": "x"})).text(), "d.id = $1::text");
         assert_eq!(translate(json!({"_id": {"$in": ["x", "y"]}})).text(), "d.id = ANY($1::text[])");
-        assert_eq!(
-            translate(json!({"_id": 5})).text(),
-            "((d.body @> $1::jsonb OR d.body @> $2::jsonb) AND palisade_doc_eq_top(d.body -> $3::text, $4::jsonb))"
-        );
+        assert_eq!(translate(json!({"_id": 5})).text(), "((d.body @> $1::jsonb OR d.body @> $2::jsonb))");
+    }
+
+    #[test]
+    fn containment_alone_decides_scalar_equality_on_top_level_fields() {
+        assert_eq!(translate(json!({"a": "x"})).text(), "((d.body @> $1::jsonb OR d.body @> $2::jsonb))");
+        let in_list = translate(json!({"a": {"$in": [1, true]}}));
+        assert!(!in_list.text().contains("EXISTS"), "{}", in_list.text());
+        // Objects match by containment, not equality; paths may cross arrays twice: the exact test stays.
+        assert!(translate(json!({"a": {"b": 1}})).text().contains("palisade_doc_eq_top("));
+        assert!(translate(json!({"a.b": 1})).text().contains("palisade_doc_eq("));
+        assert!(translate(json!({"a": {"$in": [1, {"b": 1}]}})).text().contains("EXISTS"));
     }
 
     #[test]
