@@ -967,6 +967,24 @@ pub async fn concurrent_appends_with_expected_version_admit_one_winner(store: &d
     assert_eq!(query_all(store, EventFilter::all().stream("s"), Order::OldestFirst).await.len(), 2);
 }
 
+/// Of 8 concurrent first appends to a stream, all expecting `NoStream`, exactly
+/// one wins with version 1; the rest are `Conflict` naming version 1 — even
+/// though the stream had nothing to lock when they began.
+pub async fn concurrent_first_appends_expecting_no_stream_admit_one_winner(store: &dyn EventStore) {
+    for round in 0..5 {
+        let stream = format!("new-{round}");
+        let attempts = (0..8).map(|_| {
+            append_expecting(store, vec![ev("opened").with_stream(&stream)], &stream, ExpectedVersion::NoStream)
+        });
+        let results = join_all(attempts).await;
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).map(|o| o.events[0].version).collect();
+        assert_eq!(winners, vec![Some(1)], "round {round}: one winner among 8 concurrent first appends");
+        for r in results.into_iter().filter(|r| r.is_err()) {
+            assert_version_conflict(r, &stream, ExpectedVersion::NoStream, 1);
+        }
+    }
+}
+
 /// 32 concurrent appenders: every event is stored exactly once, batches stay in order.
 pub async fn concurrent_appenders_lose_no_events(store: &dyn EventStore) {
     let writers = (0..32).map(|w| async move {

@@ -83,6 +83,7 @@ macro_rules! __with_cases {
                 subscribe_applies_filter_to_catch_up_and_live,
                 subscribe_on_empty_store_signals_caught_up_first,
                 concurrent_appends_with_expected_version_admit_one_winner,
+                concurrent_first_appends_expecting_no_stream_admit_one_winner,
                 concurrent_appenders_lose_no_events,
                 large_batch_over_bind_parameter_limit_is_atomic,
                 reader_never_sees_a_position_below_one_already_seen,
