@@ -5,9 +5,22 @@
 //! of them lies before the page, so that is the page's offset less the
 //! rows before it that tie with its first row — an equality count the same
 //! index answers. A top page thus costs the same on a board of 10 or 10
-//! million subjects. One statement each, so the page and the count see one
-//! snapshot. Ranks follow with
+//! million subjects. The first row's score and id enter that count as
+//! scalar subqueries (computed once), so the count is an index range scan
+//! whatever the table's statistics say: on a new namespace, whose tables
+//! were planned while empty, a join there was planned the other way round
+//! and walked the whole board. One statement each, so the page and the
+//! count see one snapshot. Ranks follow with
 //! [`rank_page`](palisade_core::backend::eval::rank_page).
+
+/// `$1` period key, `$2` subject kind, `$3` subject id: the subject's row
+/// `(subject_id text, score bigint, rank bigint)`, where `rank` is one more
+/// than the number of subjects scoring strictly more (a count the board
+/// index answers); no row when the subject has no score.
+pub const RANK: &str = "SELECT subject_id, score, \
+    (SELECT count(*) + 1 FROM reputation_scores o WHERE o.period = s.period AND o.subject_kind = s.subject_kind \
+     AND o.score > s.score) AS rank \
+    FROM reputation_scores s WHERE period = $1 AND subject_kind = $2 AND subject_id = $3";
 
 /// `$1` period key, `$2` subject kind, `$3` offset, `$4` limit (`bigint`s):
 /// the page's rows `(subject_id text, score bigint, greater bigint)`, best
@@ -16,8 +29,9 @@ pub const BOARD_PAGE: &str = concat!(
     "WITH page AS (SELECT subject_id, score FROM reputation_scores WHERE period = $1 AND subject_kind = $2 ",
     "ORDER BY score DESC, subject_id COLLATE \"C\" OFFSET $3 LIMIT $4), ",
     "first AS (SELECT subject_id, score FROM page ORDER BY score DESC, subject_id COLLATE \"C\" LIMIT 1) ",
-    "SELECT subject_id, score, $3 - (SELECT count(*) FROM reputation_scores o, first f WHERE o.period = $1 ",
-    "AND o.subject_kind = $2 AND o.score = f.score AND o.subject_id COLLATE \"C\" < f.subject_id COLLATE \"C\") AS greater ",
+    "SELECT subject_id, score, $3 - (SELECT count(*) FROM reputation_scores o WHERE o.period = $1 ",
+    "AND o.subject_kind = $2 AND o.score = (SELECT score FROM first) ",
+    "AND o.subject_id COLLATE \"C\" < (SELECT subject_id FROM first) COLLATE \"C\") AS greater ",
     "FROM page ORDER BY score DESC, subject_id COLLATE \"C\""
 );
 
@@ -36,9 +50,9 @@ pub const AROUND: &str = concat!(
     "AND EXISTS (SELECT 1 FROM me) ORDER BY score DESC, subject_id COLLATE \"C\" ",
     "OFFSET (SELECT first FROM win) LIMIT (SELECT n FROM win)), ",
     "first AS (SELECT subject_id, score FROM page ORDER BY score DESC, subject_id COLLATE \"C\" LIMIT 1) ",
-    "SELECT subject_id, score, (SELECT first FROM win) - (SELECT count(*) FROM reputation_scores o, first f ",
-    "WHERE o.period = $1 AND o.subject_kind = $2 AND o.score = f.score ",
-    "AND o.subject_id COLLATE \"C\" < f.subject_id COLLATE \"C\") AS greater, ",
+    "SELECT subject_id, score, (SELECT first FROM win) - (SELECT count(*) FROM reputation_scores o ",
+    "WHERE o.period = $1 AND o.subject_kind = $2 AND o.score = (SELECT score FROM first) ",
+    "AND o.subject_id COLLATE \"C\" < (SELECT subject_id FROM first) COLLATE \"C\") AS greater, ",
     "(SELECT first FROM win) AS first_place ",
     "FROM page ORDER BY score DESC, subject_id COLLATE \"C\""
 );

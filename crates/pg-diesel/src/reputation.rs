@@ -19,7 +19,7 @@ use palisade_core::time::{truncate_ms, TimeRange};
 use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use uuid::Uuid;
 
-use palisade_pg_common::reputation::{AROUND, BOARD_PAGE};
+use palisade_pg_common::reputation::{AROUND, BOARD_PAGE, RANK};
 
 use crate::cached::Cached;
 use crate::error::{tagged, TxError};
@@ -241,19 +241,14 @@ impl ReputationRepo for PgDieselReputationRepo {
         subject.validate().map_err(tagged(OP))?;
         period.validate().map_err(tagged(OP))?;
         let mut conn = self.backend.conn(OP).await?;
-        // A correlated count, which the query builder does not express.
-        let row: Option<RankedRow> = Cached::new(
-            "SELECT subject_id, score, \
-               (SELECT count(*) + 1 FROM reputation_scores o WHERE o.period = s.period AND o.subject_kind = s.subject_kind AND o.score > s.score) AS rank \
-             FROM reputation_scores s WHERE period = $1 AND subject_kind = $2 AND subject_id = $3",
-        )
-        .bind::<Text, _>(period.key())
-        .bind::<Text, _>(subject.kind.as_str())
-        .bind::<Text, _>(&subject.id)
-        .get_result(&mut **conn)
-        .await
-        .optional()
-        .map_err(conn.error(OP))?;
+        let row: Option<RankedRow> = Cached::new(RANK)
+            .bind::<Text, _>(period.key())
+            .bind::<Text, _>(subject.kind.as_str())
+            .bind::<Text, _>(&subject.id)
+            .get_result(&mut **conn)
+            .await
+            .optional()
+            .map_err(conn.error(OP))?;
         Ok(row.map(|r| ranked(subject.kind, vec![(r.subject_id, r.score, r.rank)])).and_then(|mut v| v.pop()))
     }
 

@@ -12,7 +12,7 @@ use palisade_core::{Capabilities, Error, ReputationRepo, Result, Store};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use palisade_pg_common::reputation::{AROUND, BOARD_PAGE};
+use palisade_pg_common::reputation::{AROUND, BOARD_PAGE, RANK};
 
 use crate::error::{map, tagged};
 use crate::{capabilities, invalid_state, PgBackend};
@@ -184,17 +184,13 @@ impl ReputationRepo for PgReputationRepo {
     async fn rank(&self, subject: &Subject, period: Period) -> Result<Option<Ranked>> {
         subject.validate().map_err(tagged("rank"))?;
         period.validate().map_err(tagged("rank"))?;
-        let row = sqlx::query(
-            "SELECT subject_id, score, \
-               (SELECT count(*) + 1 FROM reputation_scores o WHERE o.period = s.period AND o.subject_kind = s.subject_kind AND o.score > s.score) AS rank \
-             FROM reputation_scores s WHERE period = $1 AND subject_kind = $2 AND subject_id = $3",
-        )
-        .bind(period.key())
-        .bind(subject.kind.as_str())
-        .bind(&subject.id)
-        .fetch_optional(&self.backend.pool)
-        .await
-        .map_err(|e| map("rank", e))?;
+        let row = sqlx::query(RANK)
+            .bind(period.key())
+            .bind(subject.kind.as_str())
+            .bind(&subject.id)
+            .fetch_optional(&self.backend.pool)
+            .await
+            .map_err(|e| map("rank", e))?;
         row.map(|r| -> std::result::Result<Ranked, sqlx::Error> {
             Ok(Ranked {
                 subject: Subject { kind: subject.kind, id: r.try_get("subject_id")? },
