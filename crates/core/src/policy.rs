@@ -154,20 +154,26 @@ impl InputPolicy {
     }
 }
 
-/// Whether `v` nests deeper than `max` containers. Iterative: never recurses.
+/// Whether `v` nests deeper than `max` containers. Iterative: never recurses;
+/// only containers holding containers are stacked (scalars cost nothing).
 pub(crate) fn depth_exceeds(v: &Value, max: usize) -> bool {
-    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    fn is_container(v: &Value) -> bool {
+        matches!(v, Value::Array(_) | Value::Object(_))
+    }
+    if !is_container(v) {
+        return false;
+    }
+    // Containers to look into, with their depth (1 for `v`).
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 1)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(m) => Box::new(m.values()),
-            _ => continue,
-        };
-        let depth = depth + 1;
         if depth > max {
             return true;
         }
-        stack.extend(children.map(|c| (c, depth)));
+        match v {
+            Value::Array(a) => stack.extend(a.iter().filter(|c| is_container(c)).map(|c| (c, depth + 1))),
+            Value::Object(m) => stack.extend(m.values().filter(|c| is_container(c)).map(|c| (c, depth + 1))),
+            _ => {}
+        }
     }
     false
 }

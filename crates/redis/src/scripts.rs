@@ -33,30 +33,31 @@ return len
 };
 
 /// `incr`: creates the counter with the TTL, or adds to a stored JSON integer
-/// keeping its expiry. Returns the new value as a decimal string.
+/// keeping its expiry. Returns the new value as a decimal string (read back
+/// with GET: Lua numbers are doubles, exact only up to 2^53).
 /// KEYS: counter. ARGV: by, expiry (unix ms) or ''.
+///
+/// The common case first: `SET NX` creates a missing counter at `by` with
+/// its expiry (an instant already passed deletes it at once, as for any
+/// write), else `INCRBY` adds (without an expiry it also creates). Only when
+/// `INCRBY` fails is the stored value looked at, to tell a value that is not
+/// a counter (`WRONGTYPE`) from one the addition would take out of range
+/// (`OVERFLOW`).
 pub static SESSION_INCR: Lua = Lua {
     name: "session_incr",
     source: r#"
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then
-  if ARGV[2] ~= '' then
-    redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-  else
-    redis.call('SET', KEYS[1], ARGV[1])
-  end
+if ARGV[2] ~= '' and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then
   return ARGV[1]
-end
-if t ~= 'string' then
-  return redis.error_reply('WRONGTYPE key holds another type than an integer counter')
-end
-local v = redis.call('GET', KEYS[1])
-if #v > 20 or not string.match(v, '^%-?[0-9]+$') then
-  return redis.error_reply('WRONGTYPE key holds another type than an integer counter')
 end
 local r = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(r) == 'table' and r['err'] then
-  return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
+  if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+    local v = redis.call('GET', KEYS[1])
+    if #v <= 20 and string.match(v, '^%-?[0-9]+$') then
+      return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
+    end
+  end
+  return redis.error_reply('WRONGTYPE key holds another type than an integer counter')
 end
 return redis.call('GET', KEYS[1])
 "#,
@@ -65,25 +66,22 @@ return redis.call('GET', KEYS[1])
 /// `hit`: fixed-window rate limit. The first hit creates the counter with the
 /// window as TTL; later hits increment it without touching the expiry (a
 /// counter without one gets the window). Returns {count as string, pttl ms}.
-/// KEYS: counter. ARGV: window ms.
+/// KEYS: counter. ARGV: window ms. Common case first, as in [`SESSION_INCR`].
 pub static SESSION_HIT: Lua = Lua {
     name: "session_hit",
     source: r#"
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   return {'1', tonumber(ARGV[1])}
-end
-if t ~= 'string' then
-  return redis.error_reply('WRONGTYPE key holds another type than a rate-limit counter')
-end
-local v = redis.call('GET', KEYS[1])
-if #v > 20 or not string.match(v, '^%-?[0-9]+$') then
-  return redis.error_reply('WRONGTYPE key holds another type than a rate-limit counter')
 end
 local r = redis.pcall('INCR', KEYS[1])
 if type(r) == 'table' and r['err'] then
-  return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
+  if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+    local v = redis.call('GET', KEYS[1])
+    if #v <= 20 and string.match(v, '^%-?[0-9]+$') then
+      return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
+    end
+  end
+  return redis.error_reply('WRONGTYPE key holds another type than a rate-limit counter')
 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
