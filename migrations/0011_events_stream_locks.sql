@@ -5,9 +5,11 @@
 -- first committed, stored version 2 instead of failing (statements in READ
 -- COMMITTED each see the latest commits). Each append now takes a
 -- transaction advisory lock per stream it writes or expects (a 64-bit hash
--- of namespace and stream name, in key order: no deadlocks; a collision only
--- makes two streams take turns) before it checks or numbers anything, so
--- the second append sees the first one's version and reports the conflict.
+-- of the stream name seeded with the namespace's `event_streams` table oid,
+-- in key order: no deadlocks; a collision only makes two streams take
+-- turns) before it checks or numbers anything, so the second append sees
+-- the first one's version and reports the conflict. Ids are counted again
+-- under the locks, so a retry that raced its own original is a duplicate.
 -- Appends without streams take no lock, as before. The rest of the function
 -- is 0009's.
 CREATE OR REPLACE FUNCTION palisade_append(
@@ -50,13 +52,18 @@ BEGIN
         SELECT count(*) INTO n_known FROM events e WHERE e.id = ANY(p_ids);
         IF n_known < cardinality(p_ids) THEN
             FOR lock_key IN
-                SELECT DISTINCT hashtextextended(current_schema() || '/' || s, 0)
+                SELECT DISTINCT hashtextextended(s, 'event_streams'::regclass::oid::bigint)
                 FROM (SELECT unnest(p_streams) UNION SELECT unnest(p_expect_streams)) AS t(s)
                 WHERE s IS NOT NULL
                 ORDER BY 1
             LOOP
                 PERFORM pg_advisory_xact_lock(lock_key);
             END LOOP;
+            -- A twin of this append (a retry) may have stored the ids while we
+            -- waited: then it is a duplicate, not an expectation to check.
+            SELECT count(*) INTO n_known FROM events e WHERE e.id = ANY(p_ids);
+        END IF;
+        IF n_known < cardinality(p_ids) THEN
             FOR k IN 1 .. coalesce(cardinality(p_expect_streams), 0) LOOP
                 SELECT coalesce(max(s.version), 0) INTO actual FROM event_streams s WHERE s.stream = p_expect_streams[k];
                 IF actual <> p_expect_versions[k] THEN

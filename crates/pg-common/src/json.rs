@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use palisade_core::backend::stored::decode_stored_json;
+use palisade_core::backend::stored::{decode_stored_json, decode_stored_json_exact};
 use serde_json::{Map, Value};
 
 const ESC: char = '\u{1}';
@@ -131,7 +131,17 @@ fn decode_in_place(root: &mut Value) {
 /// decoder calls with the bytes of a `json`/`jsonb` column (for binary
 /// `jsonb`, after its leading format-version byte, see [`jsonb_text`]).
 pub fn decode_text(text: &[u8]) -> palisade_core::Result<Value> {
-    let mut v = decode_stored_json(text)?;
+    restore(text, decode_stored_json(text)?)
+}
+
+/// [`decode_text`] for a read-modify-write: a number `f64` cannot hold is
+/// an error, not a string (see `decode_stored_json_exact`).
+pub fn decode_text_exact(text: &[u8]) -> palisade_core::Result<Value> {
+    restore(text, decode_stored_json_exact(text)?)
+}
+
+/// Undoes the U+0000 encoding in `v`, decoded from `text`.
+fn restore(text: &[u8], mut v: Value) -> palisade_core::Result<Value> {
     // The escape only ever appears as `\u0001` in JSON text.
     if text.windows(6).any(|w| w == b"\\u0001") {
         decode_in_place(&mut v);

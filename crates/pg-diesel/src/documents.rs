@@ -49,7 +49,7 @@ use serde_json::{Map, Value};
 
 use crate::cached::Cached;
 use crate::error::{tagged, TxError};
-use crate::json::StoredJson;
+use crate::json::{ExactJson, StoredJson};
 use crate::{capabilities, invalid_state, PgDieselBackend};
 
 /// Most tries of one document write that deadlocks (see `write_retrying`).
@@ -116,20 +116,23 @@ struct Id {
 struct Locked {
     #[diesel(sql_type = Text)]
     id: String,
+    /// Written back: decoded exactly (see `ExactJson`).
     #[diesel(sql_type = Jsonb)]
-    body: StoredJson,
+    body: ExactJson,
     #[diesel(sql_type = BigInt)]
     version: i64,
 }
 
 /// pg-common's statement as a diesel query: each bind with the SQL type of
 /// its cast. Prepared once per connection (diesel's statement cache, see
-/// [`Cached`]) when a generic plan serves it, else run unnamed.
-fn query(sql: Sql) -> Cached<'static> {
+/// [`Cached`]) when a generic plan serves it and `admit` lets its text in,
+/// else run unnamed.
+fn query(sql: Sql, admit: impl FnOnce(&str) -> bool) -> Cached<'static> {
     let Statement { text, binds, reusable } = sql.into_statement();
+    let cache = reusable && admit(&text);
     // pg-common builds the text from fixed fragments, `$n` placeholders and checked names only.
     let mut q = Cached::new(text);
-    if !reusable {
+    if !cache {
         q = q.uncached();
     }
     for b in binds {
@@ -142,6 +145,18 @@ fn query(sql: Sql) -> Cached<'static> {
         };
     }
     q
+}
+
+impl State {
+    /// Whether filter statement `text` may enter the statement caches (see
+    /// [`ADMITTED_FILTER_STATEMENTS`]).
+    fn admit(&self, text: &str) -> bool {
+        let mut admitted = lock(&self.admitted);
+        if admitted.contains(text) {
+            return true;
+        }
+        admitted.len() < ADMITTED_FILTER_STATEMENTS && admitted.insert(text.to_owned())
+    }
 }
 
 /// Postgres [`DocumentStore`] through diesel. Cheap to clone; clones share
@@ -158,7 +173,15 @@ struct State {
     collections: Mutex<HashMap<String, Arc<Collection>>>,
     /// When this instance last swept each collection.
     swept: Mutex<HashMap<String, Instant>>,
+    /// Filter statements admitted to the connections' statement caches.
+    admitted: Mutex<HashSet<String>>,
 }
+
+/// Most distinct filter statements one store lets into the connections'
+/// statement caches. diesel's cache is unbounded and filter shapes come from
+/// callers, so the first 256 shapes a store runs are prepared once per
+/// connection and later new shapes run unnamed (planned per call).
+const ADMITTED_FILTER_STATEMENTS: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -434,7 +457,7 @@ impl PgDieselDocumentStore {
             .transaction::<_, TxError, _>(async |c| {
                 let coll = self.collection(c, collection).await?;
                 let sql = statements::lock_matching(collection, filter, &coll.indexed_paths());
-                let rows: Vec<Locked> = query(sql).load(c).await?;
+                let rows: Vec<Locked> = query(sql, |t| self.state.admit(t)).load(c).await?;
                 let mut staged = Vec::new();
                 for row in &rows {
                     let doc = &row.body.0;
@@ -465,7 +488,7 @@ impl PgDieselDocumentStore {
         let indexed = self.indexed_paths(collection, OP).await?;
         let sql = statements::delete(collection, filter, &indexed);
         let mut conn = self.backend.conn(OP).await?;
-        let deleted = query(sql).execute(&mut **conn).await.map_err(conn.error(OP))? as u64;
+        let deleted = query(sql, |t| self.state.admit(t)).execute(&mut **conn).await.map_err(conn.error(OP))? as u64;
         drop(conn);
         if deleted == 0 {
             self.check_exists(collection, OP).await?;
@@ -482,10 +505,12 @@ impl PgDieselDocumentStore {
         let sql = statements::find("SELECT d.body", collection, options, &indexed);
         let mut conn = self.backend.conn(OP).await?;
         let (docs, containers) = if options.sort.is_empty() {
-            let rows: Vec<Body> = query(sql).load(&mut **conn).await.map_err(conn.error(OP))?;
+            let rows: Vec<Body> =
+                query(sql, |t| self.state.admit(t)).load(&mut **conn).await.map_err(conn.error(OP))?;
             (rows.into_iter().filter_map(|r| r.body.map(|b| b.0)).collect::<Vec<_>>(), false)
         } else {
-            let rows: Vec<SortedBody> = query(sql).load(&mut **conn).await.map_err(conn.error(OP))?;
+            let rows: Vec<SortedBody> =
+                query(sql, |t| self.state.admit(t)).load(&mut **conn).await.map_err(conn.error(OP))?;
             let containers = <[SortedBody]>::first(&rows).and_then(|r| r.bool_or) == Some(true);
             (rows.into_iter().map(|r| r.body.0).collect(), containers)
         };
@@ -511,7 +536,7 @@ impl PgDieselDocumentStore {
         const OP: &str = "find";
         let sql = statements::matching(collection, &options.filter, indexed);
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<Body> = query(sql).load(&mut **conn).await.map_err(conn.error(OP))?;
+        let rows: Vec<Body> = query(sql, |t| self.state.admit(t)).load(&mut **conn).await.map_err(conn.error(OP))?;
         let mut docs: Vec<Value> = rows.into_iter().filter_map(|r| r.body.map(|b| b.0)).collect();
         docs.sort_by(|a, b| cmp_docs(a, b, &options.sort));
         Ok(docs.into_iter().skip(options.skip).take(options.limit.unwrap_or(usize::MAX)).collect())
@@ -523,7 +548,7 @@ impl PgDieselDocumentStore {
         let indexed = self.indexed_paths(collection, OP).await?;
         let sql = statements::count(collection, filter, &indexed);
         let mut conn = self.backend.conn(OP).await?;
-        let row: Counted = query(sql).get_result(&mut **conn).await.map_err(conn.error(OP))?;
+        let row: Counted = query(sql, |t| self.state.admit(t)).get_result(&mut **conn).await.map_err(conn.error(OP))?;
         if !row.exists {
             return Err(DocumentFault::NoCollection.into());
         }

@@ -113,7 +113,8 @@ async fn bare_u0001_from_before_the_encoding_reads_back_unchanged() {
 /// a `jsonb` number beyond `f64` (`1e400`), a NULL tag — read back: the
 /// number as the string of its text (Postgres stores `numeric` digits in full),
 /// the NULL tag dropped; neither fails
-/// `read`, `query`, `get` or `find`, nor hides the rows around it.
+/// `read`, `query`, `get` or `find`, nor hides the rows around it. An update,
+/// which would write the number back as a string, refuses instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_beyond_f64_and_null_tags_written_by_sql_never_fail_a_read() {
     on_both(|ctx| async move {
@@ -146,7 +147,13 @@ async fn numbers_beyond_f64_and_null_tags_written_by_sql_never_fail_a_read() {
         let big = json!({"_id": "big", "_version": 1, "s": 1, "n": format!("-2{}", "0".repeat(999))});
         assert_eq!(docs.get("legacy", "big").await.unwrap(), Some(big.clone()));
         let found = docs.find("legacy", FindOptions::new(Filter::parse(&json!({"s": 1})).unwrap())).await.unwrap();
-        assert_eq!(found, vec![big, json!({"_id": "plain", "_version": 1, "s": 1})]);
+        assert_eq!(found, vec![big.clone(), json!({"_id": "plain", "_version": 1, "s": 1})]);
+        // An update would write the body back: it refuses (typed), changing nothing.
+        let set = palisade_core::documents::UpdateOps::parse(&json!({"$set": {"t": 1}})).unwrap();
+        let refused = docs.update("legacy", Filter::parse(&json!({"s": 1})).unwrap(), set).await.unwrap_err();
+        assert_eq!(refused.kind(), palisade_core::ErrorKind::Serialization, "{refused}");
+        assert_eq!(docs.get("legacy", "big").await.unwrap(), Some(big));
+        assert_eq!(docs.get("legacy", "plain").await.unwrap().unwrap()["_version"], 1, "all or nothing");
     })
     .await;
 }

@@ -4,7 +4,7 @@
 //! never breaks a read) and undoes the U+0000 encoding that every bound
 //! value went through ([`palisade_pg_common::json`]).
 
-use palisade_pg_common::json::{decode_text, jsonb_text};
+use palisade_pg_common::json::{decode_text, decode_text_exact, jsonb_text};
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
@@ -29,5 +29,29 @@ impl<'r> sqlx::Decode<'r, Postgres> for StoredJson {
         let binary = value.format() == PgValueFormat::Binary;
         let bytes = value.as_bytes()?;
         Ok(StoredJson(decode_text(if binary { jsonb_text(bytes) } else { bytes })?))
+    }
+}
+
+/// A `jsonb` column about to be changed and written back (`update`): like
+/// [`StoredJson`], but a number `f64` cannot hold fails the decode instead of
+/// reading as a string, so a write-back never changes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ExactJson(pub(crate) Value);
+
+impl sqlx::Type<Postgres> for ExactJson {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("jsonb")
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <serde_json::Value as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for ExactJson {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let binary = value.format() == PgValueFormat::Binary;
+        let bytes = value.as_bytes()?;
+        Ok(ExactJson(decode_text_exact(if binary { jsonb_text(bytes) } else { bytes })?))
     }
 }

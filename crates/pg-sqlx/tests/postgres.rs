@@ -50,7 +50,8 @@ async fn reader_never_skips_a_slow_commit() {
     store.append(AppendBatch::new(vec![ev(0).with_stream("slow")])).await.unwrap();
 
     // Hold the `slow` stream row: the next append to that stream takes its
-    // transaction id (its position), then waits on this lock before inserting.
+    // transaction id (its position), then waits on this lock (at its
+    // `event_streams` update) before it can commit.
     let mut blocker = b.pool().begin().await.unwrap();
     sqlx::query("SELECT version FROM event_streams WHERE stream = 'slow' FOR UPDATE")
         .execute(&mut *blocker)

@@ -19,11 +19,23 @@ use crate::policy::{MAX_STORED_DEPTH, UNREADABLE_DEPTH};
 /// (a warning is logged). Invalid JSON, trailing text included, is
 /// `Serialization`.
 pub fn decode_stored_json(bytes: &[u8]) -> Result<Value> {
+    decode_stored(bytes, true)
+}
+
+/// [`decode_stored_json`] for a read-modify-write (an update writing the
+/// value back): a number `f64` cannot hold is a `Serialization` error
+/// instead of a string, so writing back never changes it.
+pub fn decode_stored_json_exact(bytes: &[u8]) -> Result<Value> {
+    decode_stored(bytes, false)
+}
+
+fn decode_stored(bytes: &[u8], numbers_as_strings: bool) -> Result<Value> {
     if text_depth(bytes) > MAX_STORED_DEPTH {
         tracing::warn!(bytes = bytes.len(), "stored JSON nests deeper than {MAX_STORED_DEPTH} levels; not decoded");
         return Ok(Value::String(UNREADABLE_DEPTH.to_owned()));
     }
     match decode_unbounded(bytes) {
+        Err(e) if !numbers_as_strings => Err(e),
         Err(e) => match numbers_beyond_f64_as_strings(bytes) {
             Some(text) => {
                 tracing::warn!(bytes = bytes.len(), "stored JSON holds numbers beyond f64; they read as strings");
@@ -151,6 +163,8 @@ mod tests {
         assert_eq!(v.unwrap(), json!({"big": "1e400", "neg": "-2E+999", "ok": 1.5e300, "s": "1e400", "a": ["1e400"]}));
         assert_eq!(numbers_beyond_f64_as_strings(br#"{"x": 1e3, "y": "\"9e999"}"#), None, "in range, or in a string");
         assert_eq!(decode_stored_json(b"[1e400").unwrap_err().kind(), ErrorKind::Serialization, "still invalid");
+        let exact = decode_stored_json_exact(br#"{"big": 1e400}"#).unwrap_err();
+        assert_eq!(exact.kind(), ErrorKind::Serialization, "a write-back refuses to change the number");
     }
 
     #[test]

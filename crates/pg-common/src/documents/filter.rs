@@ -133,8 +133,16 @@ impl Sql {
             self.reusable = false;
             return self.bind(Bind::TextArray(path.segments().to_vec()), "::text[]");
         }
+        // Every element quoted: unquoted, `NULL` would be a SQL null element.
         self.text.push_str("'{");
-        self.text.push_str(&path.segments().join(","));
+        for (i, segment) in path.segments().iter().enumerate() {
+            if i > 0 {
+                self.text.push(',');
+            }
+            self.text.push('"');
+            self.text.push_str(segment);
+            self.text.push('"');
+        }
         self.text.push_str("}'::text[]");
         self
     }
@@ -576,7 +584,7 @@ mod tests {
             sql.filter(&Filter::parse(&filter).unwrap());
             sql
         };
-        let key = "palisade_doc_sort_key(d.body, '{seen}'::text[]) COLLATE \"C\"";
+        let key = "palisade_doc_sort_key(d.body, '{\"seen\"}'::text[]) COLLATE \"C\"";
         let sql = translate_indexed(json!({"seen": {"$gt": "2026"}}));
         assert!(
             sql.text().starts_with(&format!("((({key} >= palisade_doc_value_key($1::jsonb) AND ")),
@@ -600,6 +608,14 @@ mod tests {
         assert!(!translate_indexed(json!({"seen": null})).text().contains("sort_key"));
         assert!(!translate_indexed(json!({"other": {"$gt": 1}})).text().contains("sort_key"));
         assert!(!translate_indexed(json!({"seen": {"$ne": 1}})).text().contains("sort_key"));
+    }
+
+    #[test]
+    fn indexed_path_elements_are_quoted_so_null_stays_a_name() {
+        let path = FieldPath::parse("a.NULL").unwrap();
+        let mut sql = Sql::default().with_indexed(std::slice::from_ref(&path));
+        sql.filter(&Filter::parse(&json!({"a.NULL": {"$gt": 1}})).unwrap());
+        assert!(sql.text().contains("palisade_doc_sort_key(d.body, '{\"a\",\"NULL\"}'::text[])"), "{}", sql.text());
     }
 
     #[test]

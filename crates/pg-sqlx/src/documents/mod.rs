@@ -75,7 +75,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Row};
 
 use crate::error::{is_lock_not_available, map, tagged};
-use crate::json::StoredJson;
+use crate::json::{ExactJson, StoredJson};
 use crate::{capabilities, PgBackend};
 /// Most tries of one document write that deadlocks (see `write_retrying`).
 const WRITE_ATTEMPTS: u32 = 5;
@@ -393,7 +393,8 @@ impl PgDocumentStore {
         let mut staged = Vec::new();
         for row in &rows {
             let id: String = row.try_get(0).map_err(|e| map(OP, e))?;
-            let doc = row.try_get::<StoredJson, _>(1).map_err(|e| map(OP, e))?.0;
+            // Written back: decoded exactly (see `ExactJson`).
+            let doc = row.try_get::<ExactJson, _>(1).map_err(|e| map(OP, e))?.0;
             let version = version_of(row.try_get(2).map_err(|e| map(OP, e))?);
             let mut next = doc.clone();
             ops.apply(&mut next, &self.backend.policy)?;
