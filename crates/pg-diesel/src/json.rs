@@ -12,24 +12,20 @@ use palisade_pg_common::json::{decode_text, decode_text_exact, jsonb_text};
 use serde_json::Value;
 
 /// A `jsonb` column read as stored by Palisade: decoded without a recursion
-/// limit, U+0000 restored.
+/// limit, U+0000 restored. `EXACT` for a value about to be changed and
+/// written back (`update`): a number `f64` cannot hold then fails the decode
+/// instead of reading as a string, so a write-back never changes it.
 #[derive(Debug, Clone, PartialEq, FromSqlRow)]
-pub(crate) struct StoredJson(pub(crate) Value);
+pub(crate) struct Json<const EXACT: bool>(pub(crate) Value);
 
-impl FromSql<Jsonb, Pg> for StoredJson {
+/// What reads decode (see [`Json`]).
+pub(crate) type StoredJson = Json<false>;
+/// What `update` decodes before writing back (see [`Json`]).
+pub(crate) type ExactJson = Json<true>;
+
+impl<const EXACT: bool> FromSql<Jsonb, Pg> for Json<EXACT> {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
-        Ok(StoredJson(decode_text(jsonb_text(value.as_bytes()))?))
-    }
-}
-
-/// A `jsonb` column about to be changed and written back (`update`): like
-/// [`StoredJson`], but a number `f64` cannot hold fails the decode instead of
-/// reading as a string, so a write-back never changes it.
-#[derive(Debug, Clone, PartialEq, FromSqlRow)]
-pub(crate) struct ExactJson(pub(crate) Value);
-
-impl FromSql<Jsonb, Pg> for ExactJson {
-    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
-        Ok(ExactJson(decode_text_exact(jsonb_text(value.as_bytes()))?))
+        let text = jsonb_text(value.as_bytes());
+        Ok(Json(if EXACT { decode_text_exact(text)? } else { decode_text(text)? }))
     }
 }

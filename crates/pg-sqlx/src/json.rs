@@ -10,11 +10,18 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 
 /// A `jsonb` (or `json`) column read as stored by this backend: decoded
-/// without a recursion limit, U+0000 restored.
+/// without a recursion limit, U+0000 restored. `EXACT` for a value about to
+/// be changed and written back: a number `f64` cannot hold then fails the
+/// decode instead of reading as a string, so a write-back never changes it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredJson(pub(crate) Value);
+pub(crate) struct Json<const EXACT: bool>(pub(crate) Value);
 
-impl sqlx::Type<Postgres> for StoredJson {
+/// What reads decode (see [`Json`]).
+pub(crate) type StoredJson = Json<false>;
+/// What `update` decodes before writing back (see [`Json`]).
+pub(crate) type ExactJson = Json<true>;
+
+impl<const EXACT: bool> sqlx::Type<Postgres> for Json<EXACT> {
     fn type_info() -> PgTypeInfo {
         PgTypeInfo::with_name("jsonb")
     }
@@ -24,34 +31,11 @@ impl sqlx::Type<Postgres> for StoredJson {
     }
 }
 
-impl<'r> sqlx::Decode<'r, Postgres> for StoredJson {
+impl<'r, const EXACT: bool> sqlx::Decode<'r, Postgres> for Json<EXACT> {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         let binary = value.format() == PgValueFormat::Binary;
         let bytes = value.as_bytes()?;
-        Ok(StoredJson(decode_text(if binary { jsonb_text(bytes) } else { bytes })?))
-    }
-}
-
-/// A `jsonb` column about to be changed and written back (`update`): like
-/// [`StoredJson`], but a number `f64` cannot hold fails the decode instead of
-/// reading as a string, so a write-back never changes it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ExactJson(pub(crate) Value);
-
-impl sqlx::Type<Postgres> for ExactJson {
-    fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("jsonb")
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <serde_json::Value as sqlx::Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, Postgres> for ExactJson {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        let binary = value.format() == PgValueFormat::Binary;
-        let bytes = value.as_bytes()?;
-        Ok(ExactJson(decode_text_exact(if binary { jsonb_text(bytes) } else { bytes })?))
+        let text = if binary { jsonb_text(bytes) } else { bytes };
+        Ok(Json(if EXACT { decode_text_exact(text)? } else { decode_text(text)? }))
     }
 }

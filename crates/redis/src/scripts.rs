@@ -32,6 +32,31 @@ return len
 "#,
 };
 
+/// Lua: runs the increment `$call` (a `redis.pcall` argument list) into
+/// `r`; when it fails, tells a stored counter the step would take out of
+/// range (`OVERFLOW`) from a value that is no counter (`WRONGTYPE`, naming
+/// `$what`). Only then is the stored value looked at.
+macro_rules! step_or_fault {
+    ($call:literal, $what:literal) => {
+        concat!(
+            "local r = redis.pcall(",
+            $call,
+            ")\n",
+            "if type(r) == 'table' and r['err'] then\n",
+            "  if redis.call('TYPE', KEYS[1])['ok'] == 'string' then\n",
+            "    local v = redis.call('GET', KEYS[1])\n",
+            "    if #v <= 20 and string.match(v, '^%-?[0-9]+$') then\n",
+            "      return redis.error_reply('OVERFLOW counter would leave the 64-bit range')\n",
+            "    end\n",
+            "  end\n",
+            "  return redis.error_reply('WRONGTYPE key holds another type than ",
+            $what,
+            "')\n",
+            "end\n"
+        )
+    };
+}
+
 /// `incr`: creates the counter with the TTL, or adds to a stored JSON integer
 /// keeping its expiry. Returns the new value as a decimal string (read back
 /// with GET: Lua numbers are doubles, exact only up to 2^53).
@@ -45,22 +70,17 @@ return len
 /// (`OVERFLOW`).
 pub static SESSION_INCR: Lua = Lua {
     name: "session_incr",
-    source: r#"
+    source: concat!(
+        r#"
 if ARGV[2] ~= '' and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then
   return ARGV[1]
 end
-local r = redis.pcall('INCRBY', KEYS[1], ARGV[1])
-if type(r) == 'table' and r['err'] then
-  if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
-    local v = redis.call('GET', KEYS[1])
-    if #v <= 20 and string.match(v, '^%-?[0-9]+$') then
-      return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
-    end
-  end
-  return redis.error_reply('WRONGTYPE key holds another type than an integer counter')
-end
-return redis.call('GET', KEYS[1])
 "#,
+        step_or_fault!("'INCRBY', KEYS[1], ARGV[1]", "an integer counter"),
+        r#"
+return redis.call('GET', KEYS[1])
+"#
+    ),
 };
 
 /// `hit`: fixed-window rate limit. The first hit creates the counter with the
@@ -69,27 +89,22 @@ return redis.call('GET', KEYS[1])
 /// KEYS: counter. ARGV: window ms. Common case first, as in [`SESSION_INCR`].
 pub static SESSION_HIT: Lua = Lua {
     name: "session_hit",
-    source: r#"
+    source: concat!(
+        r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   return {'1', tonumber(ARGV[1])}
 end
-local r = redis.pcall('INCR', KEYS[1])
-if type(r) == 'table' and r['err'] then
-  if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
-    local v = redis.call('GET', KEYS[1])
-    if #v <= 20 and string.match(v, '^%-?[0-9]+$') then
-      return redis.error_reply('OVERFLOW counter would leave the 64-bit range')
-    end
-  end
-  return redis.error_reply('WRONGTYPE key holds another type than a rate-limit counter')
-end
+"#,
+        step_or_fault!("'INCR', KEYS[1]", "a rate-limit counter"),
+        r#"
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
 return {redis.call('GET', KEYS[1]), ttl}
-"#,
+"#
+    ),
 };
 
 /// `record`: idempotent by id (the event hash doubles as the marker), range

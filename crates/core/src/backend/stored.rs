@@ -63,25 +63,42 @@ pub fn with_version(mut body: Map<String, Value>, version: u64) -> Value {
     Value::Object(body)
 }
 
+/// Tells the bytes of JSON text inside string literals (quotes included)
+/// from the rest, one byte at a time.
+#[derive(Default)]
+struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Whether `b`, the next byte, belongs to a string literal.
+    fn take(&mut self, b: u8) -> bool {
+        if self.inside {
+            match (self.escaped, b) {
+                (true, _) => self.escaped = false,
+                (false, b'\\') => self.escaped = true,
+                (false, b'"') => self.inside = false,
+                _ => {}
+            }
+            true
+        } else {
+            self.inside = b == b'"';
+            self.inside
+        }
+    }
+}
+
 /// `text` with every number token that parses to an infinite `f64` quoted as
 /// a string; `None` when there is none (the text is left to the decoder).
 /// One pass outside strings, like [`text_depth`].
 fn numbers_beyond_f64_as_strings(text: &[u8]) -> Option<Vec<u8>> {
     let is_number_byte = |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
     let mut out = Vec::with_capacity(text.len() + 16);
-    let (mut in_string, mut escaped, mut changed, mut i) = (false, false, false, 0);
+    let (mut strings, mut changed, mut i) = (Strings::default(), false, 0);
     while i < text.len() {
         let b = text[i];
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'-' || b.is_ascii_digit() {
+        if !strings.take(b) && (b == b'-' || b.is_ascii_digit()) {
             let end = text[i..].iter().position(|&c| !is_number_byte(c)).map_or(text.len(), |n| i + n);
             let token = &text[i..end];
             let infinite =
@@ -106,19 +123,12 @@ fn numbers_beyond_f64_as_strings(text: &[u8]) -> Option<Vec<u8>> {
 /// The deepest bracket nesting of JSON text (brackets inside strings do not
 /// count). One pass, no recursion; malformed text is left to the decoder.
 fn text_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let (mut depth, mut max, mut strings) = (0usize, 0usize, Strings::default());
     for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if strings.take(b) {
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);

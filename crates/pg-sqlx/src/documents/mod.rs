@@ -75,7 +75,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Row};
 
 use crate::error::{is_lock_not_available, map, tagged};
-use crate::json::{ExactJson, StoredJson};
+use crate::json::{ExactJson, Json, StoredJson};
 use crate::{capabilities, PgBackend};
 /// Most tries of one document write that deadlocks (see `write_retrying`).
 const WRITE_ATTEMPTS: u32 = 5;
@@ -509,7 +509,7 @@ impl PgDocumentStore {
                 .fetch_optional(&self.backend.pool)
                 .await
                 .map_err(|e| map(OP, e))?;
-            if let Some(StoredJson(existing)) = existing {
+            if let Some(Json(existing)) = existing {
                 return if common::from_json(&spec.name, &existing)? == spec {
                     Ok(false)
                 } else {
