@@ -61,6 +61,27 @@ fn live(now: DateTime<Utc>) -> Document {
     doc! {"$or": [{"exp": null}, {"exp": {"$gt": date(now)}}]}
 }
 
+/// The same test on a fetched document. Reads fetch by `_id` alone and
+/// apply it here, so the server answers with its exact-id lookup (an `$or`
+/// beside `_id` costs a full query plan on every call).
+fn is_live(d: &Document, now: DateTime<Utc>) -> bool {
+    match d.get("exp") {
+        Some(Bson::DateTime(at)) => at.timestamp_millis() > now.timestamp_millis(),
+        _ => true,
+    }
+}
+
+/// A live document's fetch by `_id` (see [`is_live`]).
+async fn find_live(
+    coll: &Collection<Document>,
+    key: &str,
+    now: DateTime<Utc>,
+    op: &'static str,
+) -> Result<Option<Document>> {
+    let found = coll.find_one(doc! {"_id": key}).await.map_err(|e| map(op, e))?;
+    Ok(found.filter(|d| is_live(d, now)))
+}
+
 /// The same test inside an aggregation expression.
 fn live_expr(now: DateTime<Utc>) -> Document {
     doc! {"$or": [{"$eq": [{"$ifNull": ["$exp", null]}, null]}, {"$gt": ["$exp", date(now)]}]}
@@ -201,9 +222,7 @@ impl SessionCache for MongoSessionCache {
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         const OP: &str = "get";
         check_key(key).map_err(tagged(OP))?;
-        let mut filter = live(now_ms());
-        filter.insert("_id", key);
-        let Some(doc) = self.coll.find_one(filter).await.map_err(|e| map(OP, e))? else { return Ok(None) };
+        let Some(doc) = find_live(&self.coll, key, now_ms(), OP).await? else { return Ok(None) };
         match (doc.get("v"), doc.get("n")) {
             (Some(Bson::String(text)), _) => decode_text(text).map(Some).map_err(tagged(OP)),
             (_, Some(Bson::Int64(n))) => Ok(Some(Value::from(*n))),
@@ -243,9 +262,7 @@ impl SessionCache for MongoSessionCache {
         const OP: &str = "ttl";
         check_key(key).map_err(tagged(OP))?;
         let now = now_ms();
-        let mut filter = live(now);
-        filter.insert("_id", key);
-        let Some(doc) = self.coll.find_one(filter).await.map_err(|e| map(OP, e))? else { return Ok(KeyTtl::Missing) };
+        let Some(doc) = find_live(&self.coll, key, now, OP).await? else { return Ok(KeyTtl::Missing) };
         Ok(match doc.get("exp") {
             Some(Bson::DateTime(at)) => {
                 KeyTtl::ExpiresIn(TimeDelta::milliseconds((at.timestamp_millis() - now.timestamp_millis()).max(1)))
@@ -283,9 +300,7 @@ impl SessionCache for MongoSessionCache {
         const OP: &str = "range";
         check_key(key).map_err(tagged(OP))?;
         check_history_len(limit).map_err(tagged(OP))?;
-        let mut filter = live(now_ms());
-        filter.insert("_id", key);
-        let Some(doc) = self.coll.find_one(filter).await.map_err(|e| map(OP, e))? else { return Ok(Vec::new()) };
+        let Some(doc) = find_live(&self.coll, key, now_ms(), OP).await? else { return Ok(Vec::new()) };
         let Some(Bson::Array(list)) = doc.get("l") else {
             return Err(wrong_type("a history list")).map_err(tagged(OP));
         };

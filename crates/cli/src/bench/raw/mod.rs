@@ -1,7 +1,7 @@
 //! The raw side of each measure: the driver a backend is built on, doing the
 //! same work by hand, connected from the same configured URL. Each driver is
-//! compiled with the backend feature that needs it; a backend without one
-//! (Mongo) gets no raw side and its ratios print as `—`.
+//! compiled with the backend feature that needs it; a measure without a raw
+//! equivalent prints its ratio as `—`.
 
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use super::workload::{Plan, Workload};
 #[cfg(feature = "fred")]
 mod fred;
 mod moka;
+#[cfg(feature = "mongo")]
+mod mongo;
 #[cfg(any(feature = "pg-sqlx", feature = "pg-diesel"))]
 mod postgres;
 #[cfg(feature = "redis-rs")]
@@ -33,6 +35,9 @@ pub enum Raw {
     /// fred.
     #[cfg(feature = "fred")]
     Fred(fred::RawFred),
+    /// The official MongoDB driver on a scratch database.
+    #[cfg(feature = "mongo")]
+    Mongo(mongo::RawMongo),
 }
 
 impl Raw {
@@ -46,6 +51,8 @@ impl Raw {
             Raw::RedisRs(_) => "redis-rs",
             #[cfg(feature = "fred")]
             Raw::Fred(_) => "fred",
+            #[cfg(feature = "mongo")]
+            Raw::Mongo(_) => "mongodb",
         }
     }
 
@@ -60,6 +67,8 @@ impl Raw {
             Raw::RedisRs(r) => r.op(w),
             #[cfg(feature = "fred")]
             Raw::Fred(f) => f.op(w),
+            #[cfg(feature = "mongo")]
+            Raw::Mongo(m) => m.op(w, plan),
         }
     }
 
@@ -69,6 +78,8 @@ impl Raw {
             Raw::Postgres(p) => p.close().await,
             #[cfg(feature = "fred")]
             Raw::Fred(f) => f.close().await,
+            #[cfg(feature = "mongo")]
+            Raw::Mongo(m) => m.close().await,
             _ => {}
         }
     }
@@ -145,13 +156,20 @@ async fn connect_one(
         "redis_rs" => Some(Raw::RedisRs(redis_rs::RawRedisRs::connect(config, url, ns).await?)),
         #[cfg(feature = "fred")]
         "fred" => Some(Raw::Fred(fred::RawFred::connect(config, url, ns).await?)),
+        #[cfg(feature = "mongo")]
+        "mongo" => {
+            // The backend sets up the scratch database: same collections, same indexes.
+            let options = config.connect_options(backend, scratch, config.store(kind).limits);
+            drop(connector.connect(url, &options).await?);
+            Some(Raw::Mongo(mongo::RawMongo::connect(config, url, scratch).await?))
+        }
         _ => None,
     })
 }
 
 /// The error of a raw driver call: the driver's message (bench data only, no
 /// credentials: URLs are never part of these messages) and its source.
-#[cfg(any(feature = "pg-sqlx", feature = "pg-diesel", feature = "redis-rs", feature = "fred"))]
+#[cfg(any(feature = "pg-sqlx", feature = "pg-diesel", feature = "redis-rs", feature = "fred", feature = "mongo"))]
 pub(crate) fn raw_error(
     driver: &'static str,
     what: &'static str,
