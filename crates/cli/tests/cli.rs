@@ -88,6 +88,49 @@ fn bench_on_memory_prints_json_and_an_svg() {
     assert!(drawn.starts_with("<svg") && drawn.contains("sessions.get"), "{drawn}");
 }
 
+/// A tiny `bench` run on `urls` (events, sessions, documents, reputation):
+/// every measure of the standard workload has a raw side that ran, so a
+/// ratio, and it is measured against `drivers` (by store, in that order).
+fn bench_compares_every_measure_with_its_raw_driver(urls: [&str; 4], drivers: [&str; 4]) {
+    let env: Vec<(&str, &str)> =
+        ["PALISADE_EVENTS_URL", "PALISADE_SESSIONS_URL", "PALISADE_DOCUMENTS_URL", "PALISADE_REPUTATION_URL"]
+            .into_iter()
+            .zip(urls)
+            .collect();
+    let sizes = ["--ops", "40", "--tasks", "2", "--rounds", "1", "--batch", "300"];
+    let out = palisade(&[&["bench", "--json"][..], &sizes[..]].concat(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let measures = report["measures"].as_array().unwrap();
+    assert_eq!(measures.len(), 13, "{report}");
+    for m in measures {
+        let store = ["events", "sessions", "documents", "reputation"].iter().position(|s| m["store"] == *s);
+        let want = drivers[store.unwrap_or_else(|| panic!("a store: {m}"))];
+        assert_eq!(m["raw_driver"], want, "{m}");
+        assert!(m["ratio"].as_f64().is_some_and(|r| r > 0.0), "{m}");
+        assert!(m["raw"]["per_second"].as_f64().is_some_and(|x| x > 0.0), "{m}");
+    }
+}
+
+/// The Postgres raw side (including the large batch's binary `COPY`, which
+/// the server checks field by field) and both Redis clients.
+#[test]
+fn bench_on_postgres_and_redis_has_a_raw_ratio_for_every_measure() {
+    let Some(pg) = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL") else { return };
+    let Some(redis) = palisade_conformance::server_url("redis", "PALISADE_TEST_REDIS_URL") else { return };
+    let diesel = pg.replacen("postgres://", "postgres+diesel://", 1);
+    let fred = redis.replacen("redis://", "redis+fred://", 1);
+    bench_compares_every_measure_with_its_raw_driver([&pg, &redis, &diesel, &pg], ["sqlx", "redis-rs", "sqlx", "sqlx"]);
+    bench_compares_every_measure_with_its_raw_driver([&diesel, &fred, &pg, &diesel], ["sqlx", "fred", "sqlx", "sqlx"]);
+}
+
+/// The official MongoDB driver is the raw side of every Mongo measure.
+#[test]
+fn bench_on_mongo_has_a_raw_ratio_for_every_measure() {
+    let Some(url) = palisade_conformance::server_url("mongo", "PALISADE_TEST_MONGO_URL") else { return };
+    bench_compares_every_measure_with_its_raw_driver([&url; 4], ["mongodb"; 4]);
+}
+
 #[test]
 fn config_file_selects_stores_and_env_overrides_it() {
     let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));

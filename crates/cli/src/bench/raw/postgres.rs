@@ -11,6 +11,7 @@ use std::str::FromStr;
 use palisade::Config;
 use palisade_core::reputation::Period;
 use palisade_core::{Namespace, Result};
+use sqlx::postgres::PgPoolCopyExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::types::{JsonValue, Uuid};
 use sqlx::{PgPool, Row};
@@ -76,7 +77,7 @@ impl RawPostgres {
         Some(match workload {
             Workload::AppendOne => op(move |c: Call| append_one(pool.clone(), c.seq)),
             Workload::AppendSmallBatch => op(move |c: Call| append_many(pool.clone(), c.seq, w::SMALL_BATCH)),
-            Workload::AppendLargeBatch => op(move |c: Call| append_many(pool.clone(), c.seq, batch)),
+            Workload::AppendLargeBatch => op(move |c: Call| append_copy(pool.clone(), c.seq, batch)),
             Workload::Query => op(move |c: Call| query_session(pool.clone(), c.seq)),
             Workload::TopClientIps => op(move |_| top_client_ips(pool.clone())),
             Workload::SessionSet => op(move |c: Call| session_set(pool.clone(), c.seq)),
@@ -151,6 +152,82 @@ async fn append_many(pool: PgPool, seq: usize, n: usize) -> Result<()> {
         .await
         .map_err(fail("append batch"))?;
     Ok(())
+}
+
+/// Binary `COPY` of the columns [`copy_row`] writes.
+const COPY_EVENTS: &str = "COPY events (position, seq, id, source, kind, session_id, client_ip, tags, data, \
+     occurred_at, recorded_at) FROM STDIN (FORMAT binary)";
+
+/// The large batch as a developer loads bulk rows: binary `COPY`, the batch
+/// under one position with its events numbered by `seq` (the key Palisade's
+/// own events have).
+async fn append_copy(pool: PgPool, seq: usize, n: usize) -> Result<()> {
+    let position: i64 =
+        sqlx::query_scalar("SELECT nextval('bench_position')").fetch_one(&pool).await.map_err(fail("append copy"))?;
+    let recorded_at = chrono::Utc::now();
+    let mut buf = Vec::with_capacity(n * 512 + 32);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&[0; 8]); // flags, header extension length
+    for (i, e) in w::events(seq, n).iter().enumerate() {
+        copy_row(&mut buf, position, i as i32, e, recorded_at);
+    }
+    buf.extend_from_slice(&(-1_i16).to_be_bytes());
+    let mut copy = pool.copy_in_raw(COPY_EVENTS).await.map_err(fail("append copy"))?;
+    copy.send(buf).await.map_err(fail("append copy"))?;
+    copy.finish().await.map_err(fail("append copy"))?;
+    Ok(())
+}
+
+/// One event as a binary `COPY` tuple (PostgreSQL's send formats).
+fn copy_row(
+    buf: &mut Vec<u8>,
+    position: i64,
+    seq: i32,
+    e: &palisade_core::events::NewEvent,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) {
+    fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
+        buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        buf.extend_from_slice(bytes);
+    }
+    /// Microseconds since 2000-01-01 UTC.
+    fn timestamp(at: chrono::DateTime<chrono::Utc>) -> [u8; 8] {
+        (at.timestamp_micros() - 946_684_800_000_000).to_be_bytes()
+    }
+    buf.extend_from_slice(&11_i16.to_be_bytes());
+    field(buf, &position.to_be_bytes());
+    field(buf, &seq.to_be_bytes());
+    field(buf, e.id.as_bytes());
+    field(buf, e.source.as_bytes());
+    field(buf, e.kind.as_bytes());
+    match &e.session_id {
+        Some(s) => field(buf, s.as_bytes()),
+        None => buf.extend_from_slice(&(-1_i32).to_be_bytes()),
+    }
+    match e.client_ip {
+        // family (2 = inet, 3 = inet6), prefix bits, not cidr, address length, address
+        Some(std::net::IpAddr::V4(a)) => field(buf, &[&[2, 32, 0, 4][..], &a.octets()].concat()),
+        Some(std::net::IpAddr::V6(a)) => field(buf, &[&[3, 128, 0, 16][..], &a.octets()].concat()),
+        None => buf.extend_from_slice(&(-1_i32).to_be_bytes()),
+    }
+    // text[]: dimensions, has-nulls flag, element type (text), then the dimension and its elements.
+    let mut array = Vec::with_capacity(32);
+    let dims: i32 = if e.tags.is_empty() { 0 } else { 1 };
+    for word in [dims, 0, 25] {
+        array.extend_from_slice(&word.to_be_bytes());
+    }
+    if dims == 1 {
+        array.extend_from_slice(&(e.tags.len() as i32).to_be_bytes());
+        array.extend_from_slice(&1_i32.to_be_bytes());
+        for t in &e.tags {
+            field(&mut array, t.as_bytes());
+        }
+    }
+    field(buf, &array);
+    // jsonb: format version 1, then the text.
+    field(buf, &[&[1][..], e.data.to_string().as_bytes()].concat());
+    field(buf, &timestamp(e.occurred_at));
+    field(buf, &timestamp(recorded_at));
 }
 
 /// `{"a","b"}`: a Postgres text array literal, every element quoted.
