@@ -128,6 +128,11 @@ pub struct DegradeConfig {
     /// Longest the final replay step, which holds new writes back until the
     /// switch to the primary, is planned to take (50 ms by default).
     pub replay_lock_budget: Duration,
+    /// Replay consecutive writes that apply as one (event appends without
+    /// expectations, up to 500 events) in one call (on by default: replay
+    /// then outpaces writers that each append one event). Off, every write
+    /// is replayed on its own.
+    pub replay_grouped: bool,
 }
 
 impl Default for DegradeConfig {
@@ -140,6 +145,7 @@ impl Default for DegradeConfig {
             replay_timeout: Duration::from_secs(10),
             replay_batch: 256,
             replay_lock_budget: Duration::from_millis(50),
+            replay_grouped: true,
         }
     }
 }
@@ -187,6 +193,20 @@ pub trait Replay: Send + Sync {
     fn describe(op: &Self::Op) -> String;
     /// Whether applying `op` twice equals applying it once.
     fn idempotent(op: &Self::Op) -> bool;
+    /// How many ops from the front of `ops` one [`Replay::replay_group`]
+    /// call applies together: 1 (each write on its own) unless the trait
+    /// can apply several as one write with the same effect.
+    fn group_len(ops: &[Arc<Self::Op>]) -> usize {
+        ops.len().min(1)
+    }
+    /// Applies `ops`, a group [`Replay::group_len`] formed, with the effect
+    /// of replaying them in order; all or nothing when it groups them.
+    async fn replay_group(&self, ops: &[Arc<Self::Op>]) -> Result<()> {
+        for op in ops {
+            self.replay(op).await?;
+        }
+        Ok(())
+    }
 }
 
 /// How a write behaves around a failover.

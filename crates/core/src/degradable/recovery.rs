@@ -176,14 +176,16 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
     async fn replay_round(&mut self, batch: &[Arc<T::Op>]) -> Result<()> {
         let started = Instant::now();
         let mut done = 0;
-        for op in batch {
+        while done < batch.len() {
             if done > 0 && started.elapsed() >= ROUND_TIME {
                 break;
             }
-            self.replay(op).await?;
-            self.shared.settled.fetch_add(1, Ordering::AcqRel);
-            self.replayed += 1;
-            done += 1;
+            let rest = &batch[done..];
+            let n = self.group_len(rest);
+            self.replay_group(&rest[..n]).await?;
+            self.shared.settled.fetch_add(n, Ordering::AcqRel);
+            self.replayed += n;
+            done += n;
         }
         self.observe(started.elapsed(), done);
         Ok(())
@@ -217,16 +219,19 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         self.drop_settled(degraded);
         let started = Instant::now();
         let mut done = 0;
-        while let Some(op) = degraded.buffer.front() {
+        while !degraded.buffer.is_empty() {
             if !forced && done > 0 && started.elapsed() >= self.config.replay_lock_budget {
                 self.observe(started.elapsed(), done);
                 return Ok(false);
             }
-            self.replay(op).await?;
-            degraded.buffer.pop_front();
+            let front: Vec<Arc<T::Op>> =
+                degraded.buffer.iter().take(self.config.replay_batch.max(1)).cloned().collect();
+            let n = self.group_len(&front);
+            self.replay_group(&front[..n]).await?;
+            degraded.buffer.drain(..n);
             self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
-            done += 1;
-            self.replayed += 1;
+            done += n;
+            self.replayed += n;
         }
         let since = degraded.since;
         *state = None;
@@ -234,6 +239,40 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         self.shared.degraded.store(false, Ordering::Release);
         tracing::info!(store = self.label, replayed = self.replayed, degraded_since = %since, "palisade: primary recovered; switched back");
         Ok(true)
+    }
+
+    /// How many entries from the front of `ops` (not empty) replay as one call.
+    fn group_len(&self, ops: &[Arc<T::Op>]) -> usize {
+        if self.config.replay_grouped {
+            T::group_len(ops).clamp(1, ops.len())
+        } else {
+            1
+        }
+    }
+
+    /// Replays a group of entries ([`Replay::group_len`]) as one call. `Ok`
+    /// once all are settled; `Err` when the primary failed again and they
+    /// stay in the buffer (a group is idempotent: a partly applied one is
+    /// applied again whole). A group the primary refuses is replayed entry
+    /// by entry, so a refusal rejects only the entry it concerns.
+    async fn replay_group(&self, group: &[Arc<T::Op>]) -> Result<()> {
+        if let [op] = group {
+            return self.replay(op).await;
+        }
+        match bounded(self.config.replay_timeout, "replayed writes timed out", self.primary.replay_group(group)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_backend_failure() => {
+                note_reason(self.shared, &e);
+                Err(e)
+            }
+            Err(e) => {
+                tracing::debug!(store = self.label, error = %e, "palisade: a replayed group was refused; replaying its writes one by one");
+                for op in group {
+                    self.replay(op).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Replays one entry. `Ok` once it is settled — applied, or refused for

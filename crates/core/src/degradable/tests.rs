@@ -114,6 +114,9 @@ impl EventStore for Fake {
         if self.strict && batch.events.iter().any(|e| e.kind == "poison") {
             return Err(Error::new(ErrorKind::InvalidInput, "poison refused"));
         }
+        if self.strict {
+            batch.validate(&crate::InputPolicy::default())?;
+        }
         let mut log = self.log.lock();
         let mut events = Vec::new();
         for event in batch.events {
@@ -153,13 +156,20 @@ fn wrapped(config: DegradeConfig) -> (Arc<Fake>, Arc<Degradable<dyn EventStore>>
     (primary, Arc::new(store))
 }
 
-/// Probes only when the test calls `try_recover`.
+/// Probes only when the test calls `try_recover`; replays entry by entry
+/// (the tests of the replay's rounds count one primary call per entry).
 fn manual() -> DegradeConfig {
     DegradeConfig {
         probe_initial: Duration::from_secs(3600),
         probe_max: Duration::from_secs(3600),
+        replay_grouped: false,
         ..Default::default()
     }
+}
+
+/// [`manual`] with grouped replay (the default's).
+fn grouped() -> DegradeConfig {
+    DegradeConfig { replay_grouped: true, ..manual() }
 }
 
 fn one(stream: &str, n: u64) -> AppendBatch {
@@ -380,4 +390,50 @@ async fn cancelled_recovery_does_not_replay_confirmed_entries_again() {
     store.try_recover().await.expect("recovered");
     assert_eq!(primary.stream("s"), (0..50).collect::<Vec<_>>());
     assert_eq!(primary.appends() - before, 50 + 1, "only the call cut off in flight is made again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn buffered_single_appends_replay_in_a_few_batches_in_order() {
+    let (primary, store) = wrapped(grouped());
+    buffered(&primary, &store, "s", 600).await;
+    primary.set_up(true);
+    let before = primary.appends();
+    store.try_recover().await.expect("recovered");
+    assert_eq!(store.health(), Health::Healthy);
+    assert_eq!(primary.stream("s"), (0..600).collect::<Vec<_>>(), "every write once, in order");
+    // Rounds of at most 256 entries, each one batch (not 600 calls).
+    assert!(primary.appends() - before <= 4, "{} calls", primary.appends() - before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_group_is_replayed_write_by_write_and_only_the_bad_write_is_rejected() {
+    let (primary, store) = wrapped(grouped());
+    buffered(&primary, &store, "s", 2).await;
+    store.append(AppendBatch::new(vec![NewEvent::new("test", "poison")])).await.expect("the fallback takes it");
+    store.append(one("s", 2)).await.expect("served by the fallback");
+    primary.set_up(true);
+    store.try_recover().await.expect("recovered");
+    assert_eq!(primary.stream("s"), vec![0, 1, 2]);
+    let rejected = store.take_rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].error.kind(), ErrorKind::InvalidInput);
+}
+
+/// A caller that retried an append during the outage buffered the same
+/// event twice; a batch may not hold one id twice, so the group ends before
+/// the retry (one call each, none refused) and the event is stored once.
+#[tokio::test(start_paused = true)]
+async fn a_retried_append_starts_a_new_group_and_is_stored_once() {
+    let (primary, store) = wrapped(grouped());
+    primary.set_up(false);
+    let batch = one("s", 0);
+    store.append(batch.clone()).await.expect("served by the fallback");
+    store.append(batch).await.expect("the retry, served by the fallback");
+    store.append(one("s", 1)).await.expect("served by the fallback");
+    primary.set_up(true);
+    let before = primary.appends();
+    store.try_recover().await.expect("recovered");
+    assert_eq!(primary.stream("s"), vec![0, 1]);
+    assert!(store.take_rejected().is_empty());
+    assert_eq!(primary.appends() - before, 2, "[first], [retry, next]");
 }
