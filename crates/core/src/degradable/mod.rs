@@ -75,6 +75,15 @@
 //!   noticed within about a second): then the rest is replayed while writers
 //!   wait, as the only way to catch up. One recovery runs at a time; `try_recover`
 //!   waits for a running one.
+//! - **Grouped replay.** Consecutive buffered appends (all without
+//!   expectations: appends with expectations are never buffered) replay as
+//!   one batch of up to 500 events — the same events in the same order,
+//!   idempotent by id — so a replay of single-event appends makes one round
+//!   trip per group, not per write, and outpaces the writers it replays. A
+//!   group never holds one event id twice (a retried append starts the next
+//!   group); a group the primary refuses is replayed write by write, so only
+//!   the write at fault is rejected. [`DegradeConfig::replay_grouped`] turns
+//!   this off.
 //! - **Starting during an outage.** [`Degradable::connecting`] wraps a
 //!   primary that could not be connected yet: the wrapper starts degraded
 //!   (the connect error is the reason), serves from the secondary, and the
