@@ -49,7 +49,7 @@ impl<'a> Replay for dyn EventStore + 'a {
     }
 
     /// Consecutive appends without expectations (the only ones buffered),
-    /// up to [`GROUP_EVENTS`] events and never the same id twice, replay as
+    /// up to 500 events (`GROUP_EVENTS`) and never the same id twice, replay as
     /// one batch: the same events in the same order, idempotent by id, in
     /// one round trip instead of one per buffered call.
     fn group_len(ops: &[Arc<EventOp>]) -> usize {
