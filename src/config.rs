@@ -29,7 +29,8 @@
 //! `replay_batch` (writes replayed per round while new writes go on) and
 //! `replay_lock_budget_ms` (how long the final replay step may plan to hold
 //! new writes back), `replay_sessions` (replay session writes too; off by
-//! default, sessions being ephemeral).
+//! default, sessions being ephemeral), `replay_grouped` (replay consecutive
+//! buffered appends as one batch; on by default).
 //!
 //! Backend tables (`[backends.memory]`, `[backends.pg_sqlx]`,
 //! `[backends.redis_rs]`, `[backends.fred]`) are handed to the backend, which
@@ -272,6 +273,7 @@ struct FileDegrade {
     replay_batch: Option<usize>,
     replay_lock_budget_ms: Option<u64>,
     replay_sessions: Option<bool>,
+    replay_grouped: Option<bool>,
 }
 
 impl FileDegrade {
@@ -289,6 +291,7 @@ impl FileDegrade {
         d.replay_batch = self.replay_batch.unwrap_or(d.replay_batch);
         d.replay_lock_budget = self.replay_lock_budget_ms.map_or(d.replay_lock_budget, Duration::from_millis);
         d.replay_sessions = self.replay_sessions.unwrap_or(d.replay_sessions);
+        d.replay_grouped = self.replay_grouped.unwrap_or(d.replay_grouped);
         if d.probe_initial > d.probe_max {
             return Err(config_error("degrade: probe_initial_ms must not exceed probe_max_ms"));
         }
@@ -585,11 +588,13 @@ mod tests {
         c.apply_toml(
             "[degrade]\nbuffer_capacity = 10\nprobe_initial_ms = 50\n\
              [sessions.degrade]\nreplay_sessions = true\nprobe_max_ms = 60000\n\
-             [events.degrade]\nreplay_batch = 32\nreplay_lock_budget_ms = 20\n",
+             [events.degrade]\nreplay_batch = 32\nreplay_lock_budget_ms = 20\nreplay_grouped = false\n",
         )
         .unwrap();
         assert_eq!(c.events.degrade.buffer_capacity, 10);
         assert_eq!(c.events.degrade.replay_batch, 32);
+        assert!(!c.events.degrade.replay_grouped);
+        assert!(c.documents.degrade.replay_grouped, "on by default");
         assert_eq!(c.events.degrade.replay_lock_budget, Duration::from_millis(20));
         assert_eq!(c.sessions.degrade.replay_batch, DegradeConfig::default().replay_batch);
         assert_eq!(c.events.degrade.probe_initial, Duration::from_millis(50));

@@ -19,13 +19,15 @@ const MIN_PER_WRITER: u32 = 20;
 pub struct Recovery {
     /// From stopping the server to the first write served by the fallback.
     pub failover: Duration,
-    /// From the server accepting connections again to `Healthy`.
+    /// From `start` returning (the server accepting connections again) to
+    /// `Healthy`, looked at every 5 ms.
     pub healthy_after: Duration,
     /// Writes waiting for replay when the server came back.
     pub buffered_at_restart: usize,
-    /// From the server accepting connections again to the first replayed
-    /// write (the probe's reconnect and ping); `None` if replay was never
-    /// seen under way (it finished between two looks).
+    /// From `start` returning to the buffer first shrinking (the end of the
+    /// first replay round: the probe's reconnect and ping, plus that round);
+    /// `None` if replay was never seen under way (it finished between two
+    /// looks).
     pub replay_started_after: Option<Duration>,
     /// The longest call made from the restart until shortly after `Healthy`
     /// (replay included): how long a writer waited at worst while replay ran.

@@ -65,9 +65,12 @@ fn live(now: DateTime<Utc>) -> Document {
 /// apply it here, so the server answers with its exact-id lookup (an `$or`
 /// beside `_id` costs a full query plan on every call).
 fn is_live(d: &Document, now: DateTime<Utc>) -> bool {
+    // As the query form: no or a null `exp` lives forever; any other
+    // non-date value matches neither branch.
     match d.get("exp") {
+        None | Some(Bson::Null) => true,
         Some(Bson::DateTime(at)) => at.timestamp_millis() > now.timestamp_millis(),
-        _ => true,
+        Some(_) => false,
     }
 }
 

@@ -33,6 +33,34 @@ pub const READ_AFTER: &str = "SELECT e.position, e.seq, e.id, e.source, e.kind, 
                       FROM event_head h) b \
     WHERE (e.position, e.seq) > ($1, $2) ORDER BY e.position, e.seq LIMIT $3";
 
+/// Whether the namespace needs [`RESTORE_GUARD`] (`bool`), read without
+/// locks. A namespace restored into another cluster (`pg_dump` /
+/// `pg_restore`) keeps its positions, but that cluster's transaction ids may
+/// be lower: new appends would be numbered *below* stored events, and
+/// readers past those would never see them. Stored positions are otherwise
+/// always below the next transaction id plus the offset (every stored
+/// position is a committed transaction's id plus the offset), so this is
+/// false on any namespace that was not restored, and connecting costs one
+/// index lookup.
+pub const RESTORE_NEEDED: &str = "SELECT EXISTS (SELECT 1 FROM event_head h \
+    WHERE (SELECT max(position) FROM events) >= pg_snapshot_xmax(pg_current_snapshot())::text::bigint + h.xid_offset)";
+
+/// Raises `xid_offset` after a restore ([`RESTORE_NEEDED`]), as one
+/// transaction of two statements (simple query protocol). The lock waits for
+/// every transaction that read the old offset (appends and ordered reads
+/// hold `event_head` until they end) and holds new ones back until the new
+/// offset is committed; the condition is checked again under it, so a
+/// second service connecting at the same time changes nothing. The new
+/// offset counts from the oldest transaction still running: a transaction
+/// that took its id before the lock and reads the offset after it is still
+/// numbered above every stored event, and so is every later one — readers,
+/// bounded by their snapshot's oldest running id plus the offset, never
+/// pass a position that can still appear.
+pub const RESTORE_GUARD: &str = "LOCK TABLE event_head IN ACCESS EXCLUSIVE MODE; \
+    UPDATE event_head SET xid_offset = m.top + 1 - pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+    FROM (SELECT max(position) AS top FROM events) m \
+    WHERE m.top >= pg_snapshot_xmax(pg_current_snapshot())::text::bigint + event_head.xid_offset";
+
 /// How far the order is held back, for health: `held` (bigint) committed
 /// events above the gap-safe bound, `waiting` (bigint) transaction ids the
 /// bound waits for (`xmax − xmin` of the current snapshot, cluster-wide).

@@ -88,6 +88,13 @@ pub const BACKEND: &str = "pg_diesel";
 /// the same as pg-sqlx's.
 pub use palisade_pg_common::capabilities;
 
+/// [`RESTORE_NEEDED`](palisade_pg_common::events::RESTORE_NEEDED)'s answer.
+#[derive(diesel::QueryableByName)]
+struct Restored {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
 /// A connection pool confined to one namespace, migrated on connect.
 #[derive(Clone)]
 pub struct PgDieselBackend {
@@ -159,9 +166,19 @@ impl PgDieselBackend {
     /// Applies pending migrations into the namespace; a no-op when up to
     /// date. Runs on a connection of its own (it holds a session-level
     /// advisory lock), closed afterwards.
+    ///
+    /// Then lifts the event order above stored positions after a restore
+    /// into another cluster ([`RESTORE_GUARD`](palisade_pg_common::events::RESTORE_GUARD)).
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = connection::connect(&self.target).await?;
-        migrate::run(&mut conn, &self.namespace).await
+        migrate::run(&mut conn, &self.namespace).await?;
+        let restored =
+            diesel::sql_query(palisade_pg_common::events::RESTORE_NEEDED).get_result::<Restored>(&mut conn).await;
+        if restored.map_err(conn.error("migrate"))?.exists {
+            let guarded = conn.batch_execute(palisade_pg_common::events::RESTORE_GUARD).await;
+            guarded.map_err(conn.error("migrate"))?;
+        }
+        Ok(())
     }
 
     /// Which migrations are applied in the namespace (nothing is changed).

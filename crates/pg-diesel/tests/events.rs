@@ -8,13 +8,13 @@
 mod common;
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use palisade_core::events::{AppendBatch, EventFilter, GroupBy, NewEvent, PageRequest};
+use palisade_core::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest};
 use palisade_core::time::TimeRange;
-use palisade_core::EventStore;
+use palisade_core::{EventStore, InputPolicy};
 use palisade_memory::{MemoryConfig, MemoryStores};
 use serde_json::json;
 
-use common::on_both;
+use common::{backend, on_both};
 
 fn events() -> Vec<NewEvent> {
     let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
@@ -85,6 +85,34 @@ async fn queries_and_counts_agree_with_the_reference_for_every_filter_field() {
                 }
             }
         }
+    })
+    .await;
+}
+
+/// A namespace restored into a cluster whose transaction ids are lower than
+/// its stored positions (as after `pg_restore` elsewhere) goes on numbering
+/// appends above the stored events once a store connects: a reader that
+/// passed the stored events still gets the new ones, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_after_a_restore_into_a_younger_cluster_are_numbered_above_the_stored_events() {
+    on_both(|ctx| async move {
+        let events = ctx.backend.events().unwrap();
+        events.append(AppendBatch::new(vec![NewEvent::new("test", "before")])).await.unwrap();
+        // The stored positions now lie far above this cluster's transaction ids.
+        sqlx::query("UPDATE events SET position = position + 1000000000000").execute(&ctx.raw).await.unwrap();
+        let restarted = backend(ctx.driver, &ctx.url, &ctx.ns, InputPolicy::default()).await;
+        let after = restarted.events().unwrap();
+        let stored = after.read(Cursor::Start, 10).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        after.append(AppendBatch::new(vec![NewEvent::new("test", "after")])).await.unwrap();
+        let later = after.read(Cursor::After(stored[0].position), 10).await.unwrap();
+        let kinds: Vec<&str> = later.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["after"], "{}: the new event follows the stored one", ctx.driver);
+        // A store connecting again changes nothing more (the guard is a no-op now).
+        let head: i64 = sqlx::query_scalar("SELECT xid_offset FROM event_head").fetch_one(&ctx.raw).await.unwrap();
+        drop(backend(ctx.driver, &ctx.url, &ctx.ns, InputPolicy::default()).await);
+        let again: i64 = sqlx::query_scalar("SELECT xid_offset FROM event_head").fetch_one(&ctx.raw).await.unwrap();
+        assert_eq!(head, again);
     })
     .await;
 }

@@ -142,10 +142,20 @@ impl PgBackend {
         &self.pool
     }
 
-    /// Applies pending migrations into the namespace; a no-op when up to date.
+    /// Applies pending migrations into the namespace (a no-op when up to
+    /// date), then lifts the event order above stored positions after a
+    /// restore into another cluster ([`RESTORE_GUARD`](palisade_pg_common::events::RESTORE_GUARD)).
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(|e| error::map("migrate", e))?;
-        migrate::run(&mut conn, &self.namespace).await
+        migrate::run(&mut conn, &self.namespace).await?;
+        let restored: bool = sqlx::query_scalar(palisade_pg_common::events::RESTORE_NEEDED)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| error::map("migrate", e))?;
+        if restored {
+            conn.execute(palisade_pg_common::events::RESTORE_GUARD).await.map_err(|e| error::map("migrate", e))?;
+        }
+        Ok(())
     }
 
     /// Which migrations are applied in the namespace (nothing is changed).

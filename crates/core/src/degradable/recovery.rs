@@ -183,8 +183,6 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
             let rest = &batch[done..];
             let n = self.group_len(rest);
             self.replay_group(&rest[..n]).await?;
-            self.shared.settled.fetch_add(n, Ordering::AcqRel);
-            self.replayed += n;
             done += n;
         }
         self.observe(started.elapsed(), done);
@@ -228,10 +226,8 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
                 degraded.buffer.iter().take(self.config.replay_batch.max(1)).cloned().collect();
             let n = self.group_len(&front);
             self.replay_group(&front[..n]).await?;
-            degraded.buffer.drain(..n);
-            self.shared.buffered.store(degraded.buffer.len(), Ordering::Release);
+            self.drop_settled(degraded);
             done += n;
-            self.replayed += n;
         }
         let since = degraded.since;
         *state = None;
@@ -241,34 +237,56 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
         Ok(true)
     }
 
-    /// How many entries from the front of `ops` (not empty) replay as one call.
+    /// How many entries from the front of `ops` (not empty) replay as one
+    /// call: only idempotent entries are grouped (a group may be applied
+    /// again whole, see [`Self::replay_group`]).
     fn group_len(&self, ops: &[Arc<T::Op>]) -> usize {
-        if self.config.replay_grouped {
-            T::group_len(ops).clamp(1, ops.len())
+        if !self.config.replay_grouped {
+            return 1;
+        }
+        let n = T::group_len(ops).clamp(1, ops.len());
+        if ops[..n].iter().all(|op| T::idempotent(op)) {
+            n
         } else {
             1
         }
     }
 
-    /// Replays a group of entries ([`Replay::group_len`]) as one call. `Ok`
-    /// once all are settled; `Err` when the primary failed again and they
-    /// stay in the buffer (a group is idempotent: a partly applied one is
-    /// applied again whole). A group the primary refuses is replayed entry
-    /// by entry, so a refusal rejects only the entry it concerns.
-    async fn replay_group(&self, group: &[Arc<T::Op>]) -> Result<()> {
+    /// Counts `n` more entries from the front of the buffer as settled, at
+    /// once (no await between settling and counting).
+    fn settle(&mut self, n: usize) {
+        self.shared.settled.fetch_add(n, Ordering::AcqRel);
+        self.replayed += n;
+    }
+
+    /// Replays a group of entries ([`Replay::group_len`]) as one call and
+    /// counts what settled in `Shared::settled`; `Err` when the primary
+    /// failed again. A group is counted only once the primary confirmed it
+    /// whole (one that failed partly applied is applied again whole:
+    /// grouped entries are idempotent). A group the primary refuses, or
+    /// that times out, is replayed entry by entry, each counted as it
+    /// settles, so a refusal rejects only the entry it concerns and is never
+    /// reported twice.
+    async fn replay_group(&mut self, group: &[Arc<T::Op>]) -> Result<()> {
         if let [op] = group {
-            return self.replay(op).await;
+            self.replay(op).await?;
+            self.settle(1);
+            return Ok(());
         }
         match bounded(self.config.replay_timeout, "replayed writes timed out", self.primary.replay_group(group)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_backend_failure() => {
+            Ok(()) => {
+                self.settle(group.len());
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
                 note_reason(self.shared, &e);
                 Err(e)
             }
             Err(e) => {
-                tracing::debug!(store = self.label, error = %e, "palisade: a replayed group was refused; replaying its writes one by one");
+                tracing::debug!(store = self.label, error = %e, "palisade: a replayed group failed; replaying its writes one by one");
                 for op in group {
                     self.replay(op).await?;
+                    self.settle(1);
                 }
                 Ok(())
             }

@@ -437,3 +437,25 @@ async fn a_retried_append_starts_a_new_group_and_is_stored_once() {
     assert!(store.take_rejected().is_empty());
     assert_eq!(primary.appends() - before, 2, "[first], [retry, next]");
 }
+
+/// A group the primary refuses is replayed write by write; when the primary
+/// fails on a later write of it, the writes that settled before (the one
+/// rejected included) are not replayed or reported again.
+#[tokio::test(start_paused = true)]
+async fn a_refused_group_interrupted_midway_resumes_after_the_writes_that_settled() {
+    let (primary, store) = wrapped(grouped());
+    primary.set_up(false);
+    store.append(AppendBatch::new(vec![NewEvent::new("test", "poison")])).await.expect("the fallback takes it");
+    for n in 0..3 {
+        store.append(one("s", n)).await.expect("served by the fallback");
+    }
+    primary.set_up(true);
+    // The group call (refused), the poison alone (rejected), entry 0; then down.
+    primary.go_down_after(3);
+    assert_eq!(store.try_recover().await.expect_err("down again").kind(), ErrorKind::Unavailable);
+    assert_eq!(primary.stream("s"), vec![0]);
+    primary.set_up(true);
+    store.try_recover().await.expect("recovered");
+    assert_eq!(primary.stream("s"), vec![0, 1, 2]);
+    assert_eq!(store.take_rejected().len(), 1, "the poison is reported once");
+}
