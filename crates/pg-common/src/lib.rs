@@ -41,6 +41,7 @@ pub mod migrations;
 pub mod namespace;
 pub mod reputation;
 pub mod sqlstate;
+pub mod time;
 
 use palisade_core::Capabilities;
 

@@ -41,6 +41,7 @@ use crate::cached::Cached;
 use crate::error::tagged;
 use crate::json::StoredJson;
 use crate::schema::events;
+use crate::time::StoredTime;
 use crate::{capabilities, invalid_state, PgDieselBackend};
 
 /// One stored event as the query builder (or, by column name, SQL text) loads it.
@@ -58,8 +59,8 @@ struct EventRow {
     client_ip: Option<IpNet>,
     tags: Vec<Option<String>>,
     data: StoredJson,
-    occurred_at: DateTime<Utc>,
-    recorded_at: DateTime<Utc>,
+    occurred_at: StoredTime,
+    recorded_at: StoredTime,
 }
 
 impl From<EventRow> for Event {
@@ -74,9 +75,9 @@ impl From<EventRow> for Event {
             client_ip: r.client_ip.map(|n| n.addr()),
             tags: r.tags.into_iter().flatten().collect(),
             data: r.data.0,
-            occurred_at: r.occurred_at,
+            occurred_at: r.occurred_at.0,
             position: Position::new(r.position as u64, r.seq as u64),
-            recorded_at: r.recorded_at,
+            recorded_at: r.recorded_at.0,
         }
     }
 }

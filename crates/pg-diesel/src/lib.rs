@@ -57,6 +57,7 @@ mod migrate;
 mod reputation;
 pub mod schema;
 mod sessions;
+mod time;
 pub mod tls;
 
 use std::sync::Arc;

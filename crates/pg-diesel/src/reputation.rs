@@ -5,7 +5,6 @@
 //! code point order, which the `reputation_scores_board` index serves).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::upsert::excluded;
@@ -24,6 +23,7 @@ use palisade_pg_common::reputation::{AROUND, BOARD_PAGE, RANK};
 use crate::cached::Cached;
 use crate::error::{tagged, TxError};
 use crate::schema::{reputation_events as events, reputation_scores as scores};
+use crate::time::StoredTime;
 use crate::{capabilities, invalid_state, PgDieselBackend};
 
 /// Postgres [`ReputationRepo`] through diesel.
@@ -211,10 +211,10 @@ impl ReputationRepo for PgDieselReputationRepo {
             q = q.filter(events::at.lt(truncate_ms(to)));
         }
         let mut conn = self.backend.conn(OP).await?;
-        let rows: Vec<(Uuid, i64, String, DateTime<Utc>)> = q.load(&mut **conn).await.map_err(conn.error(OP))?;
+        let rows: Vec<(Uuid, i64, String, StoredTime)> = q.load(&mut **conn).await.map_err(conn.error(OP))?;
         Ok(rows
             .into_iter()
-            .map(|(id, delta, reason, at)| ReputationEvent { id, subject: subject.clone(), delta, reason, at })
+            .map(|(id, delta, reason, at)| ReputationEvent { id, subject: subject.clone(), delta, reason, at: at.0 })
             .collect())
     }
 

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::cached::Cached;
 use crate::error::tagged;
 use crate::schema::sessions;
+use crate::time::StoredTime;
 use crate::{capabilities, PgDieselBackend};
 
 /// How often writes sweep expired rows (reads never see them anyway).
@@ -238,7 +239,7 @@ impl SessionCache for PgDieselSessionCache {
         check_key(key).map_err(tagged(OP))?;
         let now = now_ms();
         let mut conn = self.backend.conn(OP).await?;
-        let row: Option<Option<DateTime<Utc>>> = sessions::table
+        let row: Option<Option<StoredTime>> = sessions::table
             .filter(sessions::key.eq(key.as_bytes()))
             .filter(live(now))
             .select(sessions::expires_at)
@@ -249,7 +250,7 @@ impl SessionCache for PgDieselSessionCache {
         Ok(match row {
             None => KeyTtl::Missing,
             Some(None) => KeyTtl::Persistent,
-            Some(Some(at)) => KeyTtl::ExpiresIn(TimeDelta::milliseconds((at - now).num_milliseconds().max(1))),
+            Some(Some(at)) => KeyTtl::ExpiresIn(TimeDelta::milliseconds((at.0 - now).num_milliseconds().max(1))),
         })
     }
 

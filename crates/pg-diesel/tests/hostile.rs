@@ -157,3 +157,38 @@ async fn numbers_beyond_f64_and_null_tags_written_by_sql_never_fail_a_read() {
     })
     .await;
 }
+
+/// Timestamps Postgres stores but chrono cannot hold (`infinity`, years
+/// beyond ±262,142), written around the store, never fail a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_beyond_chrono_written_by_sql_never_fail_a_read() {
+    on_both(|ctx| async move {
+        let events = ctx.backend.events().unwrap();
+        let batch = (0..3).map(|i| NewEvent::new("legacy", "raw").with_data(json!({"i": i}))).collect();
+        events.append(AppendBatch::new(batch)).await.unwrap();
+        sqlx::query("UPDATE events SET occurred_at = 'infinity' WHERE data = '{\"i\": 0}'::jsonb")
+            .execute(&ctx.raw)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE events SET occurred_at = '290000-01-01 00:00:00+00' WHERE data = '{\"i\": 1}'::jsonb")
+            .execute(&ctx.raw)
+            .await
+            .unwrap();
+        let read = events.read(Cursor::Start, 10).await.unwrap();
+        let at: Vec<_> = read.iter().map(|e| e.occurred_at).collect();
+        let max = palisade_core::time::max_instant();
+        assert_eq!(at[..2], [max, max], "{}: the nearest instant a store keeps", ctx.driver);
+        assert!(at[2] < max);
+        let page = events.query(EventFilter::default(), PageRequest::newest(10)).await.unwrap();
+        assert_eq!(page.items.len(), 3, "query reads past the rows as well");
+
+        let reputation = ctx.backend.reputation().unwrap();
+        let subject = palisade_core::reputation::Subject::user("u1");
+        reputation.record(palisade_core::reputation::ReputationEvent::new(subject.clone(), 5, "r")).await.unwrap();
+        sqlx::query("UPDATE reputation_events SET at = '-infinity'").execute(&ctx.raw).await.unwrap();
+        let history = reputation.history(&subject, palisade_core::time::TimeRange::all(), 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].at, palisade_core::time::min_instant());
+    })
+    .await;
+}

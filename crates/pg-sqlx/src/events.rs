@@ -23,6 +23,7 @@ use palisade_pg_common::{events as pg_events, sqlstate};
 
 use crate::error::{map, tagged};
 use crate::json::StoredJson;
+use crate::time::StoredTime;
 use crate::{capabilities, PgBackend};
 
 macro_rules! columns {
@@ -231,9 +232,9 @@ fn decode(row: &PgRow) -> Result<Event> {
             // A NULL element (written around the store) is dropped, not a failed read.
             tags: row.try_get::<Vec<Option<String>>, _>("tags")?.into_iter().flatten().collect(),
             data: row.try_get::<StoredJson, _>("data")?.0,
-            occurred_at: row.try_get("occurred_at")?,
+            occurred_at: row.try_get::<StoredTime, _>("occurred_at")?.0,
             position: Position::new(position as u64, seq as u64),
-            recorded_at: row.try_get("recorded_at")?,
+            recorded_at: row.try_get::<StoredTime, _>("recorded_at")?.0,
         })
     };
     get().map_err(|e| map("decode", e))

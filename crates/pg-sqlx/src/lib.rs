@@ -60,6 +60,7 @@ mod json;
 mod migrate;
 mod reputation;
 mod sessions;
+mod time;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@ use sqlx::Row;
 use palisade_pg_common::reputation::{AROUND, BOARD_PAGE, RANK};
 
 use crate::error::{map, tagged};
+use crate::time::StoredTime;
 use crate::{capabilities, invalid_state, PgBackend};
 
 /// Postgres [`ReputationRepo`].
@@ -160,7 +161,7 @@ impl ReputationRepo for PgReputationRepo {
                     subject: subject.clone(),
                     delta: r.try_get("delta")?,
                     reason: r.try_get("reason")?,
-                    at: r.try_get("at")?,
+                    at: r.try_get::<StoredTime, _>("at")?.0,
                 })
             })
             .collect::<std::result::Result<_, sqlx::Error>>()

@@ -15,6 +15,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::error::{map, tagged};
+use crate::time::StoredTime;
 use crate::{capabilities, PgBackend};
 
 /// A row is live unless `now >= expires_at`, with `now` bound as `$now`
@@ -194,7 +195,8 @@ impl SessionCache for PgSessionCache {
             .await
             .map_err(|e| map("ttl", e))?;
         let Some(row) = row else { return Ok(KeyTtl::Missing) };
-        let at: Option<DateTime<Utc>> = row.try_get("expires_at").map_err(|e| map("ttl", e))?;
+        let at: Option<StoredTime> = row.try_get("expires_at").map_err(|e| map("ttl", e))?;
+        let at = at.map(|t| t.0);
         Ok(match at {
             None => KeyTtl::Persistent,
             Some(at) => KeyTtl::ExpiresIn(TimeDelta::milliseconds((at - now).num_milliseconds().max(1))),
