@@ -57,7 +57,7 @@ struct Hit {
     #[diesel(sql_type = BigInt)]
     hits: i64,
     #[diesel(sql_type = Timestamptz)]
-    window_end: DateTime<Utc>,
+    window_end: StoredTime,
 }
 
 #[derive(QueryableByName)]
@@ -332,6 +332,6 @@ impl SessionCache for PgDieselSessionCache {
             .get_result(&mut **conn)
             .await
             .map_err(conn.error(OP))?;
-        Ok(Decision::from_count(u64::try_from(hit.hits).unwrap_or(0), limit, hit.window_end - now))
+        Ok(Decision::from_count(u64::try_from(hit.hits).unwrap_or(0), limit, hit.window_end.0 - now))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use palisade_core::backend::check::{check_history_len, check_key};
 use palisade_core::backend::clock::{now_ms, ttl_millis};
 use palisade_core::sessions::{Decision, KeyTtl, SetMode};
@@ -268,10 +268,10 @@ impl SessionCache for PgSessionCache {
             .fetch_one(&self.backend.pool)
             .await
             .map_err(|e| map("hit", e))?;
-        let get = || -> std::result::Result<(i64, DateTime<Utc>), sqlx::Error> {
+        let get = || -> std::result::Result<(i64, StoredTime), sqlx::Error> {
             Ok((row.try_get("hits")?, row.try_get("window_end")?))
         };
-        let (hits, end) = get().map_err(|e| map("hit", e))?;
+        let (hits, StoredTime(end)) = get().map_err(|e| map("hit", e))?;
         Ok(Decision::from_count(u64::try_from(hits).unwrap_or(0), limit, end - now))
     }
 }
