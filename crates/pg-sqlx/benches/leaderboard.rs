@@ -2,7 +2,7 @@
 //! of interleaved rounds; only ratios mean anything on a shared machine):
 //! the top 10 (`leaderboard(AllTime, 0, 10)` vs `ORDER BY score DESC,
 //! subject_id LIMIT 10` on the same index), a page deep in the board, `rank`
-//! and `around`, on boards of 10,000 and 200,000 subjects — a top page costs
+//! and `around`, on boards of 10,000 and 1,000,000 subjects — a top page costs
 //! the same on both (pg-common's `reputation` statements).
 //!
 //! `cargo bench -p palisade-pg-sqlx --bench leaderboard` (uses
@@ -37,7 +37,7 @@ async fn main() {
         return;
     }
     println!("leaderboard reads, median of {CALLS} calls (palisade ÷ raw indexed query):");
-    for subjects in [10_000i64, 200_000] {
+    for subjects in [10_000i64, 1_000_000] {
         let backend =
             PgBackend::connect(&PgConfig::new(postgres_url(), Namespace::random("bench").unwrap())).await.unwrap();
         let pool = backend.pool().clone();

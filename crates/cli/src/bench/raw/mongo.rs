@@ -96,15 +96,14 @@ impl RawMongo {
             Workload::Query => op(move |c: Call| {
                 let events = events.clone();
                 async move {
-                    let found: Vec<Document> = events
-                        .find(doc! {"session": w::session_id(c.seq)})
-                        .sort(doc! {"pos": -1})
-                        .limit(w::QUERY_PAGE as i64)
-                        .await
-                        .map_err(fail("query"))?
-                        .try_collect()
-                        .await
-                        .map_err(fail("query"))?;
+                    let found = all(
+                        events
+                            .find(doc! {"session": w::session_id(c.seq)})
+                            .sort(doc! {"pos": -1})
+                            .limit(w::QUERY_PAGE as i64),
+                        "query",
+                    )
+                    .await?;
                     // Decoded as a caller would (Palisade decodes every event it returns).
                     for d in found {
                         if let Ok(data) = d.get_str("data") {
@@ -123,13 +122,7 @@ impl RawMongo {
                         doc! {"$sort": {"count": -1, "_id": 1}},
                         doc! {"$limit": 10},
                     ];
-                    let top: Vec<Document> = events
-                        .aggregate(pipeline)
-                        .await
-                        .map_err(fail("analytics"))?
-                        .try_collect()
-                        .await
-                        .map_err(fail("analytics"))?;
+                    let top = all(events.aggregate(pipeline), "analytics").await?;
                     drop(top);
                     Ok(())
                 }
@@ -172,15 +165,11 @@ impl RawMongo {
                 op(move |_| {
                     let scores = scores.clone();
                     async move {
-                        let top: Vec<Document> = scores
-                            .find(doc! {"p": "all", "k": "user"})
-                            .sort(doc! {"score": -1, "s": 1})
-                            .limit(10)
-                            .await
-                            .map_err(fail("leaderboard"))?
-                            .try_collect()
-                            .await
-                            .map_err(fail("leaderboard"))?;
+                        let top = all(
+                            scores.find(doc! {"p": "all", "k": "user"}).sort(doc! {"score": -1, "s": 1}).limit(10),
+                            "leaderboard",
+                        )
+                        .await?;
                         drop(top);
                         Ok(())
                     }
@@ -201,15 +190,11 @@ impl RawMongo {
             Workload::DocumentFind => op(move |c: Call| {
                 let documents = documents.clone();
                 async move {
-                    let found: Vec<Document> = documents
-                        .find(doc! {"engine": w::engine(c.seq)})
-                        .sort(doc! {"_id": 1})
-                        .limit(10)
-                        .await
-                        .map_err(fail("document find"))?
-                        .try_collect()
-                        .await
-                        .map_err(fail("document find"))?;
+                    let found = all(
+                        documents.find(doc! {"engine": w::engine(c.seq)}).sort(doc! {"_id": 1}).limit(10),
+                        "document find",
+                    )
+                    .await?;
                     for d in found {
                         let _: serde_json::Value = serde_json::to_value(&d)?;
                     }
@@ -218,6 +203,14 @@ impl RawMongo {
             }),
         })
     }
+}
+
+/// Runs a `find` or `aggregate` and collects every document it returns.
+async fn all<C>(cursor: C, what: &'static str) -> Result<Vec<Document>>
+where
+    C: std::future::IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<Document>>>,
+{
+    cursor.await.map_err(fail(what))?.try_collect().await.map_err(fail(what))
 }
 
 fn now_ms() -> i64 {
