@@ -5,6 +5,7 @@
 //! around the store may hold ([`palisade_pg_common::time`]).
 
 use chrono::{DateTime, Utc};
+use palisade_core::time::{max_instant, min_instant};
 use palisade_pg_common::time::{binary_micros, stored_instant};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
@@ -30,6 +31,7 @@ impl<'r> sqlx::Decode<'r, Postgres> for StoredTime {
             return Ok(StoredTime(stored_instant(micros)));
         }
         // Text values are parsed, which fails (never panics) beyond chrono.
-        <DateTime<Utc> as sqlx::Decode<'r, Postgres>>::decode(value).map(StoredTime)
+        let parsed = <DateTime<Utc> as sqlx::Decode<'r, Postgres>>::decode(value)?;
+        Ok(StoredTime(parsed.clamp(min_instant(), max_instant())))
     }
 }

@@ -225,8 +225,10 @@ impl<T: ?Sized + Replay> Replayer<'_, T> {
             let front: Vec<Arc<T::Op>> =
                 degraded.buffer.iter().take(self.config.replay_batch.max(1)).cloned().collect();
             let n = self.group_len(&front);
-            self.replay_group(&front[..n]).await?;
+            let replayed = self.replay_group(&front[..n]).await;
+            // Also after a failure: what settled before it leaves the buffer now.
             self.drop_settled(degraded);
+            replayed?;
             done += n;
         }
         let since = degraded.since;
