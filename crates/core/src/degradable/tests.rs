@@ -255,9 +255,11 @@ async fn interrupted_replay_resumes_at_the_first_unconfirmed_entry() {
     assert_eq!(primary.appends() - before, 31 + 21, "no confirmed entry replayed again");
 }
 
-#[tokio::test(start_paused = true)]
-async fn rejected_replayed_write_is_reported_and_the_replay_goes_on() {
-    let (primary, store) = wrapped(manual());
+/// Two writes, one the primary refuses, one more, all buffered under
+/// `config`: the replay stores the good ones in order and reports only the
+/// refused one.
+async fn only_the_refused_write_is_rejected(config: DegradeConfig) {
+    let (primary, store) = wrapped(config);
     buffered(&primary, &store, "s", 2).await;
     store.append(AppendBatch::new(vec![NewEvent::new("test", "poison")])).await.expect("the fallback takes it");
     store.append(one("s", 2)).await.expect("served by the fallback");
@@ -265,8 +267,13 @@ async fn rejected_replayed_write_is_reported_and_the_replay_goes_on() {
     store.try_recover().await.expect("recovered");
     assert_eq!(primary.stream("s"), vec![0, 1, 2]);
     let rejected = store.take_rejected();
-    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0].error.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_replayed_write_is_reported_and_the_replay_goes_on() {
+    only_the_refused_write_is_rejected(manual()).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,16 +414,7 @@ async fn buffered_single_appends_replay_in_a_few_batches_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_group_is_replayed_write_by_write_and_only_the_bad_write_is_rejected() {
-    let (primary, store) = wrapped(grouped());
-    buffered(&primary, &store, "s", 2).await;
-    store.append(AppendBatch::new(vec![NewEvent::new("test", "poison")])).await.expect("the fallback takes it");
-    store.append(one("s", 2)).await.expect("served by the fallback");
-    primary.set_up(true);
-    store.try_recover().await.expect("recovered");
-    assert_eq!(primary.stream("s"), vec![0, 1, 2]);
-    let rejected = store.take_rejected();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert_eq!(rejected[0].error.kind(), ErrorKind::InvalidInput);
+    only_the_refused_write_is_rejected(grouped()).await;
 }
 
 /// A caller that retried an append during the outage buffered the same
