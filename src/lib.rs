@@ -15,6 +15,7 @@
 //! | `redis-rs` | `redis`: Redis via redis-rs | `redis://`, `rediss://` |
 //! | `fred` | `redis`: Redis via fred | `redis+fred://`, `rediss+fred://` |
 //! | `mongo` | `mongo`: MongoDB via the official driver (replica set or sharded cluster) | `mongodb://`, `mongodb+srv://` |
+//! | `tower` | [`tower`]: tower-sessions store, rate-limit and security-events layers for axum | — |
 //! | `conformance` | `harness`: the conformance suite over stores opened from a `Config` | — |
 //!
 //! ```
@@ -55,6 +56,9 @@ pub use palisade_pg_diesel as pg_diesel;
 /// Postgres via sqlx (feature `pg-sqlx`).
 #[cfg(feature = "pg-sqlx")]
 pub use palisade_pg_sqlx as pg_sqlx;
+/// axum/tower integration (feature `tower`).
+#[cfg(feature = "tower")]
+pub use palisade_tower as tower;
 /// Redis via redis-rs (feature `redis-rs`) and fred (feature `fred`).
 #[cfg(any(feature = "redis-rs", feature = "fred"))]
 pub use palisade_redis as redis;

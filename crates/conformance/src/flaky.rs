@@ -148,6 +148,9 @@ impl SessionCache for Flaky<dyn SessionCache> {
     fn evictions(&self) -> u64 {
         self.inner.evictions()
     }
+    async fn sweep_expired(&self) -> Result<u64> {
+        self.call("sweep_expired", self.inner.sweep_expired()).await
+    }
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         self.call("set", self.inner.set(key, value, expiry, mode)).await
     }

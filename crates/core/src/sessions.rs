@@ -166,6 +166,15 @@ pub trait SessionCache: Store {
     fn evictions(&self) -> u64 {
         0
     }
+    /// Deletes the expired keys the backend still keeps and returns how many
+    /// it deleted. Expired keys are invisible at once on every backend, so
+    /// this only reclaims space: Postgres deletes the rows (its writes also
+    /// sweep a bounded batch as they go); memory runs its pending evictions;
+    /// Redis and Mongo expire keys themselves and answer 0 without I/O.
+    /// `palisade-tower` runs it for tower-sessions' `ExpiredDeletion`.
+    async fn sweep_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Writes `value` under `key` per `mode`; returns whether it wrote.
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool>;
     /// The value under `key`, if present and not expired.

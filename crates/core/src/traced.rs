@@ -109,6 +109,9 @@ impl SessionCache for Traced<dyn SessionCache> {
     fn evictions(&self) -> u64 {
         self.inner.evictions()
     }
+    async fn sweep_expired(&self) -> Result<u64> {
+        traced!(self, "sweep_expired", self.inner.sweep_expired())
+    }
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         traced!(self, "set", self.inner.set(key, value, expiry, mode))
     }

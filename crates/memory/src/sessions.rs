@@ -159,6 +159,13 @@ impl SessionCache for MemorySessionCache {
         self.evictions.load(Ordering::Relaxed)
     }
 
+    /// Runs moka's pending expirations; returns how many entries that removed.
+    async fn sweep_expired(&self) -> Result<u64> {
+        let before = self.cache.entry_count();
+        self.sweep();
+        Ok(before.saturating_sub(self.cache.entry_count()))
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let run = || {
             check_key(key)?;

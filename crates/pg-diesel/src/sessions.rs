@@ -146,6 +146,10 @@ impl Store for PgDieselSessionCache {
 
 #[async_trait]
 impl SessionCache for PgDieselSessionCache {
+    async fn sweep_expired(&self) -> Result<u64> {
+        self.sweep().await
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         const OP: &str = "set";
         check_key(key).map_err(tagged(OP))?;

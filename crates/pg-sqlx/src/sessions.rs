@@ -110,6 +110,10 @@ impl Store for PgSessionCache {
 
 #[async_trait]
 impl SessionCache for PgSessionCache {
+    async fn sweep_expired(&self) -> Result<u64> {
+        self.sweep().await
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         check_key(key).map_err(tagged("set"))?;
         self.backend.policy.check_session_value(&value).map_err(tagged("set"))?;

@@ -84,6 +84,12 @@ impl SessionCache for Degradable<dyn SessionCache> {
         primary.saturating_add(self.secondary.evictions())
     }
 
+    /// Sweeps the store that serves reads now; nothing is buffered (expired
+    /// keys are invisible either way).
+    async fn sweep_expired(&self) -> Result<u64> {
+        self.read("sweep_expired", |s| s.sweep_expired()).await
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Option<Expiry>, mode: SetMode) -> Result<bool> {
         let expires_at = deadline(expiry).map_err(|e| e.with_op("set"))?;
         let op = || SessionOp::Set { key: key.to_owned(), value: value.clone(), expires_at, mode };
