@@ -56,9 +56,9 @@ pub use palisade_pg_diesel as pg_diesel;
 /// Postgres via sqlx (feature `pg-sqlx`).
 #[cfg(feature = "pg-sqlx")]
 pub use palisade_pg_sqlx as pg_sqlx;
-/// axum/tower integration (feature `tower`).
-#[cfg(feature = "tower")]
-pub use palisade_tower as tower;
 /// Redis via redis-rs (feature `redis-rs`) and fred (feature `fred`).
 #[cfg(any(feature = "redis-rs", feature = "fred"))]
 pub use palisade_redis as redis;
+/// axum/tower integration (feature `tower`).
+#[cfg(feature = "tower")]
+pub use palisade_tower as tower;

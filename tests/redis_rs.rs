@@ -27,4 +27,4 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(redis_rs, harness(), [event_store, session_cache, reputation_repo]);
+palisade_conformance::conformance_tests!(redis_rs, harness(), [event_store, session_cache, reputation_repo, tower]);

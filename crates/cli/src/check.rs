@@ -159,6 +159,16 @@ pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
     .await;
     run_cases(
         &harness,
+        StoreKind::Sessions,
+        "tower",
+        conformance::open_shared_session_cache,
+        cases::tower(),
+        filter,
+        &mut out,
+    )
+    .await;
+    run_cases(
+        &harness,
         StoreKind::Documents,
         "document_store",
         conformance::open_document_store,

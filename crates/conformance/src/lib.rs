@@ -46,6 +46,7 @@ pub mod poisoned;
 pub mod reputation_repo;
 pub mod restart;
 pub mod session_cache;
+pub mod tower;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -134,6 +135,13 @@ pub type Opener<S> = for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a,
 pub fn open_event_store<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFuture<'a, Result<Arc<dyn EventStore>>> {
     h.event_store(ns)
 }
+/// Opens a session cache as the shared handle the `tower` cases need (for the macro).
+pub fn open_shared_session_cache<'a>(
+    h: &'a dyn Harness,
+    ns: &'a Namespace,
+) -> BoxFuture<'a, Result<Arc<Arc<dyn SessionCache>>>> {
+    Box::pin(async move { h.session_cache(ns).await.map(Arc::new) })
+}
 /// Opens a session cache (for the macro).
 pub fn open_session_cache<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFuture<'a, Result<Arc<dyn SessionCache>>> {
     h.session_cache(ns)
@@ -220,6 +228,7 @@ pub mod cases {
     crate::__with_cases!(session_cache, crate::__case_registry,);
     crate::__with_cases!(document_store, crate::__case_registry,);
     crate::__with_cases!(reputation_repo, crate::__case_registry,);
+    crate::__with_cases!(tower, crate::__case_registry,);
 }
 
 /// Why a case did not pass.

@@ -10,7 +10,8 @@
 /// `$harness` is an expression of type
 /// `impl Future<Output = Option<Arc<dyn Harness>>>`, evaluated once per test
 /// (`None` skips the case, see [`harness_from_env`](crate::harness_from_env)).
-/// Trait ids: `event_store`, `session_cache`, `document_store`, `reputation_repo`.
+/// Trait ids: `event_store`, `session_cache`, `document_store`, `reputation_repo`,
+/// and `tower` (palisade-tower's session store and rate limits over the session cache).
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:ident, $harness:expr, [$($trait_id:ident),+ $(,)?]) => {
@@ -27,6 +28,28 @@ macro_rules! conformance_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __with_cases {
+    (tower, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* tower, open_shared_session_cache,
+            ::std::sync::Arc<dyn $crate::__core::SessionCache>,
+            single: [
+                session_is_created_read_modified_cycled_and_deleted,
+                session_key_expires_at_the_record_expiry,
+                short_expiry_session_expires,
+                saving_an_expired_record_deletes_it,
+                create_on_a_taken_id_draws_a_new_id,
+                concurrent_creates_never_share_an_id,
+                large_sessions_round_trip,
+                hostile_stored_values_and_cookies_are_refused,
+                caching_store_with_a_memory_cache_behaves_the_same,
+                expired_deletion_keeps_live_sessions,
+                rate_limit_is_shared_by_every_instance,
+                rate_limit_counts_per_client_and_rule,
+                rate_limit_window_ends,
+                rate_limit_store_failure_follows_the_policy,
+            ],
+            pair: []
+        );
+    };
     (event_store, $cb:path, $($args:tt)*) => {
         $cb!($($args)* event_store, open_event_store, dyn $crate::__core::EventStore,
             single: [

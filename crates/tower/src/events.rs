@@ -187,7 +187,13 @@ impl SecurityEvents {
     }
 }
 
-async fn run(store: Arc<dyn EventStore>, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>, batch: usize, attempts: u32) {
+async fn run(
+    store: Arc<dyn EventStore>,
+    mut rx: mpsc::Receiver<Msg>,
+    counters: Arc<Counters>,
+    batch: usize,
+    attempts: u32,
+) {
     let mut msgs = Vec::with_capacity(batch);
     while rx.recv_many(&mut msgs, batch).await > 0 {
         let mut events = Vec::with_capacity(msgs.len());

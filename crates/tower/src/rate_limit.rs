@@ -36,7 +36,11 @@ pub struct Rule {
 
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rule").field("name", &self.name).field("limit", &self.limit).field("window", &self.window).finish()
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("limit", &self.limit)
+            .field("window", &self.window)
+            .finish()
     }
 }
 
@@ -308,7 +312,8 @@ where
                 }
                 Ok(d) => {
                     limiter.counters.limited.fetch_add(1, Ordering::Relaxed);
-                    let mut res = refusal(StatusCode::TOO_MANY_REQUESTS, seconds_up(d.retry_after.unwrap_or(d.reset_after)));
+                    let mut res =
+                        refusal(StatusCode::TOO_MANY_REQUESTS, seconds_up(d.retry_after.unwrap_or(d.reset_after)));
                     set_headers(res.headers_mut(), &rule, &d);
                     res.extensions_mut().insert(Blocked::new("rate_limited").tag(format!("rule:{}", rule.name)));
                     Ok(res)
@@ -320,9 +325,8 @@ where
                         OnStoreError::Open => inner.call(req).await,
                         OnStoreError::Closed => {
                             let mut res = refusal(StatusCode::SERVICE_UNAVAILABLE, 1);
-                            res.extensions_mut().insert(
-                                Blocked::new("rate_limit_unavailable").tag(format!("rule:{}", rule.name)),
-                            );
+                            res.extensions_mut()
+                                .insert(Blocked::new("rate_limit_unavailable").tag(format!("rule:{}", rule.name)));
                             Ok(res)
                         }
                     }

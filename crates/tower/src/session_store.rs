@@ -158,7 +158,10 @@ impl SessionStore for PalisadeSessionStore {
         }
         let expiry = deadline(record)?;
         let value = encode(record)?;
-        self.cache.set(&self.key(&record.id), value, Some(Expiry::At(expiry)), SetMode::Always).await.map_err(map_err)?;
+        self.cache
+            .set(&self.key(&record.id), value, Some(Expiry::At(expiry)), SetMode::Always)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -194,7 +197,8 @@ mod tests {
         let mut record = Record {
             id: Id(i128::MIN + 7),
             data: HashMap::from([("k".to_owned(), serde_json::json!({"nested": [1, "\u{0}"]}))]),
-            expiry_date: OffsetDateTime::from_unix_timestamp_nanos(1_900_000_000_123_456_789).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            expiry_date: OffsetDateTime::from_unix_timestamp_nanos(1_900_000_000_123_456_789)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         };
         let back = decode(record.id, encode(&record).unwrap_or_default()).ok();
         assert_eq!(back.as_ref(), Some(&record));
@@ -204,7 +208,11 @@ mod tests {
 
     #[test]
     fn a_stored_value_that_is_not_a_record_is_a_decode_error() {
-        for hostile in [serde_json::json!("x"), serde_json::json!({"data": {}, "exp": [0, 2_000_000_000]}), serde_json::json!({"data": 1, "exp": [0, 0]})] {
+        for hostile in [
+            serde_json::json!("x"),
+            serde_json::json!({"data": {}, "exp": [0, 2_000_000_000]}),
+            serde_json::json!({"data": 1, "exp": [0, 0]}),
+        ] {
             assert!(matches!(decode(Id(1), hostile), Err(session_store::Error::Decode(_))));
         }
     }
