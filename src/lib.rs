@@ -39,7 +39,9 @@ pub use config::{Config, Fallback, StoreConfig, StoreKind, StoreUrl};
 pub use stores::{probe, StoreStatus, Stores};
 
 pub use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps};
-pub use palisade_core::events::{AppendBatch, Cursor, EventFilter, GroupBy, NewEvent, PageRequest};
+pub use palisade_core::events::{
+    AppendBatch, Cursor, Event, EventFilter, GroupBy, NewEvent, PageRequest, Position, SubscriptionItem,
+};
 pub use palisade_core::reputation::{Period, PeriodKind, ReputationEvent, Subject, SubjectKind};
 pub use palisade_core::sessions::{Expiry, SetMode};
 pub use palisade_core::{
