@@ -168,9 +168,8 @@ async fn gatekeeper_serves_on_postgres_and_redis() {
     ) else {
         return;
     };
-    let mut config = Config::default();
     // `pgd_` namespaces are dropped by the test script.
-    config.namespace = Namespace::random("pgd").unwrap();
+    let mut config = Config { namespace: Namespace::random("pgd").unwrap(), ..Config::default() };
     let pg = StoreUrl::parse(&pg).unwrap();
     config.events.url = pg.clone();
     config.documents.url = pg.clone();

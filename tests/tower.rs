@@ -32,9 +32,8 @@ async fn limit_is_global(server: &str, var: &str, scheme: Option<&str>) {
         Some(s) => url.replacen(url.split("://").next().unwrap_or(""), s, 1),
         None => url,
     };
-    let mut config = Config::default();
     // `pgd_` namespaces are dropped by the test script; Redis keys expire with the window.
-    config.namespace = Namespace::random("pgd").unwrap();
+    let mut config = Config { namespace: Namespace::random("pgd").unwrap(), ..Config::default() };
     config.sessions.url = StoreUrl::parse(&url).unwrap();
     let (a, b) = (instance(&config).await, instance(&config).await);
     let statuses = join_all((0..20).map(|i| {

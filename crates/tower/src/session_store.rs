@@ -38,7 +38,8 @@ pub const CREATE_ATTEMPTS: usize = 8;
 ///   expiry has passed on this process's clock, even where the server's
 ///   clock (Redis) has not expired the key yet.
 /// - **Errors**: a record the cache refuses as input (too large or too deep
-///   for its [`InputPolicy`](palisade_core::InputPolicy)) is `Encode`; a
+///   for its [`InputPolicy`](palisade_core::InputPolicy), or an expiry more
+///   than 100 years ahead, which no backend stores) is `Encode`; a
 ///   stored value that is not a record is `Decode`; a backend failure is
 ///   `Backend` (tower-sessions then answers 500, never a silent new session).
 ///   Messages name the kind and operation, never session data.
