@@ -16,6 +16,8 @@ use palisade::{Namespace, Stores};
 use reqwest::{header, Client, Response, StatusCode};
 use serde_json::{json, Value};
 
+const ADMIN: &str = "test-admin-token";
+
 struct Running {
     base: String,
     http: Client,
@@ -25,9 +27,9 @@ impl Running {
     async fn start(stores: Stores) -> Running {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let settings = app::Settings { login_limit: 3, ..app::Settings::default() };
-        let router = app::router(stores, settings).await.unwrap();
-        tokio::spawn(app::serve(listener, router));
+        let settings = app::Settings { login_limit: 3, admin_token: Some(ADMIN.into()), ..app::Settings::default() };
+        let gatekeeper = app::build(stores, settings).await.unwrap();
+        tokio::spawn(app::serve(listener, gatekeeper.router, std::future::pending()));
         Running { base, http: Client::new() }
     }
 
@@ -43,6 +45,14 @@ impl Running {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn live(&self, token: Option<&str>) -> Response {
+        let mut req = self.http.get(format!("{}/live", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
         }
         req.send().await.unwrap()
     }
@@ -83,8 +93,10 @@ async fn drive(stores: Stores, backends: [&str; 4]) {
         health["stores"].as_array().unwrap().iter().map(|s| s["backend"].as_str().unwrap()).collect();
     assert_eq!(named, backends, "{health}");
 
-    // The live tail, opened before anything is blocked.
-    let live = gk.get("/live", None).await;
+    // The live tail (an operator's endpoint), opened before anything is blocked.
+    assert_eq!(gk.live(None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(gk.live(Some("guess")).await.status(), StatusCode::UNAUTHORIZED);
+    let live = gk.live(Some(ADMIN)).await;
     assert_eq!(live.status(), StatusCode::OK);
     assert!(live.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
 
@@ -99,10 +111,12 @@ async fn drive(stores: Stores, backends: [&str; 4]) {
     assert_eq!(gk.get("/me", Some(&alice)).await.status(), StatusCode::NOT_FOUND, "logged out");
 
     // The login limit (3 per minute here): the 4th attempt is refused.
-    for _ in 0..2 {
-        assert_eq!(gk.post("/login", json!({"user": "mallory"}), None).await.status(), StatusCode::OK);
-    }
-    let refused = gk.post("/login", json!({"user": "mallory"}), None).await;
+    let res = gk.post("/login", json!({"user": "mallory"}), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = gk.post("/login", json!({"user": "mallory"}), Some(&cookie(&res))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mallory = cookie(&res);
+    let refused = gk.post("/login", json!({"user": "mallory"}), Some(&mallory)).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
@@ -120,6 +134,10 @@ async fn drive(stores: Stores, backends: [&str; 4]) {
     assert!(tail.contains("event: caught_up"), "{tail}");
     assert!(tail.contains("event: security") && tail.contains("rate_limited") && tail.contains("waf_block"), "{tail}");
     assert!(tail.contains("rule:xss") && tail.contains("127.0.0.1"), "{tail}");
+    let mallory_id = &mallory["id=".len()..];
+    let reference = palisade::tower::session_ref(&mallory_id.parse().unwrap());
+    assert!(tail.contains(&reference), "the blocked request's session, by reference: {tail}");
+    assert!(!tail.contains(mallory_id), "session ids (credentials) never reach events");
 
     // Analysis results, held to the schema.
     let sha = "ab".repeat(32);

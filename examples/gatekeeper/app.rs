@@ -9,15 +9,20 @@
 //! | `GET /leaderboard?kind=engine&period=all&limit=10` | the leaderboard (`period`: all, day, week, month) |
 //! | `POST /analyses`, `GET /analyses/{id}`, `GET /analyses?verdict=…` | analysis results, held to a JSON schema |
 //! | `GET /health` | every store's health (degraded state included), the events sink and rate limits |
-//! | `GET /live` | the security-event tail as Server-Sent Events (`Last-Event-ID` or `?after=` resumes) |
+//! | `GET /live` | the security-event tail as Server-Sent Events (`Last-Event-ID` or `?after=` resumes); needs `Authorization: Bearer <admin token>` |
 //!
-//! Every route but `/health` and `/live` also counts against the `api` limit.
+//! `/login` counts against the `login` limit; every other route but `/health`
+//! and `/live` against `api`. `/live` streams attacker data and client
+//! addresses, so it is an operator's endpoint: it answers only with the admin
+//! token (off when none is set) and serves at most [`MAX_TAILS`] at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,10 +41,14 @@ use palisade::{
 use palisade::{Cursor, EventFilter, Position, SubscriptionItem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 /// The analysis-results collection.
 pub const ANALYSES: &str = "analyses";
+/// Most `/live` streams served at once; more get `503`.
+pub const MAX_TAILS: usize = 32;
 
 /// Limits and trust settings.
 #[derive(Debug, Clone)]
@@ -52,11 +61,19 @@ pub struct Settings {
     pub window: TimeDelta,
     /// Where the client address comes from.
     pub client_ip: ClientIp,
+    /// The bearer token `/live` requires; `None` turns `/live` off.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { login_limit: 5, api_limit: 600, window: TimeDelta::minutes(1), client_ip: ClientIp::peer() }
+        Settings {
+            login_limit: 5,
+            api_limit: 600,
+            window: TimeDelta::minutes(1),
+            client_ip: ClientIp::peer(),
+            admin_token: None,
+        }
     }
 }
 
@@ -65,6 +82,21 @@ struct AppState {
     stores: Stores,
     sink: SecurityEvents,
     limits: RateLimitLayer,
+    /// SHA-256 of the admin token (compared digest to digest).
+    admin: Option<[u8; 32]>,
+    tails: Arc<Semaphore>,
+}
+
+/// The app and the events sink behind it (flush it on shutdown).
+pub struct Gatekeeper {
+    /// The routes with their layers.
+    pub router: Router,
+    /// The security-events sink the layers feed.
+    pub sink: SecurityEvents,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The schema analysis results are held to.
@@ -82,7 +114,7 @@ pub fn analysis_schema() -> Value {
 }
 
 /// The app: creates the analyses collection, starts the events sink.
-pub async fn router(stores: Stores, settings: Settings) -> palisade::Result<Router> {
+pub async fn build(stores: Stores, settings: Settings) -> palisade::Result<Gatekeeper> {
     stores.documents.ensure_collection(CollectionSpec::new(ANALYSES).with_schema(analysis_schema())).await?;
     let sink = SecurityEvents::spawn(
         stores.events.clone(),
@@ -97,8 +129,14 @@ pub async fn router(stores: Stores, settings: Settings) -> palisade::Result<Rout
     let sessions = SessionManagerLayer::new(PalisadeSessionStore::new(stores.sessions.clone()))
         .with_secure(false)
         .with_expiry(Expiry::OnInactivity(time::Duration::days(1)));
-    let state = AppState { stores, sink: sink.clone(), limits: limits.clone() };
-    Ok(Router::new()
+    let state = AppState {
+        stores,
+        sink: sink.clone(),
+        limits: limits.clone(),
+        admin: settings.admin_token.as_deref().map(digest),
+        tails: Arc::new(Semaphore::new(MAX_TAILS)),
+    };
+    let router = Router::new()
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
@@ -112,12 +150,20 @@ pub async fn router(stores: Stores, settings: Settings) -> palisade::Result<Rout
         .with_state(state)
         .layer(limits)
         .layer(sink.layer(settings.client_ip))
-        .layer(sessions))
+        .layer(sessions);
+    Ok(Gatekeeper { router, sink })
 }
 
-/// Serves `app` on `listener` with the peer address known to the layers.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+/// Serves `app` on `listener` with the peer address known to the layers,
+/// until `shutdown` completes (then lets requests in flight finish).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A Palisade error as an HTTP answer: the kind decides the status; the
@@ -322,14 +368,26 @@ async fn live(
     State(s): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<Live>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let Some(admin) = s.admin else {
+        return Err((StatusCode::FORBIDDEN, "the live tail is off: set an admin token").into_response());
+    };
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.map(digest) != Some(admin) {
+        return Err((StatusCode::UNAUTHORIZED, [(WWW_AUTHENTICATE, "Bearer")]).into_response());
+    }
+    let Ok(permit) = s.tails.clone().try_acquire_owned() else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "too many live tails").into_response());
+    };
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.after);
     let cursor = match resume {
-        Some(p) => Cursor::After(Position::from_str(&p)?),
+        Some(p) => Cursor::After(Position::from_str(&p).map_err(|e| ApiError(e).into_response())?),
         None => Cursor::Start,
     };
-    let tail = s.stores.events.subscribe(cursor, EventFilter::all()).await?;
-    let stream = tail.map(|item| {
+    let tail = s.stores.events.subscribe(cursor, EventFilter::all()).await.map_err(|e| ApiError(e).into_response())?;
+    let stream = tail.map(move |item| {
+        // The permit is released when the client goes and the stream is dropped.
+        let _held = &permit;
         Ok(match item {
             Ok(SubscriptionItem::Event(e)) => SseEvent::default()
                 .id(e.position.to_string())

@@ -10,7 +10,10 @@
 //! (`PALISADE_CONFIG`, `PALISADE_EVENTS_URL`, …; build with their features,
 //! e.g. `--features tower,pg-sqlx,redis-rs`). `GATEKEEPER_ADDR` sets the
 //! address (default `127.0.0.1:8080`); `GATEKEEPER_TRUSTED_PROXIES` (comma-
-//! separated CIDRs) makes it believe `X-Forwarded-For` from those proxies.
+//! separated CIDRs) makes it believe `X-Forwarded-For` from those proxies;
+//! `GATEKEEPER_ADMIN_TOKEN` turns on `/live` for clients that send it as a
+//! bearer token. Ctrl-C stops it after the requests in flight, and the
+//! security events still queued are appended before it exits.
 
 mod app;
 
@@ -27,9 +30,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let nets = list.split(',').map(|s| s.trim().parse()).collect::<Result<Vec<ipnet::IpNet>, _>>()?;
         settings.client_ip = ClientIp::behind(nets);
     }
+    settings.admin_token = std::env::var("GATEKEEPER_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let addr = std::env::var("GATEKEEPER_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("gatekeeper listening on http://{}", listener.local_addr()?);
-    app::serve(listener, app::router(stores, settings).await?).await?;
+    let gatekeeper = app::build(stores, settings).await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    app::serve(listener, gatekeeper.router, shutdown).await?;
+    gatekeeper.sink.flush().await;
+    let stats = gatekeeper.sink.stats();
+    println!(
+        "stopped; security events: {} appended, {} refused, {} failed",
+        stats.appended,
+        stats.overflowed + stats.invalid,
+        stats.failed
+    );
     Ok(())
 }

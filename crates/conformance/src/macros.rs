@@ -38,6 +38,8 @@ macro_rules! __with_cases {
                 saving_an_expired_record_deletes_it,
                 create_on_a_taken_id_draws_a_new_id,
                 concurrent_creates_never_share_an_id,
+                concurrent_creates_of_one_id_keep_it_once,
+                far_future_expiry_is_stored,
                 large_sessions_round_trip,
                 hostile_stored_values_and_cookies_are_refused,
                 caching_store_with_a_memory_cache_behaves_the_same,

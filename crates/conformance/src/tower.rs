@@ -185,10 +185,11 @@ pub async fn session_key_expires_at_the_record_expiry(cache: &Arc<dyn SessionCac
 /// record and key are gone.
 pub async fn short_expiry_session_expires(cache: &Arc<dyn SessionCache>) {
     let store = PalisadeSessionStore::new(cache.clone());
-    let app = session_app(store.clone(), tower_sessions::Expiry::OnInactivity(time::Duration::seconds(1)));
+    let app = session_app(store.clone(), tower_sessions::Expiry::OnInactivity(time::Duration::seconds(3)));
     let sid = new_session(&app, "brief").await;
     assert_eq!(value(&app, &sid).await.1, "brief");
-    tokio::time::sleep(Duration::from_millis(1400)).await;
+    // Each read extends an inactivity expiry: 3 s after the last one, plus margin.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(load(&store, &sid).await.is_none(), "load answers None once expired");
     assert_eq!(value(&app, &sid).await, (StatusCode::OK, String::new()), "an expired session reads as new");
     let key = format!("{}{sid}", palisade_tower::DEFAULT_PREFIX);
@@ -242,6 +243,43 @@ pub async fn concurrent_creates_never_share_an_id(cache: &Arc<dyn SessionCache>)
     for (i, sid) in &ids {
         assert_eq!(value(&app, sid).await.1, format!("n{i}"));
     }
+}
+
+/// Concurrent `create`s of one id: exactly one keeps it, every other draws
+/// its own new id, and each session holds its own data.
+pub async fn concurrent_creates_of_one_id_keep_it_once(cache: &Arc<dyn SessionCache>) {
+    let store = PalisadeSessionStore::new(cache.clone());
+    let taken = Id::default();
+    let created = join_all((0..16).map(|i| {
+        let store = store.clone();
+        async move {
+            let mut r = record(in_secs(3600));
+            r.id = taken;
+            r.data.insert("n".into(), json!(i));
+            store.create(&mut r).await.unwrap_or_else(|e| panic!("create: {e}"));
+            (i, r.id)
+        }
+    }))
+    .await;
+    assert_eq!(created.iter().filter(|(_, id)| *id == taken).count(), 1, "one create keeps the id");
+    let distinct: std::collections::HashSet<_> = created.iter().map(|(_, id)| *id).collect();
+    assert_eq!(distinct.len(), created.len(), "the others draw distinct ids");
+    for (i, id) in &created {
+        let r = store.load(id).await.unwrap_or_else(|e| panic!("load: {e}"));
+        assert_eq!(r.and_then(|r| r.data.get("n").cloned()), Some(json!(i)), "each keeps its own data");
+    }
+}
+
+/// A record expiring beyond what backends keep (year 9999, as
+/// `OnInactivity(Duration::MAX)` gives) is stored with its exact expiry.
+pub async fn far_future_expiry_is_stored(cache: &Arc<dyn SessionCache>) {
+    let store = PalisadeSessionStore::new(cache.clone());
+    let far = time::OffsetDateTime::now_utc().saturating_add(time::Duration::MAX);
+    let mut r = record(far);
+    store.create(&mut r).await.unwrap_or_else(|e| panic!("create: {e}"));
+    store.save(&r).await.unwrap_or_else(|e| panic!("save: {e}"));
+    let back = store.load(&r.id).await.unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(back.map(|b| b.expiry_date), Some(far), "the record keeps its exact expiry");
 }
 
 /// A session of several MiB round-trips; one beyond the cache's input
@@ -314,12 +352,14 @@ pub async fn expired_deletion_keeps_live_sessions(cache: &Arc<dyn SessionCache>)
     let store = PalisadeSessionStore::new(cache.clone());
     let mut live = record(in_secs(3600));
     store.create(&mut live).await.unwrap_or_else(|e| panic!("create: {e}"));
-    let mut brief = record(time::OffsetDateTime::now_utc() + time::Duration::milliseconds(200));
+    let mut brief = record(in_secs(2));
     store.create(&mut brief).await.unwrap_or_else(|e| panic!("create: {e}"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let key = format!("{}{}", palisade_tower::DEFAULT_PREFIX, brief.id);
+    assert!(cache.get(&key).await.unwrap_or_else(|e| panic!("get: {e}")).is_some(), "stored while live");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     store.delete_expired().await.unwrap_or_else(|e| panic!("delete_expired: {e}"));
-    assert!(store.load(&live.id).await.ok().flatten().is_some(), "live sessions stay");
-    assert!(store.load(&brief.id).await.ok().flatten().is_none());
+    assert!(store.load(&live.id).await.unwrap_or_else(|e| panic!("load: {e}")).is_some(), "live sessions stay");
+    assert!(store.load(&brief.id).await.unwrap_or_else(|e| panic!("load: {e}")).is_none());
     if !cache.capabilities().native_ttl {
         // Nothing expired is left for a second sweep.
         assert_eq!(cache.sweep_expired().await.ok(), Some(0), "the sweep deleted the expired record");
@@ -400,10 +440,10 @@ pub async fn rate_limit_counts_per_client_and_rule(cache: &Arc<dyn SessionCache>
 
 /// A window ends and the client may come back.
 pub async fn rate_limit_window_ends(cache: &Arc<dyn SessionCache>) {
-    let app = limited_app(rules(cache, 1, 1));
+    let app = limited_app(rules(cache, 1, 3));
     assert_eq!(hit(&app, "POST", "/login", [192, 0, 2, 1]).await.status(), StatusCode::OK);
     assert_eq!(hit(&app, "POST", "/login", [192, 0, 2, 1]).await.status(), StatusCode::TOO_MANY_REQUESTS);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     assert_eq!(hit(&app, "POST", "/login", [192, 0, 2, 1]).await.status(), StatusCode::OK, "a new window");
 }
 

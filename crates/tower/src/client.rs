@@ -89,9 +89,20 @@ impl ClientIp {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client's address, if the request carries its peer.
+    /// The client's address, if the request carries its peer. IPv4-mapped
+    /// IPv6 addresses (a dual-stack listener's view of IPv4 peers) count as
+    /// their IPv4 address, for trust and in the result.
     pub fn resolve(&self, req: &RequestView<'_>) -> Option<IpAddr> {
-        let peer = req.peer_ip()?;
+        let Some(peer) = req.peer_ip() else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "requests carry no peer address: serve with into_make_service_with_connect_info::<SocketAddr>()"
+                )
+            });
+            return None;
+        };
+        let peer = peer.to_canonical();
         if !self.is_trusted(peer) || self.header == FORWARDED {
             return Some(peer);
         }
@@ -105,24 +116,50 @@ impl ClientIp {
             .flat_map(|v| v.split(','))
             .collect();
         for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
+            match parse_hop(hop) {
+                Some(ip) => {
                     client = ip;
                     if !self.is_trusted(ip) {
                         break;
                     }
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         Some(client)
     }
 }
 
+/// One `X-Forwarded-For` entry: an address, optionally with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:443`) or in brackets; canonical form.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse().ok()))?;
+    Some(ip.to_canonical())
+}
+
+/// The rate-limit key of an address: IPv4 as it is, IPv6 by its /64 (one
+/// subscriber's usual allocation, which it can rotate through freely).
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = ipnet::Ipv6Net::new(v6, 64).map(|n| n.trunc());
+            net.map_or_else(|_| v6.to_string(), |n| n.to_string())
+        }
+    }
+}
+
 type KeyFn = dyn Fn(&RequestView<'_>) -> Option<String> + Send + Sync;
 
 /// What a rate limit counts by. Requests for which it yields nothing share
-/// one bucket (`-`), so leaving out a header never escapes the limit.
+/// one bucket (`-`), so leaving out a header never escapes the limit (and a
+/// server that does not pass the peer address limits everyone together; a
+/// warning is logged once).
 #[derive(Clone)]
 pub struct ClientKey(Arc<KeyFn>);
 
@@ -133,9 +170,10 @@ impl fmt::Debug for ClientKey {
 }
 
 impl ClientKey {
-    /// The client address per `ip`.
+    /// The client address per `ip`: IPv4 addresses one by one, IPv6 by
+    /// their /64 network (a client rotating through its /64 stays one client).
     pub fn ip(ip: ClientIp) -> Self {
-        ClientKey(Arc::new(move |req| ip.resolve(req).map(|a| a.to_string())))
+        ClientKey(Arc::new(move |req| ip.resolve(req).map(ip_key)))
     }
 
     /// The value of header `name` (an API key, a tenant id), stored as its
@@ -160,7 +198,7 @@ impl ClientKey {
     }
 }
 
-fn hashed(bytes: &[u8]) -> String {
+pub(crate) fn hashed(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
@@ -209,6 +247,30 @@ mod tests {
         assert_eq!(ip.resolve(&RequestView::of(&req)), "198.51.100.7".parse().ok());
         let garbage = request("10.0.0.3:1", &["6.6.6.6, not-an-ip"]);
         assert_eq!(ip.resolve(&RequestView::of(&garbage)), "10.0.0.3".parse().ok());
+    }
+
+    #[test]
+    fn mapped_addresses_ports_and_brackets_are_understood() {
+        let ip = ClientIp::behind([net("10.0.0.0/8")]);
+        // A dual-stack listener sees the IPv4 proxy as ::ffff:10.0.0.2.
+        let mapped = request("[::ffff:10.0.0.2]:4000", &["198.51.100.7:5678"]);
+        assert_eq!(ip.resolve(&RequestView::of(&mapped)), "198.51.100.7".parse().ok());
+        let v6 = request("10.0.0.2:1", &["[2001:db8::1]:443"]);
+        assert_eq!(ip.resolve(&RequestView::of(&v6)), "2001:db8::1".parse().ok());
+        let bracketed = request("10.0.0.2:1", &["[2001:db8::2]"]);
+        assert_eq!(ip.resolve(&RequestView::of(&bracketed)), "2001:db8::2".parse().ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let key = ClientKey::ip(ClientIp::peer());
+        let a = request("[2001:db8:1:2:aaaa::1]:1", &[]);
+        let b = request("[2001:db8:1:2:bbbb::9]:1", &[]);
+        let other = request("[2001:db8:1:3::1]:1", &[]);
+        assert_eq!(key.of(&RequestView::of(&a)), "2001:db8:1:2::/64");
+        assert_eq!(key.of(&RequestView::of(&a)), key.of(&RequestView::of(&b)));
+        assert_ne!(key.of(&RequestView::of(&a)), key.of(&RequestView::of(&other)));
+        assert_eq!(key.of(&RequestView::of(&request("192.0.2.1:1", &[]))), "192.0.2.1");
     }
 
     #[test]

@@ -15,9 +15,23 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tower_layer::Layer;
 use tower_service::Service;
+use tower_sessions_core::session::Id;
 use tower_sessions_core::Session;
 
-use crate::client::{ClientIp, RequestView};
+use crate::client::{hashed, ClientIp, RequestView};
+
+/// Most events one append carries ([`SinkConfig::batch`] is capped here).
+pub const MAX_SINK_BATCH: usize = 10_000;
+/// Largest queue ([`SinkConfig::capacity`] is capped here).
+pub const MAX_SINK_CAPACITY: usize = 1_000_000;
+
+/// What an event records of a session: `sha256:` and the hex SHA-256 of its
+/// id. A session id is a bearer credential, so events never carry it; a
+/// service that knows a session computes the same reference to find its
+/// events (`EventFilter::session(session_ref(&id))`).
+pub fn session_ref(id: &Id) -> String {
+    hashed(id.to_string().as_bytes())
+}
 
 /// Longest request path kept in an event's data; longer paths are cut (at a
 /// character boundary) and marked `path_truncated`.
@@ -52,13 +66,16 @@ impl Blocked {
 pub struct SinkConfig {
     /// The events' `source`, e.g. the service's name.
     pub source: String,
-    /// Events waiting at most; more are refused and counted (`overflowed`).
+    /// Events waiting at most (capped at [`MAX_SINK_CAPACITY`]); more are
+    /// refused and counted (`overflowed`).
     pub capacity: usize,
-    /// Events per append at most.
+    /// Events per append at most (capped at [`MAX_SINK_BATCH`]).
     pub batch: usize,
     /// Attempts per batch before its events are counted `failed`; a
     /// temporary error is retried after 100 ms, 200 ms, … (appends are
-    /// idempotent by event id).
+    /// idempotent by event id). A batch the store refuses for good (one
+    /// event over the store's input policy, say) is appended event by event,
+    /// so only the refused events count as `failed`.
     pub attempts: u32,
 }
 
@@ -127,11 +144,15 @@ impl fmt::Debug for SecurityEvents {
 }
 
 impl SecurityEvents {
-    /// Starts the append task on the current tokio runtime.
+    /// Starts the append task on the current Tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, like `tokio::spawn`.
     pub fn spawn(store: Arc<dyn EventStore>, config: SinkConfig) -> Self {
-        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let (tx, rx) = mpsc::channel(config.capacity.clamp(1, MAX_SINK_CAPACITY));
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(store, rx, counters.clone(), config.batch.max(1), config.attempts.max(1)));
+        let batch = config.batch.clamp(1, MAX_SINK_BATCH);
+        tokio::spawn(run(store, rx, counters.clone(), batch, config.attempts.max(1)));
         SecurityEvents { tx, counters, source: config.source.into() }
     }
 
@@ -172,11 +193,13 @@ impl SecurityEvents {
     /// The counts so far.
     pub fn stats(&self) -> SinkStats {
         let c = &self.counters;
-        let offered = c.offered.load(Ordering::Relaxed);
         let appended = c.appended.load(Ordering::Relaxed);
         let overflowed = c.overflowed.load(Ordering::Relaxed);
         let invalid = c.invalid.load(Ordering::Relaxed);
         let failed = c.failed.load(Ordering::Relaxed);
+        // Read last: an event is offered before it settles, so this is never
+        // below the settled counts read above.
+        let offered = c.offered.load(Ordering::Relaxed);
         let settled = appended + overflowed + invalid + failed;
         SinkStats { offered, queued: offered.saturating_sub(settled), appended, overflowed, invalid, failed }
     }
@@ -214,24 +237,43 @@ async fn append(store: &dyn EventStore, events: Vec<NewEvent>, counters: &Counte
     if events.is_empty() {
         return;
     }
-    let n = events.len() as u64;
+    let n = events.len();
+    match append_with_retries(store, &events, attempts).await {
+        Ok(()) => {
+            counters.appended.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Err(e) if n > 1 && !e.is_temporary() => {
+            // Refused for good: find the events at fault, keep the others.
+            tracing::warn!(error = %e, events = n, "security events batch refused; appending one by one");
+            for event in events {
+                match append_with_retries(store, std::slice::from_ref(&event), attempts).await {
+                    Ok(()) => counters.appended.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::error!(error = %e, "security event lost: append refused");
+                        counters.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }
+        Err(e) => {
+            counters.failed.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::error!(error = %e, events = n, "security events lost: append failed");
+        }
+    }
+}
+
+/// Appends `events` as one batch, retrying temporary failures.
+async fn append_with_retries(store: &dyn EventStore, events: &[NewEvent], attempts: u32) -> palisade_core::Result<()> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match store.append(AppendBatch::new(events.clone())).await {
-            Ok(_) => {
-                counters.appended.fetch_add(n, Ordering::Relaxed);
-                return;
-            }
+        match store.append(AppendBatch::new(events.to_vec())).await {
+            Ok(_) => return Ok(()),
             Err(e) if e.is_temporary() && attempt < attempts => {
                 tracing::debug!(error = %e, attempt, "security events append failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
             }
-            Err(e) => {
-                counters.failed.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(error = %e, events = n, "security events lost: append failed");
-                return;
-            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -252,9 +294,10 @@ impl<S> Layer<S> for SecurityEventsLayer {
 
 /// The service of [`SecurityEventsLayer`]: when the response carries
 /// [`Blocked`], it records an event with the sink's source, the block's kind
-/// and tags, the client address ([`ClientIp`]), the tower-sessions session
-/// id (when a `SessionManagerLayer` runs outside this layer and the session
-/// has one), and `{method, path, status}` as data.
+/// and tags, the client address ([`ClientIp`]), the session's
+/// [`session_ref`] (when a `SessionManagerLayer` runs outside this layer and
+/// the request names a session — the id the cookie carried, which the
+/// client chose), and `{method, path, status}` as data.
 #[derive(Clone, Debug)]
 pub struct SecurityEventsService<S> {
     inner: S,
@@ -321,7 +364,7 @@ where
                 }));
                 event.tags = blocked.tags.clone();
                 event.client_ip = seen.client_ip;
-                event.session_id = seen.session.and_then(|s| s.id()).map(|id| id.to_string());
+                event.session_id = seen.session.and_then(|s| s.id()).map(|id| session_ref(&id));
                 sink.record(event);
             }
             Ok(res)

@@ -51,7 +51,8 @@ mod session_store;
 
 pub use client::{ClientIp, ClientKey, RequestView, MAX_PLAIN_KEY};
 pub use events::{
-    Blocked, SecurityEvents, SecurityEventsLayer, SecurityEventsService, SinkConfig, SinkStats, MAX_EVENT_PATH,
+    session_ref, Blocked, SecurityEvents, SecurityEventsLayer, SecurityEventsService, SinkConfig, SinkStats,
+    MAX_EVENT_PATH, MAX_SINK_BATCH, MAX_SINK_CAPACITY,
 };
 pub use rate_limit::{
     OnStoreError, RateLimit, RateLimitBuilder, RateLimitLayer, RateLimitStats, Rule, RATELIMIT, RATELIMIT_POLICY,

@@ -151,6 +151,10 @@ struct Limiter {
 ///   service without headers, `Closed` answers 503. Either way it is logged
 ///   and counted ([`stats`](Self::stats)); it never panics.
 /// - Requests no rule matches pass untouched.
+/// - **Degraded mode**: over a `Degradable` cache whose server is down, hits
+///   count in each instance's memory fallback, so the limit holds per
+///   instance (not globally) until the server is back, and `Closed` does
+///   not apply (the cache answers). Health shows the cache as degraded.
 #[derive(Clone)]
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
@@ -352,8 +356,7 @@ mod tests {
 
     #[test]
     fn path_prefixes_match_whole_segments() {
-        let Ok(rule) = Rule::new("login", 1, TimeDelta::seconds(1)) else { return };
-        let rule = rule.path_prefix("/login/");
+        let rule = Rule::new("login", 1, TimeDelta::seconds(1)).expect("a valid rule").path_prefix("/login/");
         let check = |path: &str| {
             let req = Request::get(path).body(()).unwrap_or_default();
             (rule.matches)(&RequestView::of(&req))

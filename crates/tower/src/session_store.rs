@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use palisade_core::sessions::{Expiry, SetMode};
+use palisade_core::time::MAX_TTL_MS;
 use palisade_core::{Error, ErrorKind, SessionCache};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,7 +29,8 @@ pub const CREATE_ATTEMPTS: usize = 8;
 /// - A record lives under `prefix + id` (the id's 22-character URL-safe
 ///   form) as `{"data": {...}, "exp": [unix_seconds, nanos]}`, and the key
 ///   expires at the record's `expiry_date` (an absolute instant, truncated to
-///   milliseconds, so the key never outlives the record).
+///   milliseconds, so the key never outlives the record) — or 100 years
+///   ahead, the longest any backend keeps a key, if that comes first.
 /// - **`save`** replaces the record and its expiry. A record whose expiry has
 ///   already passed is deleted instead of stored.
 /// - **`create`** writes only if the key is absent (`SetMode::IfAbsent`); on a
@@ -38,8 +40,7 @@ pub const CREATE_ATTEMPTS: usize = 8;
 ///   expiry has passed on this process's clock, even where the server's
 ///   clock (Redis) has not expired the key yet.
 /// - **Errors**: a record the cache refuses as input (too large or too deep
-///   for its [`InputPolicy`](palisade_core::InputPolicy), or an expiry more
-///   than 100 years ahead, which no backend stores) is `Encode`; a
+///   for its [`InputPolicy`](palisade_core::InputPolicy)) is `Encode`; a
 ///   stored value that is not a record is `Decode`; a backend failure is
 ///   `Backend` (tower-sessions then answers 500, never a silent new session).
 ///   Messages name the kind and operation, never session data.
@@ -90,11 +91,16 @@ impl PalisadeSessionStore {
     }
 }
 
-/// `expiry_date` as a chrono instant; `None` beyond chrono's range.
+/// When the record's key expires: at `expiry_date`, or a minute short of
+/// 100 years ahead (the longest expiry any backend stores) if that is
+/// sooner — `Expiry::OnInactivity(Duration::MAX)` saturates to year 9999.
+/// The record keeps its exact expiry either way.
 fn deadline(record: &Record) -> session_store::Result<DateTime<Utc>> {
     let at = record.expiry_date;
-    DateTime::from_timestamp(at.unix_timestamp(), at.nanosecond())
-        .ok_or_else(|| session_store::Error::Encode("session expiry is out of range".into()))
+    let at = DateTime::from_timestamp(at.unix_timestamp(), at.nanosecond())
+        .ok_or_else(|| session_store::Error::Encode("session expiry is out of range".into()))?;
+    let longest = Utc::now() + TimeDelta::milliseconds(MAX_TTL_MS - 60_000);
+    Ok(at.min(longest))
 }
 
 fn is_active(expiry_date: OffsetDateTime) -> bool {

@@ -16,7 +16,7 @@ use http::{header, Request, StatusCode};
 use palisade_core::events::{AppendOutcome, Appended, EventFilter, NewEvent, PageRequest, Position};
 use palisade_core::{Error, ErrorKind, EventStore, MockEventStore, Namespace, SessionCache};
 use palisade_memory::{MemoryConfig, MemoryStores};
-use palisade_tower::{ClientIp, PalisadeSessionStore, RateLimitLayer, Rule, SecurityEvents, SinkConfig};
+use palisade_tower::{session_ref, ClientIp, PalisadeSessionStore, RateLimitLayer, Rule, SecurityEvents, SinkConfig};
 use tower::ServiceExt;
 use tower_sessions::{Session, SessionManagerLayer};
 
@@ -78,7 +78,9 @@ async fn a_rate_limited_request_becomes_an_event_with_client_session_and_tags() 
     let e = &page.items[0];
     assert_eq!((e.source.as_str(), e.kind.as_str()), ("gatekeeper", "rate_limited"));
     assert_eq!(e.client_ip, "203.0.113.50".parse().ok(), "the forwarded client, not the proxy");
-    assert_eq!(e.session_id.as_deref(), Some(session_id.as_str()));
+    let id: tower_sessions::session::Id = session_id.parse().unwrap();
+    assert_eq!(e.session_id, Some(session_ref(&id)), "the session's reference");
+    assert!(!e.session_id.as_deref().unwrap_or("").contains(&session_id), "never the id itself (a credential)");
     assert_eq!(e.tags, ["rule:login"]);
     assert_eq!(e.data["path"], "/login");
     assert_eq!(e.data["status"], 429);
@@ -132,7 +134,8 @@ async fn a_full_queue_refuses_and_counts_instead_of_waiting() {
     let events = sink(Arc::new(store), 2);
     let started = std::time::Instant::now();
     let queued = (0..50).filter(|_| events.record(NewEvent::new("gatekeeper", "blocked"))).count();
-    assert!(started.elapsed() < Duration::from_millis(100), "record never waits");
+    // Waiting for room would take 48 × 300 ms of retries.
+    assert!(started.elapsed() < Duration::from_secs(2), "record never waits");
     assert!(queued < 50, "a queue of 2 cannot take 50 events while the store is down");
     events.flush().await;
     let stats = events.stats();
@@ -176,4 +179,28 @@ async fn invalid_events_are_refused_and_counted() {
     events.flush().await;
     let stats = events.stats();
     assert_eq!((stats.offered, stats.invalid, stats.appended), (2, 2, 0));
+}
+
+#[tokio::test]
+async fn a_batch_refused_for_one_event_loses_only_that_event() {
+    let mut store = MockEventStore::new();
+    store.expect_append().returning(|batch| {
+        if batch.events.iter().any(|e| e.kind == "poison") {
+            return Err(Error::invalid("event data too large"));
+        }
+        Ok(AppendOutcome {
+            events: batch
+                .events
+                .iter()
+                .map(|e| Appended { id: e.id, position: Position::new(1, 0), version: None, duplicate: false })
+                .collect(),
+        })
+    });
+    let events = sink(Arc::new(store), 100);
+    for kind in ["blocked", "poison", "blocked", "blocked"] {
+        assert!(events.record(NewEvent::new("gatekeeper", kind)));
+    }
+    events.flush().await;
+    let stats = events.stats();
+    assert_eq!((stats.appended, stats.failed, stats.queued), (3, 1, 0));
 }
