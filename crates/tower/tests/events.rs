@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::TimeDelta;
 use http::{header, Request, StatusCode};
-use palisade_core::events::{AppendOutcome, Appended, EventFilter, NewEvent, PageRequest, Position};
+use palisade_core::events::{AppendBatch, AppendOutcome, Appended, EventFilter, NewEvent, PageRequest, Position};
 use palisade_core::{Error, ErrorKind, EventStore, MockEventStore, Namespace, SessionCache};
 use palisade_memory::{MemoryConfig, MemoryStores};
 use palisade_tower::{session_ref, ClientIp, PalisadeSessionStore, RateLimitLayer, Rule, SecurityEvents, SinkConfig};
@@ -22,6 +22,17 @@ use tower_sessions::{Session, SessionManagerLayer};
 
 fn memory() -> MemoryStores {
     MemoryStores::new(Namespace::random("tw").unwrap(), &MemoryConfig::default())
+}
+
+/// What a store answers when it appends `batch`.
+fn stored(batch: &AppendBatch) -> AppendOutcome {
+    let events = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Appended { id: e.id, position: Position::new(1, i as u64), version: None, duplicate: false })
+        .collect();
+    AppendOutcome { events }
 }
 
 fn sink(store: Arc<dyn EventStore>, capacity: usize) -> SecurityEvents {
@@ -109,13 +120,7 @@ async fn events_are_appended_in_batches_off_the_request_path() {
     let seen = batches.clone();
     store.expect_append().returning(move |batch| {
         seen.fetch_add(1, Ordering::SeqCst);
-        let events = batch
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Appended { id: e.id, position: Position::new(1, i as u64), version: None, duplicate: false })
-            .collect();
-        Ok(AppendOutcome { events })
+        Ok(stored(&batch))
     });
     let events = sink(Arc::new(store), 1000);
     for i in 0..250 {
@@ -154,15 +159,7 @@ async fn a_temporary_append_failure_is_retried_with_the_same_events() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Err(Error::new(ErrorKind::Timeout, "slow").set_temporary(true)));
-    store.expect_append().times(1).in_sequence(&mut seq).returning(|batch| {
-        Ok(AppendOutcome {
-            events: batch
-                .events
-                .iter()
-                .map(|e| Appended { id: e.id, position: Position::new(1, 0), version: None, duplicate: false })
-                .collect(),
-        })
-    });
+    store.expect_append().times(1).in_sequence(&mut seq).returning(|batch| Ok(stored(&batch)));
     let events = sink(Arc::new(store), 10);
     assert!(events.record(NewEvent::new("gatekeeper", "blocked")));
     events.flush().await;
@@ -188,13 +185,7 @@ async fn a_batch_refused_for_one_event_loses_only_that_event() {
         if batch.events.iter().any(|e| e.kind == "poison") {
             return Err(Error::invalid("event data too large"));
         }
-        Ok(AppendOutcome {
-            events: batch
-                .events
-                .iter()
-                .map(|e| Appended { id: e.id, position: Position::new(1, 0), version: None, duplicate: false })
-                .collect(),
-        })
+        Ok(stored(&batch))
     });
     let events = sink(Arc::new(store), 100);
     for kind in ["blocked", "poison", "blocked", "blocked"] {
