@@ -25,7 +25,7 @@ export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postg
 export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 # A missing or unreachable server fails its backend's cases instead of skipping them.
 export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis,redis-cluster,mongo}
-export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx pg_diesel redis_rs fred redis_rs_cluster fred_cluster mongo}
+export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx pg_diesel redis_rs fred redis_rs_cluster fred_cluster mongo pg_sqlx_data_role redis_rs_acl_user}
 export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"
@@ -36,6 +36,9 @@ rm -f "$PALISADE_CONFORMANCE_LOG"
 drop_test_schemas() {
   psql "$PALISADE_TEST_POSTGRES_URL" -qAtc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace WHERE nspname LIKE 'conf\_%' OR nspname LIKE 'pgd\_%' OR nspname LIKE 'pgboth\_%'" \
     | psql "$PALISADE_TEST_POSTGRES_URL" -q >/dev/null || true
+  # The data-only role and the ACL user of tests/least_privilege.rs.
+  psql "$PALISADE_TEST_POSTGRES_URL" -qc "DO \$\$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'palisade_test_rw') THEN DROP OWNED BY palisade_test_rw; DROP ROLE palisade_test_rw; END IF; END \$\$" >/dev/null || true
+  redis-cli -u "$PALISADE_TEST_REDIS_URL" ACL DELUSER palisade_test_acl >/dev/null || true
 }
 
 status=0

@@ -12,6 +12,7 @@
 //! | connect timeout (ms) | `PALISADE_CONNECT_TIMEOUT_MS` | `connect_timeout_ms` | 5000 |
 //! | operation timeout (ms) | `PALISADE_OP_TIMEOUT_MS` | `op_timeout_ms` | 10000 |
 //! | TLS | `PALISADE_TLS` (`true`/`false`) | `tls` | false |
+//! | apply the schema on connect (off: check it, read-only, for data-only roles) | `PALISADE_MIGRATE` (`true`/`false`) | `migrate` | true |
 //! | memory session capacity (keys; LRU beyond) | `PALISADE_MEMORY_SESSION_CAPACITY` | `memory_session_capacity` | 1,000,000 |
 //! | input limits, all stores | — | `[limits]` | see `palisade_core::policy` |
 //! | input limits, one store | — | `[<store>.limits]` | `[limits]` |
@@ -229,6 +230,12 @@ pub struct Config {
     /// `redis://` is treated as `rediss://`, and Postgres connections whose
     /// `sslmode` is the default `prefer` (or `allow`) use `verify-full`.
     pub tls: bool,
+    /// Apply the namespace's schema when connecting (Postgres migrations,
+    /// Mongo indexes). Off (production, data-only roles): connecting checks
+    /// the schema with read-only queries and refuses with a `Config` error
+    /// naming what is missing; `palisade migrate`, run as the schema owner,
+    /// is then the explicit step that changes it.
+    pub migrate: bool,
     /// Most session keys a memory session cache (primary or fallback) keeps;
     /// beyond it the least recently used are evicted and counted in health.
     pub memory_session_capacity: u64,
@@ -248,6 +255,7 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(5000),
             op_timeout: Duration::from_millis(10_000),
             tls: false,
+            migrate: true,
             memory_session_capacity: 1_000_000,
             backends: BTreeMap::new(),
         }
@@ -337,6 +345,7 @@ struct File {
     connect_timeout_ms: Option<u64>,
     op_timeout_ms: Option<u64>,
     tls: Option<bool>,
+    migrate: Option<bool>,
     memory_session_capacity: Option<u64>,
     limits: Option<FileLimits>,
     degrade: Option<FileDegrade>,
@@ -383,6 +392,9 @@ impl Config {
         }
         if let Some(tls) = file.tls {
             self.tls = tls;
+        }
+        if let Some(migrate) = file.migrate {
+            self.migrate = migrate;
         }
         if let Some(n) = file.memory_session_capacity {
             self.memory_session_capacity = check_capacity(n)?;
@@ -455,6 +467,9 @@ impl Config {
         if let Some(tls) = get("PALISADE_TLS") {
             self.tls = tls.parse().map_err(|_| config_error("PALISADE_TLS must be true or false"))?;
         }
+        if let Some(migrate) = get("PALISADE_MIGRATE") {
+            self.migrate = migrate.parse().map_err(|_| config_error("PALISADE_MIGRATE must be true or false"))?;
+        }
         if let Some(n) = get("PALISADE_MEMORY_SESSION_CAPACITY") {
             let n = n.parse().map_err(|_| config_error("PALISADE_MEMORY_SESSION_CAPACITY must be a number"))?;
             self.memory_session_capacity = check_capacity(n)?;
@@ -492,6 +507,7 @@ impl Config {
             .with_connect_timeout(self.connect_timeout)
             .with_op_timeout(self.op_timeout)
             .with_tls(self.tls)
+            .with_migrate(self.migrate)
             .with_policy(policy)
             .with_tuning(tuning)
     }
@@ -612,6 +628,19 @@ mod tests {
         ] {
             assert_eq!(Config::default().apply_toml(bad).unwrap_err().kind(), ErrorKind::Config, "{bad}");
         }
+    }
+
+    #[test]
+    fn auto_migration_is_on_by_default_and_off_by_toml_or_environment() {
+        let ns = Namespace::new("t").unwrap();
+        assert!(Config::default().connect_options("pg_sqlx", &ns, InputPolicy::default()).migrate);
+        let mut c = Config::default();
+        c.apply_toml("migrate = false").unwrap();
+        assert!(!c.connect_options("pg_sqlx", &ns, InputPolicy::default()).migrate);
+        c.apply_env(|k| (k == "PALISADE_MIGRATE").then(|| "true".to_owned())).unwrap();
+        assert!(c.migrate, "the environment wins");
+        let bad = Config::default().apply_env(|k| (k == "PALISADE_MIGRATE").then(|| "sometimes".to_owned()));
+        assert_eq!(bad.unwrap_err().kind(), ErrorKind::Config);
     }
 
     #[test]

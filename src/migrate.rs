@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use palisade_core::Result;
+use palisade_core::{Error, ErrorKind, Result};
 
 use crate::config::{Config, StoreKind};
 use crate::registry::resolve;
@@ -33,6 +33,45 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<String> {
             }
             None => {
                 let _ = writeln!(out, "{} ({}): no migrations needed", url.redacted(), info.id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What runtime role `role` needs on every configured store's server to run
+/// with auto-migration off (`palisade migrate --print-grants ROLE`): each
+/// backend's grants (SQL for Postgres, an ACL rule for Redis, a role for
+/// Mongo), once per server, for the configured namespace. Nothing is
+/// contacted. `role` is 1-63 of `[A-Za-z0-9_-]`, starting with a letter or
+/// `_` (a name every backend accepts as it is).
+pub fn grants(config: &Config, role: &str) -> Result<String> {
+    let valid = (1..=63).contains(&role.len())
+        && role.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a role name is 1-63 of [A-Za-z0-9_-], starting with a letter or _",
+        )
+        .with_op("grants"));
+    }
+    let mut out = String::new();
+    let mut done: Vec<String> = Vec::new();
+    for kind in StoreKind::ALL {
+        let url = &config.store(kind).url;
+        let (info, connector) = resolve(url, kind)?;
+        if done.contains(&url.expose().to_owned()) {
+            continue;
+        }
+        done.push(url.expose().to_owned());
+        match connector.grants(&config.namespace, role) {
+            Some(text) => {
+                let _ = writeln!(out, "# {} ({}, namespace {}):", url.redacted(), info.id, config.namespace);
+                out.push_str(&text);
+            }
+            None => {
+                let _ = writeln!(out, "# {} ({}): nothing to grant", url.redacted(), info.id);
             }
         }
     }

@@ -37,3 +37,33 @@ palisade_conformance::conformance_tests!(
     harness(),
     [event_store, session_cache, document_store, reputation_repo, tower]
 );
+
+/// Auto-migration off on Mongo (run with the Mongo cases: the module name
+/// ends in `mongo`, which the test script's first pass skips).
+mod without_auto_migration_on_mongo {
+    use palisade::{Config, ErrorKind, Namespace, StoreUrl, Stores};
+    use palisade_conformance::Harness;
+
+    #[test]
+    fn a_bare_namespace_is_refused_by_name_until_palisade_migrate_runs() {
+        palisade_conformance::runtime().block_on(async {
+            let Some(url) = palisade_conformance::server_url("mongo", "PALISADE_TEST_MONGO_URL") else { return };
+            let url = StoreUrl::parse(&url).unwrap();
+            let mut config = Config { migrate: false, ..Config::default() };
+            for store in [&mut config.events, &mut config.sessions, &mut config.documents, &mut config.reputation] {
+                store.url = url.clone();
+            }
+            config.namespace = Namespace::random("lp").unwrap();
+            let e = Stores::connect(&config).await.err().expect("a namespace without indexes is refused");
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+            assert!(e.to_string().contains("exp_ttl") && e.to_string().contains("palisade migrate"), "{e}");
+            let listed = palisade::migrate::run(&config, true).await.unwrap();
+            assert!(listed.contains("pending") && !listed.contains("applied"), "{listed}");
+            let migrated = palisade::migrate::run(&config, false).await.unwrap();
+            assert!(migrated.contains("applied") && !migrated.contains("pending"), "{migrated}");
+            let stores = Stores::connect(&config).await.unwrap();
+            stores.sessions.set("k", serde_json::json!(1), None, palisade::SetMode::Always).await.unwrap();
+            palisade::harness::ConfigHarness::new(config.clone()).drop_namespace(&config.namespace).await.unwrap();
+        });
+    }
+}

@@ -37,6 +37,10 @@ enum Command {
         /// Only show which migrations are applied and which are pending.
         #[arg(long)]
         dry_run: bool,
+        /// Print what runtime role ROLE needs (Postgres grants, a Redis ACL
+        /// rule, a Mongo role) to run with `migrate = false`; changes nothing.
+        #[arg(long, value_name = "ROLE", conflicts_with = "dry_run")]
+        print_grants: Option<String>,
     },
     /// Benchmark the configured stores against their raw drivers, in a throwaway namespace.
     Bench(bench::BenchArgs),
@@ -83,7 +87,11 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
             }
             Ok(if statuses.iter().all(|s| s.is_up()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Migrate { dry_run } => {
+        Command::Migrate { print_grants: Some(role), .. } => {
+            print!("{}", palisade::migrate::grants(&config, &role)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { dry_run, print_grants: None } => {
             print!("{}", palisade::migrate::run(&config, dry_run).await?);
             Ok(ExitCode::SUCCESS)
         }

@@ -65,6 +65,28 @@ fn malformed_url_names_the_setting_and_not_the_password() {
 }
 
 #[test]
+fn migrate_prints_the_grants_a_runtime_role_needs_without_connecting() {
+    // Nothing listens on these ports: printing grants contacts no server.
+    let env = [
+        ("PALISADE_EVENTS_URL", "postgres://owner:hunter2@127.0.0.1:1/db"),
+        ("PALISADE_SESSIONS_URL", "redis://127.0.0.1:1"),
+        ("PALISADE_NAMESPACE", "shop"),
+    ];
+    let out = palisade(&["migrate", "--print-grants", "app_rw"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"shop\" TO \"app_rw\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ACL SETUSER app_rw") && stdout.contains("~{shop:*"), "{stdout}");
+    assert!(!text(&out).contains("hunter2"), "{stdout}");
+    let out = palisade(&["migrate", "--print-grants", "x\"; DROP ROLE postgres; --"], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("invalid_input"), "{}", text(&out));
+}
+
+#[test]
 fn check_passes_on_memory() {
     let out = palisade(&["check"], &[]);
     assert!(out.status.success(), "{}", text(&out));

@@ -33,6 +33,10 @@ pub enum ErrorKind {
     Serialization,
     /// The store is misconfigured (bad URL, missing feature, bad namespace).
     Config,
+    /// The server refused the operation to this role or user (a missing
+    /// grant or ACL rule: SQLSTATE 42501, Redis `NOPERM`, Mongo
+    /// `Unauthorized`). Not temporary; nothing was changed.
+    PermissionDenied,
     /// Anything else: a bug, or a backend answer that breaks an invariant.
     Unexpected,
 }
@@ -50,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Serialization => "serialization",
             ErrorKind::Config => "config",
+            ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Unexpected => "unexpected",
         }
     }

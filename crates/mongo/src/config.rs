@@ -33,6 +33,10 @@ pub struct MongoConfig {
     pub tls: bool,
     /// What the stores accept, checked before any I/O.
     pub policy: InputPolicy,
+    /// Create the indexes (and the event head) on connect (default); off,
+    /// connecting only checks that they exist (read-only), for users with
+    /// the `read`/`readWrite` role only.
+    pub migrate: bool,
 }
 
 impl MongoConfig {
@@ -46,7 +50,14 @@ impl MongoConfig {
             op_timeout: Duration::from_secs(10),
             tls: false,
             policy: InputPolicy::default(),
+            migrate: true,
         }
+    }
+
+    /// With auto-migration on or off (see [`MongoConfig::migrate`]).
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
     }
 
     /// With `n` pooled connections per server.
@@ -93,7 +104,8 @@ impl MongoConfig {
             .with_connect_timeout(options.connect_timeout)
             .with_op_timeout(options.op_timeout)
             .with_tls(options.tls)
-            .with_policy(options.policy);
+            .with_policy(options.policy)
+            .with_migrate(options.migrate);
         config.check_url()?;
         Ok(config)
     }

@@ -123,9 +123,10 @@ fn by_code(code: i32) -> Error {
             ErrorKind::InvalidInput,
             format!("the value would exceed MongoDB's 16 MiB document limit ({code})"),
         ),
-        code::UNAUTHORIZED | code::AUTHENTICATION_FAILED => {
-            Error::new(ErrorKind::Config, format!("mongo refused the operation ({code})"))
+        code::UNAUTHORIZED => {
+            Error::new(ErrorKind::PermissionDenied, format!("the mongo user may not run this operation ({code})"))
         }
+        code::AUTHENTICATION_FAILED => Error::new(ErrorKind::Config, format!("mongo refused the credentials ({code})")),
         // HostUnreachable, HostNotFound, ShutdownInProgress, InterruptedAtShutdown,
         // InterruptedDueToReplStateChange, NotWritablePrimary, NotPrimaryNoSecondaryOk,
         // NotPrimaryOrSecondary, PrimarySteppedDown, SocketException.
@@ -166,7 +167,8 @@ mod tests {
             (112, ErrorKind::Conflict, true),
             (50, ErrorKind::Timeout, true),
             (26, ErrorKind::NotFound, false),
-            (13, ErrorKind::Config, false),
+            (13, ErrorKind::PermissionDenied, false),
+            (18, ErrorKind::Config, false),
             (91, ErrorKind::Unavailable, true),
             (2, ErrorKind::InvalidInput, false),
             (17419, ErrorKind::InvalidInput, false),

@@ -50,7 +50,7 @@ use async_trait::async_trait;
 use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Database, IndexModel};
-use palisade_core::backend::{Backend, ConnectOptions, Connector};
+use palisade_core::backend::{Backend, ConnectOptions, Connector, MigrationStatus};
 use palisade_core::{
     Capabilities, DocumentStore, Error, ErrorKind, EventStore, InputPolicy, Namespace, ReputationRepo, Result,
     SessionCache,
@@ -101,7 +101,11 @@ impl MongoBackend {
     pub async fn connect(config: &MongoConfig) -> Result<Self> {
         let backend = Self::open(config).await?;
         backend.check_topology().await?;
-        backend.ensure_indexes().await?;
+        if config.migrate {
+            backend.ensure_indexes().await?;
+        } else {
+            backend.check_indexes().await?;
+        }
         Ok(backend)
     }
 
@@ -140,50 +144,54 @@ impl MongoBackend {
         }
     }
 
+    /// The stores' indexes, by collection: what [`ensure_indexes`](Self::ensure_indexes)
+    /// creates and a connect without auto-migration requires.
+    fn index_plan() -> Vec<(&'static str, IndexModel)> {
+        let named = |keys, name: &str| {
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
+        };
+        vec![
+            // Reclaims expired sessions some time after they expire; reads
+            // already ignore them.
+            (
+                sessions::COLLECTION,
+                IndexModel::builder()
+                    .keys(doc! {"exp": 1})
+                    .options(IndexOptions::builder().expire_after(Duration::ZERO).name("exp_ttl".to_owned()).build())
+                    .build(),
+            ),
+            // A subject's history, newest first (ties by id are sorted after the
+            // index scan; the test server's range scans of a four-field index
+            // with `_id` miss boundary values).
+            (reputation::EVENTS, named(doc! {"k": 1, "s": 1, "at": -1}, "k_1_s_1_at_-1")),
+            // Boards: by score, ties by subject id; also counts of greater scores.
+            (reputation::SCORES, named(doc! {"p": 1, "k": 1, "score": -1, "s": 1}, "p_1_k_1_score_-1_s_1")),
+            (
+                events::EVENTS,
+                IndexModel::builder()
+                    .keys(doc! {"pos": 1})
+                    .options(IndexOptions::builder().unique(true).name("pos_unique".to_owned()).build())
+                    .build(),
+            ),
+            (events::EVENTS, named(doc! {"session": 1, "pos": -1}, "session_1_pos_-1")),
+            (events::EVENTS, named(doc! {"ip_key": 1, "pos": -1}, "ip_key_1_pos_-1")),
+            (events::EVENTS, named(doc! {"kind": 1, "at": -1}, "kind_1_at_-1")),
+            (events::EVENTS, named(doc! {"tag_set": 1, "pos": -1}, "tag_set_1_pos_-1")),
+            (events::EVENTS, named(doc! {"stream": 1, "version": 1}, "stream_1_version_1")),
+            (events::EVENTS, named(doc! {"at": 1}, "at_1")),
+        ]
+    }
+
     /// Creates the stores' indexes (idempotent: an existing index with the
-    /// same keys and options is left alone).
+    /// same keys and options is left alone) and the event head.
     async fn ensure_indexes(&self) -> Result<()> {
-        // Reclaims expired sessions some time after they expire; reads
-        // already ignore them.
-        let ttl = IndexModel::builder()
-            .keys(doc! {"exp": 1})
-            .options(IndexOptions::builder().expire_after(Duration::ZERO).name("exp_ttl".to_owned()).build())
-            .build();
-        self.db
-            .collection::<mongodb::bson::Document>(sessions::COLLECTION)
-            .create_index(ttl)
-            .await
-            .map_err(|e| error::map("connect", e))?;
-        // A subject's history, newest first (ties by id are sorted after the
-        // index scan; the test server's range scans of a four-field index
-        // with `_id` miss boundary values).
-        let history = IndexModel::builder().keys(doc! {"k": 1, "s": 1, "at": -1}).build();
-        self.db
-            .collection::<mongodb::bson::Document>(reputation::EVENTS)
-            .create_index(history)
-            .await
-            .map_err(|e| error::map("connect", e))?;
-        // Boards: by score, ties by subject id; also counts of greater scores.
-        let board = IndexModel::builder().keys(doc! {"p": 1, "k": 1, "score": -1, "s": 1}).build();
-        self.db
-            .collection::<mongodb::bson::Document>(reputation::SCORES)
-            .create_index(board)
-            .await
-            .map_err(|e| error::map("connect", e))?;
-        let events = self.db.collection::<mongodb::bson::Document>(events::EVENTS);
-        let models = [
-            IndexModel::builder()
-                .keys(doc! {"pos": 1})
-                .options(IndexOptions::builder().unique(true).name("pos_unique".to_owned()).build())
-                .build(),
-            IndexModel::builder().keys(doc! {"session": 1, "pos": -1}).build(),
-            IndexModel::builder().keys(doc! {"ip_key": 1, "pos": -1}).build(),
-            IndexModel::builder().keys(doc! {"kind": 1, "at": -1}).build(),
-            IndexModel::builder().keys(doc! {"tag_set": 1, "pos": -1}).build(),
-            IndexModel::builder().keys(doc! {"stream": 1, "version": 1}).build(),
-            IndexModel::builder().keys(doc! {"at": 1}).build(),
-        ];
-        events.create_indexes(models).await.map_err(|e| error::map("connect", e))?;
+        for (collection, model) in Self::index_plan() {
+            self.db
+                .collection::<mongodb::bson::Document>(collection)
+                .create_index(model)
+                .await
+                .map_err(|e| error::map("connect", e))?;
+        }
         // The head exists before the first append, so appends never race to create it.
         let head = self.db.collection::<mongodb::bson::Document>(events::HEAD);
         match head.insert_one(doc! {"_id": "head", "n": 0_i64}).await {
@@ -192,6 +200,54 @@ impl MongoBackend {
             Err(e) => return Err(error::map("connect", e)),
         }
         Ok(())
+    }
+
+    /// The state of the namespace's schema, reading only: one entry per
+    /// index of [`index_plan`](Self::index_plan), then the event head
+    /// (what `palisade migrate` lists for Mongo).
+    pub async fn schema_status(&self) -> Result<Vec<MigrationStatus>> {
+        let mut out = Vec::new();
+        let mut listed: Vec<(&str, Vec<String>)> = Vec::new();
+        for (collection, model) in Self::index_plan() {
+            let name = model.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
+            if !listed.iter().any(|(c, _)| *c == collection) {
+                let names = match self.db.collection::<mongodb::bson::Document>(collection).list_index_names().await {
+                    Ok(names) => names,
+                    Err(e) if error::server_code(&e) == Some(error::code::NAMESPACE_NOT_FOUND) => Vec::new(),
+                    Err(e) => return Err(error::map("schema_status", e)),
+                };
+                listed.push((collection, names));
+            }
+            let applied = listed.iter().any(|(c, names)| *c == collection && names.contains(&name));
+            let version = i64::try_from(out.len()).unwrap_or(i64::MAX) + 1;
+            out.push(MigrationStatus { version, description: format!("index {collection}.{name}"), applied });
+        }
+        let head = self.db.collection::<mongodb::bson::Document>(events::HEAD);
+        let applied = head.find_one(doc! {"_id": "head"}).await.map_err(|e| error::map("schema_status", e))?.is_some();
+        let version = i64::try_from(out.len()).unwrap_or(i64::MAX) + 1;
+        out.push(MigrationStatus { version, description: format!("document {}.head", events::HEAD), applied });
+        Ok(out)
+    }
+
+    /// With auto-migration off: checks, reading only, that the schema is in
+    /// place ([`schema_status`](Self::schema_status)); a `Config` error
+    /// names what is missing (`palisade migrate` creates it).
+    async fn check_indexes(&self) -> Result<()> {
+        let missing: Vec<String> =
+            self.schema_status().await?.into_iter().filter(|m| !m.applied).map(|m| m.description).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "namespace {} is missing {} and auto-migration is off: run `palisade migrate` as a user that may create indexes",
+                self.namespace,
+                missing.join(", ")
+            ),
+        )
+        .with_backend(BACKEND)
+        .with_op("connect"))
     }
 
     /// The document store of this namespace.
@@ -297,6 +353,19 @@ pub struct MongoConnector;
 
 #[async_trait]
 impl Connector for MongoConnector {
+    /// A role with `find`/`insert`/`update`/`remove` on the namespace's
+    /// database (what `readWrite` gives, without `createIndex` and
+    /// `dropCollection`: with auto-migration off, indexes are created by
+    /// `palisade migrate`), plus `listIndexes`/`listCollections` for the
+    /// connect check and `changeStream` for live tails; run in `mongosh`.
+    fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
+        let (db, role) = (serde_json::Value::from(ns.as_str()), serde_json::Value::from(role));
+        Some(format!(
+            "db.getSiblingDB({db}).createRole({{ role: {role}, roles: [], privileges: [{{ resource: {{ db: {db}, collection: \"\" }}, \
+             actions: [\"find\", \"insert\", \"update\", \"remove\", \"listIndexes\", \"listCollections\", \"changeStream\", \"createCollection\"] }}] }})\n\
+             // then: db.getSiblingDB({db}).createUser({{ user: {role}, pwd: passwordPrompt(), roles: [{role}] }})\n"
+        ))
+    }
     fn id(&self) -> &'static str {
         BACKEND
     }
@@ -311,6 +380,22 @@ impl Connector for MongoConnector {
     }
     async fn ping(&self, url: &str, options: &ConnectOptions) -> Result<()> {
         MongoBackend::open(&MongoConfig::from_options(url, options)?).await.map(|_| ())
+    }
+    /// Creates the indexes and the event head (unless `dry_run`) and lists
+    /// them, one entry each, as migrations.
+    async fn migrate(
+        &self,
+        url: &str,
+        options: &ConnectOptions,
+        dry_run: bool,
+    ) -> Result<Option<Vec<MigrationStatus>>> {
+        let config = MongoConfig::from_options(url, options)?;
+        let backend = MongoBackend::open(&config).await?;
+        if !dry_run {
+            backend.check_topology().await?;
+            backend.ensure_indexes().await?;
+        }
+        backend.schema_status().await.map(Some)
     }
     async fn drop_namespace(&self, url: &str, options: &ConnectOptions) -> Result<()> {
         MongoBackend::open(&MongoConfig::from_options(url, options)?).await?.drop_namespace().await

@@ -73,6 +73,30 @@ pub fn status(applied: &[i64]) -> Vec<MigrationStatus> {
         .collect()
 }
 
+/// `Ok` when every migration this build knows is applied in `ns` (read off
+/// [`status`]); else the `Config` error a backend with auto-migration off
+/// refuses to connect with, naming the missing migrations.
+pub fn require_applied(
+    ns: &palisade_core::Namespace,
+    status: &[MigrationStatus],
+    backend: &'static str,
+) -> palisade_core::Result<()> {
+    let missing: Vec<String> =
+        status.iter().filter(|m| !m.applied).map(|m| format!("{:04} {}", m.version, m.description)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(palisade_core::Error::new(
+        palisade_core::ErrorKind::Config,
+        format!(
+            "namespace {ns} is missing migrations {} and auto-migration is off: run `palisade migrate` as the schema owner",
+            missing.join(", ")
+        ),
+    )
+    .with_backend(backend)
+    .with_op("connect"))
+}
+
 pub mod runner {
     //! How a backend applies [`MIGRATIONS`]: driver-neutral statements and
     //! decisions, so every driver migrates a namespace the same way, byte for

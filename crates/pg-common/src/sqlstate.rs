@@ -45,6 +45,8 @@ pub fn classify(code: &str) -> (ErrorKind, bool) {
         c if c.starts_with("53") => (ErrorKind::Unavailable, true),
         // data exceptions: bad input that got past validation
         c if c.starts_with("22") => (ErrorKind::InvalidInput, false),
+        // insufficient_privilege: the role lacks a grant
+        "42501" => (ErrorKind::PermissionDenied, false),
         // undefined_table / invalid_schema_name: namespace not migrated
         "42P01" | "3F000" => (ErrorKind::Config, false),
         _ => (ErrorKind::Unexpected, false),
@@ -109,6 +111,11 @@ mod tests {
     fn wrong_type_and_overflow_are_conflicts() {
         assert_eq!(classify("PA001").0, ErrorKind::Conflict);
         assert_eq!(classify("22003").0, ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn missing_privileges_are_permission_denied() {
+        assert_eq!(classify("42501"), (ErrorKind::PermissionDenied, false));
     }
 
     #[test]

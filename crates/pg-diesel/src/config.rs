@@ -36,6 +36,9 @@ pub struct PgDieselConfig {
     pub tls: bool,
     /// What the stores accept (depth and size limits), checked before any I/O.
     pub policy: InputPolicy,
+    /// Apply pending migrations on connect (default); off, connecting only
+    /// checks that none is pending (read-only), for data-only roles.
+    pub migrate: bool,
 }
 
 /// Where and how to connect, parsed from [`PgDieselConfig`] before any I/O.
@@ -63,7 +66,14 @@ impl PgDieselConfig {
             statement_timeout: Duration::from_secs(30),
             tls: false,
             policy: InputPolicy::default(),
+            migrate: true,
         }
+    }
+
+    /// With auto-migration on or off (see [`PgDieselConfig::migrate`]).
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
     }
 
     /// With `n` pooled connections.
@@ -111,7 +121,8 @@ impl PgDieselConfig {
             .with_connect_timeout(options.connect_timeout)
             .with_statement_timeout(options.op_timeout)
             .with_tls(options.tls)
-            .with_policy(options.policy);
+            .with_policy(options.policy)
+            .with_migrate(options.migrate);
         config.target()?;
         Ok(config)
     }

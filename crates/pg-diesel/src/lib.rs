@@ -96,6 +96,18 @@ struct Restored {
     exists: bool,
 }
 
+/// Lifts the event order above stored positions if the namespace was
+/// restored into a younger cluster: one index lookup, and only then the
+/// guard (DML under a table lock, which a data-only role may run).
+async fn guard_restore(conn: &mut connection::Conn) -> Result<()> {
+    let restored = diesel::sql_query(palisade_pg_common::events::RESTORE_NEEDED).get_result::<Restored>(conn).await;
+    if restored.map_err(conn.error("migrate"))?.exists {
+        let guarded = conn.batch_execute(palisade_pg_common::events::RESTORE_GUARD).await;
+        guarded.map_err(conn.error("migrate"))?;
+    }
+    Ok(())
+}
+
 /// A connection pool confined to one namespace, migrated on connect.
 #[derive(Clone)]
 pub struct PgDieselBackend {
@@ -110,10 +122,19 @@ pub struct PgDieselBackend {
 
 impl PgDieselBackend {
     /// Connects (eagerly, so bad configuration or an unreachable server
-    /// fails here with its cause) and applies pending migrations.
+    /// fails here with its cause) and applies pending migrations — or, with
+    /// [`PgDieselConfig::migrate`] off, checks with read-only queries that
+    /// none is pending (`Config` error naming them).
     pub async fn connect(config: &PgDieselConfig) -> Result<Self> {
         let backend = PgDieselBackend::connect_without_migrating(config).await?;
-        backend.migrate().await?;
+        if config.migrate {
+            backend.migrate().await?;
+        } else {
+            let status = backend.migration_status().await?;
+            palisade_pg_common::migrations::require_applied(&backend.namespace, &status, BACKEND)?;
+            let mut conn = backend.conn("connect").await?;
+            guard_restore(&mut conn).await?;
+        }
         Ok(backend)
     }
 
@@ -173,13 +194,7 @@ impl PgDieselBackend {
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = connection::connect(&self.target).await?;
         migrate::run(&mut conn, &self.namespace).await?;
-        let restored =
-            diesel::sql_query(palisade_pg_common::events::RESTORE_NEEDED).get_result::<Restored>(&mut conn).await;
-        if restored.map_err(conn.error("migrate"))?.exists {
-            let guarded = conn.batch_execute(palisade_pg_common::events::RESTORE_GUARD).await;
-            guarded.map_err(conn.error("migrate"))?;
-        }
-        Ok(())
+        guard_restore(&mut conn).await
     }
 
     /// Which migrations are applied in the namespace (nothing is changed).
@@ -260,6 +275,10 @@ pub struct PgDieselConnector;
 
 #[async_trait]
 impl Connector for PgDieselConnector {
+    /// pg-common's [`grants`](palisade_pg_common::namespace::grants).
+    fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
+        Some(palisade_pg_common::namespace::grants(ns, role))
+    }
     fn id(&self) -> &'static str {
         BACKEND
     }

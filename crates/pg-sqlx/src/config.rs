@@ -32,6 +32,9 @@ pub struct PgConfig {
     pub tls: bool,
     /// What the stores accept (depth and size limits), checked before any I/O.
     pub policy: InputPolicy,
+    /// Apply pending migrations on connect (default); off, connecting only
+    /// checks that none is pending (read-only), for data-only roles.
+    pub migrate: bool,
 }
 
 impl PgConfig {
@@ -45,6 +48,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(30),
             tls: false,
             policy: InputPolicy::default(),
+            migrate: true,
         }
     }
 
@@ -93,6 +97,12 @@ impl PgConfig {
         self
     }
 
+    /// With auto-migration on or off (see [`PgConfig::migrate`]).
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
     /// From the facade's options: pool size, connect timeout, the operation
     /// timeout as `statement_timeout`, TLS and policy. pg-sqlx has no tuning
     /// keys of its own yet, so any `[backends.pg_sqlx]` key is a `Config`
@@ -107,7 +117,8 @@ impl PgConfig {
             .with_connect_timeout(options.connect_timeout)
             .with_statement_timeout(options.op_timeout)
             .with_tls(options.tls)
-            .with_policy(options.policy);
+            .with_policy(options.policy)
+            .with_migrate(options.migrate);
         config.connect_options()?;
         Ok(config)
     }

@@ -100,10 +100,18 @@ pub struct PgBackend {
 }
 
 impl PgBackend {
-    /// Connects (eagerly, so bad configuration fails here) and applies pending migrations.
+    /// Connects (eagerly, so bad configuration fails here) and applies
+    /// pending migrations — or, with [`PgConfig::migrate`] off, checks with
+    /// read-only queries that none is pending (`Config` error naming them).
     pub async fn connect(config: &PgConfig) -> Result<Self> {
         let backend = PgBackend::connect_without_migrating(config).await?;
-        backend.migrate().await?;
+        if config.migrate {
+            backend.migrate().await?;
+        } else {
+            let status = backend.migration_status().await?;
+            palisade_pg_common::migrations::require_applied(&backend.namespace, &status, BACKEND)?;
+            backend.guard_restore().await?;
+        }
         Ok(backend)
     }
 
@@ -149,6 +157,15 @@ impl PgBackend {
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(|e| error::map("migrate", e))?;
         migrate::run(&mut conn, &self.namespace).await?;
+        drop(conn);
+        self.guard_restore().await
+    }
+
+    /// Lifts the event order above stored positions if the namespace was
+    /// restored into a younger cluster: one index lookup, and only then the
+    /// guard (DML under a table lock, which a data-only role may run).
+    async fn guard_restore(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(|e| error::map("migrate", e))?;
         let restored: bool = sqlx::query_scalar(palisade_pg_common::events::RESTORE_NEEDED)
             .fetch_one(&mut *conn)
             .await
@@ -249,6 +266,10 @@ pub struct PgSqlxConnector;
 
 #[async_trait]
 impl Connector for PgSqlxConnector {
+    /// pg-common's [`grants`](palisade_pg_common::namespace::grants).
+    fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
+        Some(palisade_pg_common::namespace::grants(ns, role))
+    }
     fn id(&self) -> &'static str {
         BACKEND
     }

@@ -12,7 +12,8 @@
 //! | connection refused / reset / dropped, cluster down, `LOADING`, `BUSY`, `MASTERDOWN`, `TRYAGAIN`, `READONLY`, `OOM` | `Unavailable` | yes |
 //! | response or connect timeout | `Timeout` | yes |
 //! | `WRONGTYPE` (a key holds another type), `OVERFLOW` (counter) | `Conflict` | no |
-//! | authentication, bad URL or client configuration, `NOPERM` | `Config` | no |
+//! | authentication, bad URL or client configuration | `Config` | no |
+//! | `NOPERM` (the ACL user may not run the command or touch the key) | `PermissionDenied` | no |
 //! | anything else (`ERR`, script errors, unexpected replies) | `Unexpected` | no |
 
 use palisade_core::{Error, ErrorKind};
@@ -24,7 +25,9 @@ pub(crate) fn classify_code(code: &str) -> (ErrorKind, bool) {
         "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "READONLY" | "OOM" | "MOVED" | "ASK" => {
             (ErrorKind::Unavailable, true)
         }
-        "NOAUTH" | "WRONGPASS" | "NOPERM" => (ErrorKind::Config, false),
+        "NOAUTH" | "WRONGPASS" => (ErrorKind::Config, false),
+        // The ACL user may not run this command or touch this key.
+        "NOPERM" => (ErrorKind::PermissionDenied, false),
         _ => (ErrorKind::Unexpected, false),
     }
 }
@@ -128,6 +131,12 @@ mod tests {
         assert_eq!((e.kind(), e.is_temporary()), (ErrorKind::Unavailable, true));
         let e = map_fred("get", FredError::new(FredKind::Unknown, "WRONGTYPE Operation against a key"));
         assert_eq!(e.kind(), ErrorKind::Conflict, "server codes still classify");
+    }
+
+    #[test]
+    fn acl_refusals_are_permission_denied_and_bad_credentials_config() {
+        assert_eq!(classify_code("NOPERM"), (ErrorKind::PermissionDenied, false));
+        assert_eq!(classify_code("WRONGPASS"), (ErrorKind::Config, false));
     }
 
     #[test]

@@ -252,6 +252,13 @@ pub struct RedisConnector(pub ClientKind);
 
 #[async_trait]
 impl Connector for RedisConnector {
+    /// An ACL rule confining `role` to the namespace's keys (`{<ns>:` — the
+    /// hash tag every key starts with) and to the command groups the stores
+    /// use: reads, writes, streams, scripts (`EVALSHA`/`EVAL`, `SCRIPT
+    /// LOAD`), connection commands; never `@dangerous` or `@admin`.
+    fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
+        Some(acl_rule(ns, role))
+    }
     fn id(&self) -> &'static str {
         self.0.backend()
     }
@@ -269,6 +276,15 @@ impl Connector for RedisConnector {
         let config = RedisConfig::from_options(url, options)?.with_client(self.0);
         RedisBackend::connect(&config).await?.ping().await
     }
+}
+
+/// `ACL SETUSER` for a user confined to `ns` (see the connector's `grants`);
+/// the password is left for the operator to fill in.
+pub fn acl_rule(ns: &Namespace, user: &str) -> String {
+    format!(
+        "ACL SETUSER {user} on >CHANGE-ME resetkeys ~{{{ns}:* resetchannels -@all \
+         +@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous -@admin +script|load\n"
+    )
 }
 
 /// The three stores, each under its own hash tag.

@@ -71,6 +71,12 @@ pub struct ConnectOptions {
     /// The backend's own settings (`[backends.<id>]` in TOML), parsed by the
     /// backend with [`ConnectOptions::tuning`].
     pub tuning: Map<String, Value>,
+    /// Whether connecting applies the namespace's schema (Postgres
+    /// migrations, Mongo indexes). Off, connecting only checks — with
+    /// read-only queries — that the schema is in place, and refuses with a
+    /// `Config` error naming what is missing (`palisade migrate` fixes it):
+    /// for services running as a data-only role.
+    pub migrate: bool,
 }
 
 impl ConnectOptions {
@@ -85,6 +91,7 @@ impl ConnectOptions {
             tls: false,
             policy: InputPolicy::default(),
             tuning: Map::new(),
+            migrate: true,
         }
     }
 
@@ -118,6 +125,12 @@ impl ConnectOptions {
         self
     }
 
+    /// With auto-migration on or off (see [`ConnectOptions::migrate`]).
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
     /// With the backend's own settings.
     pub fn with_tuning(mut self, tuning: Map<String, Value>) -> Self {
         self.tuning = tuning;
@@ -142,6 +155,7 @@ impl fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
             .field("tls", &self.tls)
+            .field("migrate", &self.migrate)
             .field("tuning", &self.tuning.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -211,6 +225,14 @@ pub trait Connector: Send + Sync {
     ) -> Result<Option<Vec<MigrationStatus>>> {
         let _ = (url, options, dry_run);
         Ok(None)
+    }
+    /// What a runtime role or user named `role` needs on this backend to
+    /// use `ns` with auto-migration off, as text an operator runs or pastes
+    /// (SQL grants, an ACL rule, a role definition); `None` when the backend
+    /// has no access control (memory). `palisade migrate --print-grants`.
+    fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
+        let _ = (ns, role);
+        None
     }
 }
 
