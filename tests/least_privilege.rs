@@ -3,8 +3,9 @@
 //!
 //! - Postgres: a role with only the grants `palisade migrate --print-grants`
 //!   prints (`palisade_test_rw`, created here, dropped by `scripts/test.sh`)
-//!   runs the conformance suite (events, sessions, reputation, tower) on
-//!   namespaces the owner migrated; connecting it to an unmigrated namespace
+//!   runs the whole conformance suite on namespaces the owner migrated —
+//!   document collections created and dropped by the owner, the privileged
+//!   step, every document operation as the role; connecting it to an unmigrated namespace
 //!   is a `Config` error naming the migrations, with auto-migration on a
 //!   `PermissionDenied`, and creating a document collection (DDL: the
 //!   privileged step) is `PermissionDenied` — all changing nothing.
@@ -23,7 +24,9 @@ use async_trait::async_trait;
 use palisade::harness::ConfigHarness;
 use palisade::{Config, ErrorKind, Namespace, Result, StoreUrl, Stores};
 use palisade_conformance::{harness_from_env, server_url, Harness};
+use palisade_core::documents::UpdateResult;
 use palisade_core::{DocumentStore, EventStore, ReputationRepo, SessionCache};
+use serde_json::Value;
 
 const PG_ROLE: &str = "palisade_test_rw";
 const REDIS_USER: &str = "palisade_test_acl";
@@ -78,15 +81,22 @@ fn config_at(url: &str, migrate: bool) -> Config {
     config
 }
 
-/// Migrates `ns` as the owner and applies the printed grants for the role.
-async fn prepare_pg_namespace(admin: &str, ns: &Namespace) -> Result<()> {
+/// Applies the printed grants for the role in `ns` (as the owner).
+fn grant(admin: &str, ns: &Namespace) -> Result<()> {
     let mut owner = config_at(admin, true);
     owner.namespace = ns.clone();
-    palisade::migrate::run(&owner, false).await?;
     let grants = palisade::migrate::grants(&owner, PG_ROLE)?;
     let sql: String = grants.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
     psql(admin, &sql);
     Ok(())
+}
+
+/// Migrates `ns` as the owner (`palisade migrate`) and grants the role.
+async fn prepare_pg_namespace(admin: &str, ns: &Namespace) -> Result<()> {
+    let mut owner = config_at(admin, true);
+    owner.namespace = ns.clone();
+    palisade::migrate::run(&owner, false).await?;
+    grant(admin, ns)
 }
 
 /// The conformance harness of the data-only role: namespaces come migrated
@@ -94,6 +104,70 @@ async fn prepare_pg_namespace(admin: &str, ns: &Namespace) -> Result<()> {
 struct DataRole {
     admin: String,
     app: ConfigHarness,
+    /// Recycles namespaces like the pg_sqlx runner (emptied, not dropped).
+    owner: ConfigHarness,
+    granted: &'static std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The document store a data-only deployment has: collections are created
+/// and dropped in the privileged step (the owner), every document operation
+/// runs as the data role — so the document cases run the role's grants,
+/// default privileges on the partitions the owner creates included.
+struct PrivilegedCollections {
+    owner: Arc<dyn DocumentStore>,
+    app: Arc<dyn DocumentStore>,
+}
+
+#[async_trait]
+impl palisade_core::Store for PrivilegedCollections {
+    fn backend(&self) -> &'static str {
+        self.app.backend()
+    }
+    fn capabilities(&self) -> palisade_core::Capabilities {
+        self.app.capabilities()
+    }
+    async fn ping(&self) -> Result<()> {
+        self.app.ping().await
+    }
+}
+
+#[async_trait]
+impl DocumentStore for PrivilegedCollections {
+    async fn ensure_collection(&self, spec: palisade::CollectionSpec) -> Result<bool> {
+        self.owner.ensure_collection(spec).await
+    }
+    async fn drop_collection(&self, collection: &str) -> Result<bool> {
+        self.owner.drop_collection(collection).await
+    }
+    async fn insert(&self, collection: &str, doc: Value) -> Result<Value> {
+        self.app.insert(collection, doc).await
+    }
+    async fn insert_many(&self, collection: &str, docs: Vec<Value>) -> Result<Vec<Value>> {
+        self.app.insert_many(collection, docs).await
+    }
+    async fn get(&self, collection: &str, id: &str) -> Result<Option<Value>> {
+        self.app.get(collection, id).await
+    }
+    async fn replace(&self, collection: &str, id: &str, doc: Value, expected: Option<u64>) -> Result<Value> {
+        self.app.replace(collection, id, doc, expected).await
+    }
+    async fn update(
+        &self,
+        collection: &str,
+        filter: palisade::Filter,
+        ops: palisade::UpdateOps,
+    ) -> Result<UpdateResult> {
+        self.app.update(collection, filter, ops).await
+    }
+    async fn delete(&self, collection: &str, filter: palisade::Filter) -> Result<u64> {
+        self.app.delete(collection, filter).await
+    }
+    async fn find(&self, collection: &str, options: palisade::FindOptions) -> Result<Vec<Value>> {
+        self.app.find(collection, options).await
+    }
+    async fn count(&self, collection: &str, filter: palisade::Filter) -> Result<u64> {
+        self.app.count(collection, filter).await
+    }
 }
 
 #[async_trait]
@@ -108,19 +182,37 @@ impl Harness for DataRole {
         self.app.session_cache(ns).await
     }
     async fn document_store(&self, ns: &Namespace) -> Result<Arc<dyn DocumentStore>> {
-        self.app.document_store(ns).await
+        let owner = self.owner.document_store(ns).await?;
+        let app = self.app.document_store(ns).await?;
+        Ok(Arc::new(PrivilegedCollections { owner, app }))
     }
     async fn reputation_repo(&self, ns: &Namespace) -> Result<Arc<dyn ReputationRepo>> {
         self.app.reputation_repo(ns).await
     }
+    /// A namespace the owner migrated and granted: a recycled one (emptied
+    /// by the owner, grants kept) or a new one.
     async fn namespace(&self) -> Result<Namespace> {
-        let ns = Namespace::random("conf")?;
-        prepare_pg_namespace(&self.admin, &ns).await?;
+        let ns = self.owner.namespace().await?;
+        let fresh = {
+            let mut granted = self.granted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            granted.insert(ns.as_str().to_owned())
+        };
+        if fresh {
+            // Opening a store as the owner migrates the namespace (and keeps
+            // its backend for recycling); then the printed grants.
+            self.owner.event_store(&ns).await?;
+            grant(&self.admin, &ns)?;
+        }
         Ok(ns)
     }
+    async fn release(&self, ns: &Namespace, reusable: bool) -> Result<()> {
+        if !reusable {
+            self.granted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(ns.as_str());
+        }
+        self.owner.release(ns, reusable).await
+    }
     async fn drop_namespace(&self, ns: &Namespace) -> Result<()> {
-        psql(&self.admin, &format!("DROP SCHEMA IF EXISTS \"{ns}\" CASCADE"));
-        Ok(())
+        self.owner.drop_namespace(ns).await
     }
 }
 
@@ -128,15 +220,20 @@ async fn pg_data_role() -> Option<Arc<dyn Harness>> {
     harness_from_env("postgres", "PALISADE_TEST_POSTGRES_URL", |admin| async move {
         ensure_pg_role(&admin);
         let app = ConfigHarness::new(config_at(&as_user(&admin, PG_ROLE, None), false));
-        Ok(Arc::new(DataRole { admin, app }) as Arc<dyn Harness>)
+        let owner = ConfigHarness::new(config_at(&admin, true)).recycling();
+        Ok(Arc::new(DataRole { admin, app, owner, granted: &GRANTED }) as Arc<dyn Harness>)
     })
     .await
 }
 
+/// Namespaces granted to the role so far (recycled ones keep their grants).
+static GRANTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
 palisade_conformance::conformance_tests!(
     pg_sqlx_data_role,
     pg_data_role(),
-    [event_store, session_cache, reputation_repo, tower]
+    [event_store, session_cache, document_store, reputation_repo, tower]
 );
 
 /// The Redis ACL user's harness: each case's namespace is added to the

@@ -206,7 +206,9 @@ pub trait Connector: Send + Sync {
     /// malformed URL or an unknown tuning key is a `Config` error.
     fn validate(&self, url: &str, options: &ConnectOptions) -> Result<()>;
     /// Connects to the server at `url` in `options.namespace`, migrating
-    /// first where the backend has a schema.
+    /// first where the backend has a schema — or, with
+    /// [`ConnectOptions::migrate`] off, only checking (read-only) that the
+    /// schema is in place.
     async fn connect(&self, url: &str, options: &ConnectOptions) -> Result<Arc<dyn Backend>>;
     /// Checks that the server at `url` answers, touching no namespace.
     async fn ping(&self, url: &str, options: &ConnectOptions) -> Result<()>;
