@@ -203,7 +203,7 @@ impl MongoBackend {
     }
 
     /// The state of the namespace's schema, reading only: one entry per
-    /// index of [`index_plan`](Self::index_plan), then the event head
+    /// index the stores use, then the event head
     /// (what `palisade migrate` lists for Mongo).
     pub async fn schema_status(&self) -> Result<Vec<MigrationStatus>> {
         let mut out = Vec::new();
