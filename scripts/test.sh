@@ -25,7 +25,7 @@ export PALISADE_TEST_POSTGRES_URL=${PALISADE_TEST_POSTGRES_URL:-postgres://postg
 export PALISADE_TEST_REDIS_URL=${PALISADE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 # A missing or unreachable server fails its backend's cases instead of skipping them.
 export PALISADE_REQUIRE=${PALISADE_REQUIRE:-postgres,redis,redis-cluster,mongo}
-export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx pg_diesel redis_rs fred redis_rs_cluster fred_cluster mongo pg_sqlx_data_role redis_rs_acl_user}
+export PALISADE_REQUIRE_BACKENDS=${PALISADE_REQUIRE_BACKENDS:-memory pg_sqlx pg_diesel redis_rs fred redis_rs_cluster fred_cluster mongo pg_sqlx_data_role redis_rs_acl_user fred_acl_user}
 export PALISADE_CONFORMANCE_LOG="$PWD/target/conformance.log"
 mkdir -p target
 rm -f "$PALISADE_CONFORMANCE_LOG"

@@ -10,7 +10,7 @@
 //!   `PermissionDenied`, and creating a document collection (DDL: the
 //!   privileged step) is `PermissionDenied` — all changing nothing.
 //! - Redis: an ACL user (`palisade_test_acl`) granted the printed rule per
-//!   namespace runs the Redis suite, and is refused (`PermissionDenied`) on
+//!   namespace runs the Redis suite on both clients, and is refused (`PermissionDenied`) on
 //!   another namespace's keys, which stay as they were.
 //!
 //! Servers from `PALISADE_TEST_POSTGRES_URL` / `PALISADE_TEST_REDIS_URL`
@@ -193,15 +193,15 @@ impl Harness for DataRole {
     /// by the owner, grants kept) or a new one.
     async fn namespace(&self) -> Result<Namespace> {
         let ns = self.owner.namespace().await?;
-        let fresh = {
-            let mut granted = self.granted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            granted.insert(ns.as_str().to_owned())
+        let granted = |set: &std::sync::Mutex<std::collections::HashSet<String>>| {
+            set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(ns.as_str())
         };
-        if fresh {
+        if !granted(self.granted) {
             // Opening a store as the owner migrates the namespace (and keeps
             // its backend for recycling); then the printed grants.
             self.owner.event_store(&ns).await?;
             grant(&self.admin, &ns)?;
+            self.granted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ns.as_str().to_owned());
         }
         Ok(ns)
     }
@@ -286,10 +286,12 @@ fn ensure_acl_user(admin: &str) {
     });
 }
 
-async fn redis_acl_user() -> Option<Arc<dyn Harness>> {
+/// The ACL user's harness on the client of `scheme` (`redis`, `redis+fred`).
+async fn redis_acl_user(scheme: &'static str) -> Option<Arc<dyn Harness>> {
     harness_from_env("redis", "PALISADE_TEST_REDIS_URL", |admin| async move {
         ensure_acl_user(&admin);
-        let app = ConfigHarness::new(config_at(&as_user(&admin, REDIS_USER, Some(REDIS_PASSWORD)), true));
+        let url = as_user(&admin, REDIS_USER, Some(REDIS_PASSWORD)).replacen("redis", scheme, 1);
+        let app = ConfigHarness::new(config_at(&url, true));
         Ok(Arc::new(AclUser { admin, app }) as Arc<dyn Harness>)
     })
     .await
@@ -297,7 +299,14 @@ async fn redis_acl_user() -> Option<Arc<dyn Harness>> {
 
 palisade_conformance::conformance_tests!(
     redis_rs_acl_user,
-    redis_acl_user(),
+    redis_acl_user("redis"),
+    [event_store, session_cache, reputation_repo]
+);
+
+#[cfg(feature = "fred")]
+palisade_conformance::conformance_tests!(
+    fred_acl_user,
+    redis_acl_user("redis+fred"),
     [event_store, session_cache, reputation_repo]
 );
 

@@ -118,7 +118,9 @@ async fn run_cases<S>(
 /// Runs every case against the stores `config` names. A store whose backend
 /// does not offer its trait (e.g. Redis documents) is a configuration error.
 pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
-    let harness = ConfigHarness::new(config.clone());
+    // The throwaway namespaces are the check's own: it creates their schema
+    // whatever `migrate` says (so it needs the owner's credentials).
+    let harness = ConfigHarness::new(Config { migrate: true, ..config.clone() });
     for kind in StoreKind::ALL {
         resolve(&config.store(kind).url, kind).map_err(|e| e.with_op("check"))?;
     }

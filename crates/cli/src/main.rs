@@ -67,6 +67,9 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => {
             let ns = demo::namespace(&args, &config)?;
+            // A random namespace is the demo's own: it creates its schema
+            // whatever `migrate` says.
+            let config = if args.namespace.is_none() { Config { migrate: true, ..config } } else { config };
             let stores = Stores::connect_in(&config, &ns).await?;
             let report = demo::run(&stores, &args).await?;
             print!("{report}");

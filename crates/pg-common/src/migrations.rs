@@ -73,28 +73,83 @@ pub fn status(applied: &[i64]) -> Vec<MigrationStatus> {
         .collect()
 }
 
-/// `Ok` when every migration this build knows is applied in `ns` (read off
-/// [`status`]); else the `Config` error a backend with auto-migration off
-/// refuses to connect with, naming the missing migrations.
-pub fn require_applied(
+/// What a namespace's migrations table records (read by each driver).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The first migration recorded as failed, if any.
+    pub dirty: Option<i64>,
+    /// Every recorded `(version, checksum)`.
+    pub applied: Vec<(i64, Vec<u8>)>,
+}
+
+/// `Ok` when `ns` is exactly at this build's schema, judged from what the
+/// namespace recorded — `None` when it has no migrations table, else the
+/// dirty (failed) version if any and every applied `(version, checksum)` —
+/// by the same rules as migrating ([`runner::pending`]): a dirty namespace,
+/// a migration unknown to this build or one whose file changed is refused,
+/// and so is any pending migration. The `Config` error a backend with
+/// auto-migration off refuses to connect with says which, and that
+/// `palisade migrate` (as the schema owner) is the fix.
+pub fn require_current(
     ns: &palisade_core::Namespace,
-    status: &[MigrationStatus],
+    recorded: Option<Recorded>,
     backend: &'static str,
 ) -> palisade_core::Result<()> {
-    let missing: Vec<String> =
-        status.iter().filter(|m| !m.applied).map(|m| format!("{:04} {}", m.version, m.description)).collect();
-    if missing.is_empty() {
+    let refuse = |what: String| {
+        palisade_core::Error::new(
+            palisade_core::ErrorKind::Config,
+            format!("namespace {ns} {what}, and auto-migration is off: run `palisade migrate` as the schema owner"),
+        )
+        .with_backend(backend)
+        .with_op("connect")
+    };
+    let Recorded { dirty, applied } = recorded.unwrap_or_default();
+    let pending = runner::pending(dirty, &applied).map_err(|msg| refuse(format!("cannot be used: {msg}")))?;
+    if pending.is_empty() {
         return Ok(());
     }
-    Err(palisade_core::Error::new(
-        palisade_core::ErrorKind::Config,
-        format!(
-            "namespace {ns} is missing migrations {} and auto-migration is off: run `palisade migrate` as the schema owner",
-            missing.join(", ")
-        ),
-    )
-    .with_backend(backend)
-    .with_op("connect"))
+    let missing: Vec<String> = pending.iter().map(|m| format!("{:04} {}", m.version, m.description)).collect();
+    Err(refuse(format!("is missing migrations {}", missing.join(", "))))
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    fn ns() -> palisade_core::Namespace {
+        palisade_core::Namespace::new("shop").unwrap_or_default()
+    }
+
+    fn all_applied() -> Vec<(i64, Vec<u8>)> {
+        MIGRATIONS.iter().map(|m| (m.version, runner::checksum(m))).collect()
+    }
+
+    #[test]
+    fn a_current_namespace_passes_and_anything_else_is_refused_by_name() {
+        assert!(require_current(&ns(), Some(Recorded { dirty: None, applied: all_applied() }), "pg").is_ok());
+        let bare = require_current(&ns(), None, "pg").unwrap_err();
+        assert!(bare.to_string().contains("0001") && bare.to_string().contains("palisade migrate"), "{bare}");
+        let mut behind = all_applied();
+        behind.pop();
+        let e = require_current(&ns(), Some(Recorded { dirty: None, applied: behind }), "pg").unwrap_err();
+        assert!(e.to_string().contains("missing migrations 00"), "{e}");
+        assert!(require_current(&ns(), Some(Recorded { dirty: Some(3), applied: all_applied() }), "pg")
+            .unwrap_err()
+            .to_string()
+            .contains("dirty"));
+        let mut ahead = all_applied();
+        ahead.push((9999, vec![1]));
+        assert!(require_current(&ns(), Some(Recorded { dirty: None, applied: ahead }), "pg")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown"));
+        let mut changed = all_applied();
+        changed[0].1 = vec![0];
+        assert_eq!(
+            require_current(&ns(), Some(Recorded { dirty: None, applied: changed }), "pg").unwrap_err().kind(),
+            palisade_core::ErrorKind::Config
+        );
+    }
 }
 
 pub mod runner {

@@ -14,29 +14,29 @@ pub fn quote_ident(ident: &str) -> String {
 }
 
 /// The grants a runtime (data-only) role `role` needs in `ns`, as SQL for
-/// the schema owner to run after `palisade migrate`: use of the schema;
-/// reading and writing every store table; only reading the migrations table
-/// (a service with auto-migration off checks it); the sequences and
-/// functions the stores use; and the same by default for what the owner
-/// creates later (partitions of document collections). Nothing else: no
-/// `CREATE` on the schema, no DDL, no `TRUNCATE`.
+/// the schema owner to run after `palisade migrate` (and again after any
+/// later `palisade migrate`: a new migration's tables are granted only then;
+/// every statement is idempotent): use of the schema; reading and writing
+/// the store tables, but only reading the migrations table (a service with
+/// auto-migration off checks it); executing the stores' functions (also
+/// where `EXECUTE` was revoked from `PUBLIC`). Nothing else: no `CREATE`,
+/// no DDL, no `TRUNCATE`, no sequences (identity columns need none). The
+/// partitions of document collections need no grants of their own: the
+/// stores reach them through the partitioned `documents` table, whose
+/// privileges Postgres checks.
 ///
-/// Creating a document collection (`ensure_collection` of a new name or
-/// spec) adds a partition and indexes: DDL, so it is part of the privileged
-/// step — run it as the schema owner. A runtime role that tries gets
-/// `PermissionDenied` and nothing changes; ensuring a collection that
-/// already exists with the same spec needs no extra grant.
+/// Creating or dropping a document collection adds or drops a partition and
+/// its indexes: DDL, so part of the privileged step — run it as the schema
+/// owner. A runtime role that tries gets `PermissionDenied` and nothing
+/// changes; ensuring a collection that already exists with the same spec
+/// needs no extra grant.
 pub fn grants(ns: &Namespace, role: &str) -> String {
     let (s, r, m) = (quote_ident(ns.as_str()), quote_ident(role), quote_ident(TABLE));
     format!(
         "GRANT USAGE ON SCHEMA {s} TO {r};\n\
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};\n\
          REVOKE INSERT, UPDATE, DELETE ON {s}.{m} FROM {r};\n\
-         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};\n\
-         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r};\n\
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};\n\
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};\n\
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r};\n"
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r};\n"
     )
 }
 

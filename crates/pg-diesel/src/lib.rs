@@ -130,9 +130,9 @@ impl PgDieselBackend {
         if config.migrate {
             backend.migrate().await?;
         } else {
-            let status = backend.migration_status().await?;
-            palisade_pg_common::migrations::require_applied(&backend.namespace, &status, BACKEND)?;
             let mut conn = backend.conn("connect").await?;
+            let recorded = migrate::recorded(&mut conn, &backend.namespace).await?;
+            palisade_pg_common::migrations::require_current(&backend.namespace, recorded, BACKEND)?;
             guard_restore(&mut conn).await?;
         }
         Ok(backend)

@@ -13,7 +13,7 @@ use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use palisade_core::{Error, ErrorKind, Namespace, Result};
 use palisade_pg_common::migrations::runner::{self, Runner};
-use palisade_pg_common::migrations::{self, Migration, MigrationStatus};
+use palisade_pg_common::migrations::{self, Migration, MigrationStatus, Recorded};
 use palisade_pg_common::namespace;
 
 use crate::connection::Conn;
@@ -61,6 +61,29 @@ pub(crate) async fn run(conn: &mut Conn, ns: &Namespace) -> Result<()> {
     let unlocked = diesel::sql_query(runner::UNLOCK).bind::<BigInt, _>(lock).execute(&mut **conn).await;
     outcome?;
     unlocked.map(|_| ()).map_err(conn.error("migrate"))
+}
+
+/// What `ns` recorded of its migrations, reading only: `None` without a
+/// migrations table, else the dirty version (if any) and every applied
+/// `(version, checksum)` — for [`require_current`](palisade_pg_common::migrations::require_current).
+pub(crate) async fn recorded(conn: &mut Conn, ns: &Namespace) -> Result<Option<Recorded>> {
+    let exists: Exists = diesel::sql_query(namespace::MIGRATION_TABLE_EXISTS)
+        .bind::<Text, _>(ns.as_str())
+        .get_result(&mut **conn)
+        .await
+        .map_err(conn.error("connect"))?;
+    if !exists.exists {
+        return Ok(None);
+    }
+    let plan = Runner::new(ns);
+    let dirty: Option<Version> =
+        diesel::sql_query(plan.dirty()).get_result(&mut **conn).await.optional().map_err(conn.error("connect"))?;
+    let applied: Vec<Applied> =
+        diesel::sql_query(plan.applied()).load(&mut **conn).await.map_err(conn.error("connect"))?;
+    Ok(Some(Recorded {
+        dirty: dirty.map(|d| d.version),
+        applied: applied.into_iter().map(|a| (a.version, a.checksum)).collect(),
+    }))
 }
 
 async fn apply_pending(conn: &mut Conn, ns: &Namespace) -> Result<()> {

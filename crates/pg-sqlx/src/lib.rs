@@ -108,8 +108,10 @@ impl PgBackend {
         if config.migrate {
             backend.migrate().await?;
         } else {
-            let status = backend.migration_status().await?;
-            palisade_pg_common::migrations::require_applied(&backend.namespace, &status, BACKEND)?;
+            let mut conn = backend.pool.acquire().await.map_err(|e| error::map("connect", e))?;
+            let recorded = migrate::recorded(&mut conn, &backend.namespace).await?;
+            drop(conn);
+            palisade_pg_common::migrations::require_current(&backend.namespace, recorded, BACKEND)?;
             backend.guard_restore().await?;
         }
         Ok(backend)

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use palisade_core::{Error, ErrorKind, Namespace, Result};
 use palisade_pg_common::migrations::runner::{self, Runner};
-use palisade_pg_common::migrations::Migration;
+use palisade_pg_common::migrations::{Migration, Recorded};
 use sqlx::{Acquire, Executor, PgConnection};
 
 use crate::error::map;
@@ -28,6 +28,26 @@ pub(crate) async fn run(conn: &mut PgConnection, ns: &Namespace) -> Result<()> {
     let unlocked = sqlx::query(runner::UNLOCK).bind(lock).execute(&mut *conn).await;
     outcome?;
     unlocked.map(|_| ()).map_err(|e| map("migrate", e))
+}
+
+/// What `ns` recorded of its migrations, reading only: `None` without a
+/// migrations table, else the dirty version (if any) and every applied
+/// `(version, checksum)` — for [`require_current`](palisade_pg_common::migrations::require_current).
+pub(crate) async fn recorded(conn: &mut PgConnection, ns: &Namespace) -> Result<Option<Recorded>> {
+    let exists: bool = sqlx::query_scalar(palisade_pg_common::namespace::MIGRATION_TABLE_EXISTS)
+        .bind(ns.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| map("connect", e))?;
+    if !exists {
+        return Ok(None);
+    }
+    let plan = Runner::new(ns);
+    let dirty: Option<i64> =
+        sqlx::query_scalar(&plan.dirty()).fetch_optional(&mut *conn).await.map_err(|e| map("connect", e))?;
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as(&plan.applied()).fetch_all(&mut *conn).await.map_err(|e| map("connect", e))?;
+    Ok(Some(Recorded { dirty, applied }))
 }
 
 async fn apply_pending(conn: &mut PgConnection, ns: &Namespace) -> Result<()> {

@@ -252,10 +252,9 @@ pub struct RedisConnector(pub ClientKind);
 
 #[async_trait]
 impl Connector for RedisConnector {
-    /// An ACL rule confining `role` to the namespace's keys (`{<ns>:` — the
-    /// hash tag every key starts with) and to the command groups the stores
-    /// use: reads, writes, streams, scripts (`EVALSHA`/`EVAL`, `SCRIPT
-    /// LOAD`), connection commands; never `@dangerous` or `@admin`.
+    /// An ACL rule confining `role` to the namespace's keys and to the
+    /// commands the stores use ([`acl_rule`]); set it on every node of a
+    /// cluster.
     fn grants(&self, ns: &Namespace, role: &str) -> Option<String> {
         Some(acl_rule(ns, role))
     }
@@ -278,12 +277,23 @@ impl Connector for RedisConnector {
     }
 }
 
-/// `ACL SETUSER` for a user confined to `ns` (see the connector's `grants`);
-/// the password is left for the operator to fill in.
+/// `ACL SETUSER` for a user confined to `ns` (see the connector's `grants`):
+/// the namespace's keys only (`~{<ns>:*` — a namespace is `[a-z0-9_]` and
+/// the tag ends at `:`, so no other namespace matches); reads, writes,
+/// streams and connection commands, scripts by `EVAL`/`EVALSHA`/`SCRIPT
+/// LOAD|EXISTS` only (not `FUNCTION` (whose `FLUSH` `@write` would allow) or `SCRIPT FLUSH`), and the `CLUSTER`
+/// subcommands cluster clients need to find slots; never `@admin` or
+/// `@dangerous`, and not the commands that reveal or copy other keys
+/// whatever the pattern (`SCAN`, `RANDOMKEY`, `DBSIZE`, `KEYS`, `COPY`,
+/// `MOVE`). No channels. The password is reset and left for the operator to
+/// fill in; `resetkeys` makes the rule the user's only key pattern (one
+/// user per namespace, or append more `~{<ns>:*` patterns).
 pub fn acl_rule(ns: &Namespace, user: &str) -> String {
     format!(
-        "ACL SETUSER {user} on >CHANGE-ME resetkeys ~{{{ns}:* resetchannels -@all \
-         +@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous -@admin +script|load\n"
+        "ACL SETUSER {user} on resetpass >CHANGE-ME resetkeys ~{{{ns}:* resetchannels -@all \
+         +@read +@write +@stream +@connection +@keyspace +eval +evalsha +eval_ro +evalsha_ro \
+         +script|load +script|exists +cluster|slots +cluster|shards +cluster|nodes +readonly +asking \
+         -@dangerous -@admin -function -scan -randomkey -dbsize -keys -copy -move\n"
     )
 }
 

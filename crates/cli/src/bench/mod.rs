@@ -101,6 +101,9 @@ pub async fn run(config: &Config, args: &BenchArgs) -> Result<Report> {
         resolve(&config.store(kind).url, kind).map_err(|e| e.with_op("bench"))?;
     }
     let mut config = config.clone();
+    // The scratch namespaces are the bench's own: it creates their schema
+    // whatever `migrate` says (so it needs the owner's credentials).
+    config.migrate = true;
     for store in [&mut config.events, &mut config.sessions, &mut config.documents, &mut config.reputation] {
         store.fallback = Fallback::None;
     }
