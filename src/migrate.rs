@@ -1,27 +1,38 @@
 //! Schema migrations of the configured stores (`palisade migrate`): applies
-//! (or, in a dry run, lists) the shared SQL migrations in the configured
-//! namespace of every store whose backend has a schema (its connector's
-//! `migrate`).
+//! (or, in a dry run, lists) the schema — Postgres migrations, Mongo indexes
+//! — in the configured namespace of every store whose backend has one (its
+//! connector's `migrate`), and prints what a data-only runtime role needs
+//! (`--print-grants`, the connectors' `grants`).
 
 use std::fmt::Write as _;
 
 use palisade_core::{Error, ErrorKind, Result};
 
-use crate::config::{Config, StoreKind};
-use crate::registry::resolve;
+use crate::config::{Config, StoreKind, StoreUrl};
+use crate::registry::{resolve, BackendInfo, Connector};
+
+/// One configured server: its URL, the first store on it, its backend.
+type Server<'a> = (&'a StoreUrl, StoreKind, &'static BackendInfo, &'static dyn Connector);
+
+/// Every distinct server the configured stores use, in store order (stores
+/// sharing a URL share its schema, so each is visited once).
+fn servers(config: &Config) -> Result<Vec<Server<'_>>> {
+    let mut out: Vec<Server<'_>> = Vec::new();
+    for kind in StoreKind::ALL {
+        let url = &config.store(kind).url;
+        let (info, connector) = resolve(url, kind)?;
+        if !out.iter().any(|(u, ..)| u.expose() == url.expose()) {
+            out.push((url, kind, info, connector));
+        }
+    }
+    Ok(out)
+}
 
 /// Applies pending migrations (only lists them when `dry_run`) and returns a
 /// printable report of each store's state.
 pub async fn run(config: &Config, dry_run: bool) -> Result<String> {
     let mut out = String::new();
-    let mut done: Vec<String> = Vec::new();
-    for kind in StoreKind::ALL {
-        let url = &config.store(kind).url;
-        let (info, connector) = resolve(url, kind)?;
-        if done.contains(&url.expose().to_owned()) {
-            continue;
-        }
-        done.push(url.expose().to_owned());
+    for (url, kind, info, connector) in servers(config)? {
         let options = config.connect_options(info.id, &config.namespace, config.store(kind).limits);
         match connector.migrate(url.expose(), &options, dry_run).await? {
             Some(migrations) => {
@@ -57,14 +68,7 @@ pub fn grants(config: &Config, role: &str) -> Result<String> {
         .with_op("grants"));
     }
     let mut out = String::new();
-    let mut done: Vec<String> = Vec::new();
-    for kind in StoreKind::ALL {
-        let url = &config.store(kind).url;
-        let (info, connector) = resolve(url, kind)?;
-        if done.contains(&url.expose().to_owned()) {
-            continue;
-        }
-        done.push(url.expose().to_owned());
+    for (url, _, info, connector) in servers(config)? {
         match connector.grants(&config.namespace, role) {
             Some(text) => {
                 let _ = writeln!(out, "# {} ({}, namespace {}):", url.redacted(), info.id, config.namespace);
