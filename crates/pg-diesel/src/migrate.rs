@@ -75,26 +75,25 @@ pub(crate) async fn recorded(conn: &mut Conn, ns: &Namespace) -> Result<Option<R
     if !exists.exists {
         return Ok(None);
     }
-    let plan = Runner::new(ns);
+    read_recorded(conn, &Runner::new(ns), "connect").await.map(Some)
+}
+
+/// The dirty version and the applied migrations of `plan`'s table (which exists).
+async fn read_recorded(conn: &mut Conn, plan: &Runner, op: &'static str) -> Result<Recorded> {
     let dirty: Option<Version> =
-        diesel::sql_query(plan.dirty()).get_result(&mut **conn).await.optional().map_err(conn.error("connect"))?;
-    let applied: Vec<Applied> =
-        diesel::sql_query(plan.applied()).load(&mut **conn).await.map_err(conn.error("connect"))?;
-    Ok(Some(Recorded {
+        diesel::sql_query(plan.dirty()).get_result(&mut **conn).await.optional().map_err(conn.error(op))?;
+    let applied: Vec<Applied> = diesel::sql_query(plan.applied()).load(&mut **conn).await.map_err(conn.error(op))?;
+    Ok(Recorded {
         dirty: dirty.map(|d| d.version),
         applied: applied.into_iter().map(|a| (a.version, a.checksum)).collect(),
-    }))
+    })
 }
 
 async fn apply_pending(conn: &mut Conn, ns: &Namespace) -> Result<()> {
     let plan = Runner::new(ns);
     conn.batch_execute(&plan.ddl()).await.map_err(conn.error("migrate"))?;
-    let dirty: Option<Version> =
-        diesel::sql_query(plan.dirty()).get_result(&mut **conn).await.optional().map_err(conn.error("migrate"))?;
-    let applied: Vec<Applied> =
-        diesel::sql_query(plan.applied()).load(&mut **conn).await.map_err(conn.error("migrate"))?;
-    let applied: Vec<(i64, Vec<u8>)> = applied.into_iter().map(|a| (a.version, a.checksum)).collect();
-    let pending = runner::pending(dirty.map(|d| d.version), &applied).map_err(refused)?;
+    let Recorded { dirty, applied } = read_recorded(conn, &plan, "migrate").await?;
+    let pending = runner::pending(dirty, &applied).map_err(refused)?;
     let insert = plan.insert();
     for m in pending {
         let started = Instant::now();

@@ -42,21 +42,22 @@ pub(crate) async fn recorded(conn: &mut PgConnection, ns: &Namespace) -> Result<
     if !exists {
         return Ok(None);
     }
-    let plan = Runner::new(ns);
+    read_recorded(conn, &Runner::new(ns), "connect").await.map(Some)
+}
+
+/// The dirty version and the applied migrations of `plan`'s table (which exists).
+async fn read_recorded(conn: &mut PgConnection, plan: &Runner, op: &'static str) -> Result<Recorded> {
     let dirty: Option<i64> =
-        sqlx::query_scalar(&plan.dirty()).fetch_optional(&mut *conn).await.map_err(|e| map("connect", e))?;
+        sqlx::query_scalar(&plan.dirty()).fetch_optional(&mut *conn).await.map_err(|e| map(op, e))?;
     let applied: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as(&plan.applied()).fetch_all(&mut *conn).await.map_err(|e| map("connect", e))?;
-    Ok(Some(Recorded { dirty, applied }))
+        sqlx::query_as(&plan.applied()).fetch_all(&mut *conn).await.map_err(|e| map(op, e))?;
+    Ok(Recorded { dirty, applied })
 }
 
 async fn apply_pending(conn: &mut PgConnection, ns: &Namespace) -> Result<()> {
     let plan = Runner::new(ns);
     conn.execute(plan.ddl().as_str()).await.map_err(|e| map("migrate", e))?;
-    let dirty: Option<i64> =
-        sqlx::query_scalar(&plan.dirty()).fetch_optional(&mut *conn).await.map_err(|e| map("migrate", e))?;
-    let applied: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as(&plan.applied()).fetch_all(&mut *conn).await.map_err(|e| map("migrate", e))?;
+    let Recorded { dirty, applied } = read_recorded(conn, &plan, "migrate").await?;
     let pending = runner::pending(dirty, &applied).map_err(|msg| {
         Error::new(ErrorKind::Config, format!("migrations could not be applied: {msg}"))
             .with_backend(BACKEND)

@@ -341,8 +341,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         let view = RequestView::of(&req);
         let (path, truncated) = cut(req.uri().path());
         let seen = Seen {

@@ -46,6 +46,15 @@
 
 mod client;
 mod events;
+
+/// The inner service that `poll_ready` drove to readiness, taken for one
+/// call, leaving a fresh clone behind for the next `poll_ready` (tower's
+/// rule: the instance that reported ready must serve the request).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 mod rate_limit;
 mod session_store;
 

@@ -298,9 +298,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The clone that was driven to readiness serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         let limiter = self.limiter.clone();
         let view = RequestView::of(&req);
         let Some(rule) = limiter.rules.iter().find(|r| (r.matches)(&view)).cloned() else {
