@@ -30,4 +30,4 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(fred, harness(), [event_store, session_cache, reputation_repo, tower]);
+palisade_conformance::conformance_tests!(fred, harness(), [event_store, consumers, session_cache, reputation_repo, tower]);

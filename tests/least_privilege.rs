@@ -233,7 +233,7 @@ static GRANTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<S
 palisade_conformance::conformance_tests!(
     pg_sqlx_data_role,
     pg_data_role(),
-    [event_store, session_cache, document_store, reputation_repo, tower]
+    [event_store, consumers, session_cache, document_store, reputation_repo, tower]
 );
 
 /// The Redis ACL user's harness: each case's namespace is added to the
@@ -300,14 +300,14 @@ async fn redis_acl_user(scheme: &'static str) -> Option<Arc<dyn Harness>> {
 palisade_conformance::conformance_tests!(
     redis_rs_acl_user,
     redis_acl_user("redis"),
-    [event_store, session_cache, reputation_repo]
+    [event_store, consumers, session_cache, reputation_repo]
 );
 
 #[cfg(feature = "fred")]
 palisade_conformance::conformance_tests!(
     fred_acl_user,
     redis_acl_user("redis+fred"),
-    [event_store, session_cache, reputation_repo]
+    [event_store, consumers, session_cache, reputation_repo]
 );
 
 fn schema_exists(admin: &str, ns: &Namespace) -> bool {

@@ -35,7 +35,7 @@ async fn harness() -> Option<Arc<dyn Harness>> {
 palisade_conformance::conformance_tests!(
     mongo,
     harness(),
-    [event_store, session_cache, document_store, reputation_repo, tower]
+    [event_store, consumers, session_cache, document_store, reputation_repo, tower]
 );
 
 /// Auto-migration off on Mongo (run with the Mongo cases: the module name

@@ -34,5 +34,5 @@ async fn harness() -> Option<Arc<dyn Harness>> {
 palisade_conformance::conformance_tests!(
     pg_diesel,
     harness(),
-    [event_store, session_cache, document_store, reputation_repo, tower]
+    [event_store, consumers, session_cache, document_store, reputation_repo, tower]
 );

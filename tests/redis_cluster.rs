@@ -36,10 +36,10 @@ async fn harness(scheme: &'static str) -> Option<Arc<dyn Harness>> {
 palisade_conformance::conformance_tests!(
     redis_rs_cluster,
     harness("redis"),
-    [session_cache, reputation_repo, event_store, tower]
+    [session_cache, reputation_repo, event_store, consumers, tower]
 );
 palisade_conformance::conformance_tests!(
     fred_cluster,
     harness("redis+fred"),
-    [session_cache, reputation_repo, event_store, tower]
+    [session_cache, reputation_repo, event_store, consumers, tower]
 );

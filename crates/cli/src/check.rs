@@ -151,6 +151,16 @@ pub async fn run(config: &Config, args: &CheckArgs) -> Result<CheckReport> {
     .await;
     run_cases(
         &harness,
+        StoreKind::Events,
+        "consumers",
+        conformance::open_shared_event_store,
+        cases::consumers(),
+        filter,
+        &mut out,
+    )
+    .await;
+    run_cases(
+        &harness,
         StoreKind::Sessions,
         "session_cache",
         conformance::open_session_cache,

@@ -37,6 +37,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod consumers;
 pub mod document_store;
 pub mod event_store;
 pub mod flaky;
@@ -135,6 +136,13 @@ pub type Opener<S> = for<'a> fn(&'a dyn Harness, &'a Namespace) -> BoxFuture<'a,
 pub fn open_event_store<'a>(h: &'a dyn Harness, ns: &'a Namespace) -> BoxFuture<'a, Result<Arc<dyn EventStore>>> {
     h.event_store(ns)
 }
+/// Opens an event store as the shared handle the `consumers` cases need (for the macro).
+pub fn open_shared_event_store<'a>(
+    h: &'a dyn Harness,
+    ns: &'a Namespace,
+) -> BoxFuture<'a, Result<Arc<Arc<dyn EventStore>>>> {
+    Box::pin(async move { h.event_store(ns).await.map(Arc::new) })
+}
 /// Opens a session cache as the shared handle the `tower` cases need (for the macro).
 pub fn open_shared_session_cache<'a>(
     h: &'a dyn Harness,
@@ -229,6 +237,7 @@ pub mod cases {
     crate::__with_cases!(document_store, crate::__case_registry,);
     crate::__with_cases!(reputation_repo, crate::__case_registry,);
     crate::__with_cases!(tower, crate::__case_registry,);
+    crate::__with_cases!(consumers, crate::__case_registry,);
 }
 
 /// Why a case did not pass.

@@ -11,7 +11,8 @@
 /// `impl Future<Output = Option<Arc<dyn Harness>>>`, evaluated once per test
 /// (`None` skips the case, see [`harness_from_env`](crate::harness_from_env)).
 /// Trait ids: `event_store`, `session_cache`, `document_store`, `reputation_repo`,
-/// and `tower` (palisade-tower's session store and rate limits over the session cache).
+/// `tower` (palisade-tower's session store and rate limits over the session cache)
+/// and `consumers` (durable named consumers over the event store).
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:ident, $harness:expr, [$($trait_id:ident),+ $(,)?]) => {
@@ -50,6 +51,26 @@ macro_rules! __with_cases {
                 rate_limit_store_failure_follows_the_policy,
             ],
             pair: []
+        );
+    };
+    (consumers, $cb:path, $($args:tt)*) => {
+        $cb!($($args)* consumers, open_shared_event_store,
+            ::std::sync::Arc<dyn $crate::__core::EventStore>,
+            single: [
+                resume_after_drop_continues_after_the_last_ack,
+                catch_up_then_live,
+                lease_is_exclusive,
+                takeover_after_heartbeats_stop,
+                release_hands_over_at_once,
+                no_skip_under_concurrent_appends,
+                filter_applies_and_a_different_filter_conflicts,
+                ack_moves_forward_only_and_never_past_delivery,
+                consumers_lists_position_and_lag,
+                delete_consumer_forgets_it_and_fences_the_holder,
+                checkpoint_survives_purge,
+                invalid_consumer_input_is_invalid_input,
+            ],
+            pair: [checkpoints_are_isolated_by_namespace]
         );
     };
     (event_store, $cb:path, $($args:tt)*) => {

@@ -23,6 +23,9 @@ pub struct Capabilities {
     pub native_ttl: bool,
     /// Document writes are checked against the collection's JSON schema.
     pub schema_validation: bool,
+    /// Durable named consumers (`EventStore::claim_consumer` and the rest)
+    /// are offered.
+    pub durable_consumers: bool,
     /// Sessions are kept within a bounded capacity, evicting least recently used.
     pub bounded_capacity: bool,
 }
@@ -39,6 +42,7 @@ impl Capabilities {
             native_ttl: false,
             schema_validation: false,
             bounded_capacity: false,
+            durable_consumers: false,
         }
     }
 }

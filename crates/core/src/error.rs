@@ -91,6 +91,15 @@ pub enum ErrorDetail {
         /// The index name (`_id` for the primary key).
         index: String,
     },
+    /// A durable consumer's lease: held by another instance, or no longer
+    /// held by this one.
+    ConsumerLease {
+        /// The consumer's name.
+        consumer: String,
+        /// True when another live instance holds it (a waiting start retries);
+        /// false when this instance's lease is gone.
+        held_elsewhere: bool,
+    },
     /// The operation exists on other backends.
     SupportedBy {
         /// Backend ids that offer the operation.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::backend::check::check_limit;
+use crate::consumers::{Claim, ConsumerInfo};
 use crate::backend::clock::now_ms;
 use crate::backend::eval::canonical_ip;
 use crate::error::{Error, Result};
@@ -561,6 +562,51 @@ pub trait EventStore: Store {
     async fn count_by(&self, filter: EventFilter, group: GroupBy, top: usize) -> Result<Vec<GroupCount>>;
     /// Deletes events with `occurred_at < before`; returns how many went.
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Durable consumers, primitive 1 of 5 (services use
+    /// [`Consumer`](crate::consumers::Consumer)): takes the named consumer's
+    /// lease for `claim.token`, or renews it when that token holds it, and
+    /// returns the checkpoint. The first claim creates the consumer with
+    /// `claim.filter` and no checkpoint.
+    ///
+    /// `Conflict` with [`ErrorDetail::ConsumerLease`](crate::ErrorDetail::ConsumerLease)
+    /// while another token's lease runs; `Conflict` when the consumer exists
+    /// with another filter; `InvalidInput` (before any I/O) for a bad name,
+    /// filter or lease. `Unsupported` without
+    /// [`Capabilities::durable_consumers`](crate::Capabilities::durable_consumers).
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        let _ = claim;
+        Err(unsupported_consumers("claim_consumer"))
+    }
+    /// Durable consumers: moves the checkpoint of `name` forward to
+    /// `position` if `token` holds its lease (a position at or before the
+    /// checkpoint changes nothing). `Conflict` when the token does not hold it
+    /// (taken over, released, deleted) — also when its lease ran out and
+    /// another instance took it.
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        let _ = (name, token, position);
+        Err(unsupported_consumers("ack_consumer"))
+    }
+    /// Durable consumers: gives up the lease if `token` holds it (otherwise
+    /// nothing happens). The checkpoint stays.
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        let _ = (name, token);
+        Err(unsupported_consumers("release_consumer"))
+    }
+    /// Durable consumers: every consumer of the namespace, by name.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        Err(unsupported_consumers("consumers"))
+    }
+    /// Durable consumers: removes `name` (checkpoint, filter, lease); a
+    /// running holder loses its lease. Returns whether it existed.
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Err(unsupported_consumers("delete_consumer"))
+    }
+}
+
+fn unsupported_consumers(op: &'static str) -> Error {
+    Error::new(crate::ErrorKind::Unsupported, "this event store has no durable consumers").with_op(op)
 }
 
 /// Convenience methods for every [`EventStore`].
@@ -592,6 +638,12 @@ pub trait EventStoreExt: EventStore {
     /// The `top` client IPs by number of events matching `filter` ("top attackers").
     async fn top_client_ips(&self, filter: EventFilter, top: usize) -> Result<Vec<GroupCount>> {
         self.count_by(filter, GroupBy::ClientIp, top).await
+    }
+
+    /// How far `consumer` is behind: events in the log after its checkpoint
+    /// (whatever its filter), counted up to `cap` (at most [`MAX_PAGE`]).
+    async fn consumer_lag(&self, consumer: &ConsumerInfo, cap: usize) -> Result<u64> {
+        Ok(self.read(consumer.checkpoint, cap.clamp(1, MAX_PAGE)).await?.len() as u64)
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod capabilities;
+pub mod consumers;
 pub mod degradable;
 pub mod documents;
 pub mod error;

@@ -45,6 +45,7 @@ macro_rules! mock_store {
                     native_ttl: true,
                     schema_validation: true,
                     bounded_capacity: true,
+                    durable_consumers: true,
                 }
             }
             async fn ping(&self) -> Result<()> {

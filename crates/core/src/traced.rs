@@ -15,12 +15,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
+use uuid::Uuid;
 
+use crate::consumers::{Claim, ConsumerInfo};
 use crate::documents::{CollectionSpec, DocumentStore, Filter, FindOptions, UpdateOps, UpdateResult};
 use crate::error::Result;
 use crate::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventStore, EventSubscription, GroupBy, GroupCount, Page,
-    PageRequest,
+    PageRequest, Position,
 };
 use crate::reputation::{Period, Ranked, Recorded, ReputationEvent, ReputationRepo, Subject, SubjectKind};
 use crate::sessions::{Decision, Expiry, KeyTtl, SessionCache, SetMode};
@@ -101,6 +103,21 @@ impl EventStore for Traced<dyn EventStore> {
     }
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         traced!(self, "purge", self.inner.purge(before))
+    }
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        traced!(self, "claim_consumer", self.inner.claim_consumer(claim))
+    }
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        traced!(self, "ack_consumer", self.inner.ack_consumer(name, token, position))
+    }
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        traced!(self, "release_consumer", self.inner.release_consumer(name, token))
+    }
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        traced!(self, "consumers", self.inner.consumers())
+    }
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        traced!(self, "delete_consumer", self.inner.delete_consumer(name))
     }
 }
 

@@ -11,6 +11,7 @@ use futures::stream::{self, StreamExt};
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::clock::now_ms;
 use palisade_core::backend::eval::{canonical_ip, group_keys, rank_groups};
+use palisade_core::consumers::{check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Order,
     Page, PageRequest, Position, SubscriptionItem,
@@ -52,6 +53,22 @@ impl Log {
 struct Shared {
     log: RwLock<Log>,
     live: broadcast::Sender<Arc<Event>>,
+    consumers: parking_lot::Mutex<BTreeMap<String, StoredConsumer>>,
+}
+
+/// A durable consumer as memory keeps it (durable for the process's life).
+struct StoredConsumer {
+    filter_key: String,
+    filter: EventFilter,
+    checkpoint: Option<Position>,
+    holder: Option<(Uuid, DateTime<Utc>)>,
+}
+
+impl StoredConsumer {
+    /// The holder's token while its lease runs (process clock).
+    fn live_holder(&self, now: DateTime<Utc>) -> Option<Uuid> {
+        self.holder.filter(|(_, until)| *until > now).map(|(t, _)| t)
+    }
 }
 
 /// In-memory [`EventStore`]: atomic, idempotent batches; gap-free positions
@@ -71,7 +88,8 @@ impl MemoryEventStore {
     /// An empty store for `namespace`.
     pub fn new(namespace: Namespace, config: &MemoryConfig) -> Self {
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
-        let shared = Arc::new(Shared { log: RwLock::new(Log::default()), live });
+        let shared =
+            Arc::new(Shared { log: RwLock::new(Log::default()), live, consumers: parking_lot::Mutex::default() });
         MemoryEventStore { namespace, shared, policy: config.policy }
     }
 
@@ -285,5 +303,68 @@ impl EventStore for MemoryEventStore {
             log.by_id.remove(id);
         }
         Ok(doomed.len() as u64)
+    }
+
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        claim.validate().map_err(tagged("claim_consumer"))?;
+        let filter_key = claim.filter_key().map_err(tagged("claim_consumer"))?;
+        let now = Utc::now();
+        let until = now + chrono::TimeDelta::milliseconds(claim.lease_ms());
+        let mut consumers = self.shared.consumers.lock();
+        let c = consumers.entry(claim.name.clone()).or_insert_with(|| StoredConsumer {
+            filter_key: filter_key.clone(),
+            filter: claim.filter.clone(),
+            checkpoint: None,
+            holder: None,
+        });
+        if c.filter_key != filter_key {
+            return Err(consumer_errors::other_filter(&claim.name).with_op("claim_consumer"));
+        }
+        if c.live_holder(now).is_some_and(|t| t != claim.token) {
+            return Err(consumer_errors::held(&claim.name).with_op("claim_consumer"));
+        }
+        c.holder = Some((claim.token, until));
+        Ok(c.checkpoint.map_or(Cursor::Start, Cursor::After))
+    }
+
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        check_consumer_name(name).map_err(tagged("ack_consumer"))?;
+        let mut consumers = self.shared.consumers.lock();
+        match consumers.get_mut(name) {
+            Some(c) if c.holder.is_some_and(|(t, _)| t == token) => {
+                c.checkpoint = c.checkpoint.max(Some(position));
+                Ok(())
+            }
+            _ => Err(consumer_errors::lease_lost(name).with_op("ack_consumer")),
+        }
+    }
+
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        check_consumer_name(name).map_err(tagged("release_consumer"))?;
+        if let Some(c) = self.shared.consumers.lock().get_mut(name) {
+            if c.holder.is_some_and(|(t, _)| t == token) {
+                c.holder = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let now = Utc::now();
+        let consumers = self.shared.consumers.lock();
+        Ok(consumers
+            .iter()
+            .map(|(name, c)| ConsumerInfo {
+                name: name.clone(),
+                filter: c.filter.clone(),
+                checkpoint: c.checkpoint.map_or(Cursor::Start, Cursor::After),
+                lease_expires_at: c.holder.filter(|(_, until)| *until > now).map(|(_, until)| until),
+            })
+            .collect())
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        check_consumer_name(name).map_err(tagged("delete_consumer"))?;
+        Ok(self.shared.consumers.lock().remove(name).is_some())
     }
 }

@@ -51,6 +51,7 @@ pub fn capabilities() -> Capabilities {
     caps.native_ttl = true;
     caps.schema_validation = true;
     caps.bounded_capacity = true;
+    caps.durable_consumers = true;
     caps
 }
 

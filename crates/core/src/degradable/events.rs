@@ -11,7 +11,10 @@ use crate::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy, GroupCount,
     Page, PageRequest,
 };
+use crate::consumers::{Claim, ConsumerInfo};
+use crate::events::Position;
 use crate::{EventStore, Result};
+use uuid::Uuid;
 
 /// A buffered event-store write.
 #[derive(Debug, Clone)]
@@ -125,5 +128,23 @@ impl EventStore for Degradable<dyn EventStore> {
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         self.write("purge", WritePolicy::Idempotent, |s| s.purge(before), |_| Some(EventOp::Purge(before))).await
+    }
+
+    // Checkpoints and leases live on the primary only: while degraded these
+    // are `Unavailable`, never served by the fallback (which would forget them).
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        self.write("claim_consumer", WritePolicy::PrimaryOnly, |s| s.claim_consumer(claim), |_| None).await
+    }
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        self.write("ack_consumer", WritePolicy::PrimaryOnly, |s| s.ack_consumer(name, token, position), |_| None).await
+    }
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        self.write("release_consumer", WritePolicy::PrimaryOnly, |s| s.release_consumer(name, token), |_| None).await
+    }
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.write("consumers", WritePolicy::PrimaryOnly, |s| s.consumers(), |_| None).await
+    }
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        self.write("delete_consumer", WritePolicy::PrimaryOnly, |s| s.delete_consumer(name), |_| None).await
     }
 }
