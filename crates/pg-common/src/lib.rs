@@ -21,6 +21,7 @@
 //!   faults a backend detects itself.
 //! - [`events`]: the gap-safe ordered read (transaction-id positions
 //!   bounded by the snapshot's xmin) and its health statement.
+//! - [`consumers`]: durable consumers' lease and checkpoint statements.
 //! - [`reputation`]: the leaderboard statements (index-ordered pages that
 //!   stop early, ranks from one count).
 //! - [`namespace`]: the schema-level statements (empty, drop, migration
@@ -34,6 +35,7 @@
 //! [`namespace::quote_ident`] all the same. A backend never formats values
 //! into SQL.
 
+pub mod consumers;
 pub mod documents;
 pub mod events;
 pub mod json;
@@ -58,5 +60,6 @@ pub fn capabilities() -> Capabilities {
     caps.live_tail = true;
     caps.analytics = true;
     caps.schema_validation = true;
+    caps.durable_consumers = true;
     caps
 }

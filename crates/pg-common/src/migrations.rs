@@ -56,6 +56,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(9, "events transaction order", "0009_events_transaction_order.sql"),
     migration!(10, "document key costs", "0010_document_key_costs.sql"),
     migration!(11, "events stream locks", "0011_events_stream_locks.sql"),
+    migration!(12, "event consumers", "0012_event_consumers.sql"),
 ];
 
 pub use palisade_core::backend::MigrationStatus;

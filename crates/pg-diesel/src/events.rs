@@ -26,6 +26,7 @@ use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
 use palisade_core::backend::tail::{follow, TailSource};
+use palisade_core::consumers::{check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
     GroupCount, Order, Page, PageRequest, Position,
@@ -35,7 +36,7 @@ use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Res
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
-use palisade_pg_common::{events as pg_events, sqlstate};
+use palisade_pg_common::{consumers as pg_consumers, events as pg_events, sqlstate};
 
 use crate::cached::Cached;
 use crate::error::tagged;
@@ -551,4 +552,106 @@ impl EventStore for PgDieselEventStore {
             .map(|n| n as u64)
             .map_err(conn.error(OP))
     }
+
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        const OP: &str = "claim_consumer";
+        claim.validate().map_err(tagged(OP))?;
+        let key = claim.filter_key().map_err(tagged(OP))?;
+        // No row: a first claim or a delete raced this one; the next try sees it.
+        for _ in 0..3 {
+            let mut conn = self.backend.conn(OP).await?;
+            let row: Option<ClaimRow> = Cached::new(pg_consumers::CLAIM)
+                .bind::<Text, _>(&claim.name)
+                .bind::<Text, _>(&key)
+                .bind::<diesel::sql_types::Uuid, _>(claim.token)
+                .bind::<BigInt, _>(claim.lease_ms())
+                .get_result(&mut **conn)
+                .await
+                .optional()
+                .map_err(conn.error(OP))?;
+            let row = row.map(|r| (r.taken, r.same_filter, r.position, r.seq));
+            if let Some(outcome) = pg_consumers::claimed(claim, row) {
+                return outcome.map_err(tagged(OP));
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the consumer kept changing under the claim").with_op(OP))
+    }
+
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        const OP: &str = "ack_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        let (major, minor) = pg_consumers::position_columns(position).map_err(tagged(OP))?;
+        let mut conn = self.backend.conn(OP).await?;
+        let n = Cached::new(pg_consumers::ACK)
+            .bind::<Text, _>(name)
+            .bind::<diesel::sql_types::Uuid, _>(token)
+            .bind::<BigInt, _>(major)
+            .bind::<diesel::sql_types::Integer, _>(minor)
+            .execute(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        if n == 0 {
+            return Err(consumer_errors::lease_lost(name).with_op(OP));
+        }
+        Ok(())
+    }
+
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        const OP: &str = "release_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        let mut conn = self.backend.conn(OP).await?;
+        Cached::new(pg_consumers::RELEASE)
+            .bind::<Text, _>(name)
+            .bind::<diesel::sql_types::Uuid, _>(token)
+            .execute(&mut **conn)
+            .await
+            .map(|_| ())
+            .map_err(conn.error(OP))
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        const OP: &str = "consumers";
+        let mut conn = self.backend.conn(OP).await?;
+        let rows: Vec<ConsumerRow> = Cached::new(pg_consumers::LIST).load(&mut **conn).await.map_err(conn.error(OP))?;
+        let all = rows.into_iter().filter_map(|r| pg_consumers::info(r.name, &r.filter, r.position, r.seq, r.lease_ms));
+        Ok(pg_consumers::sorted(all.collect()))
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        const OP: &str = "delete_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        let mut conn = self.backend.conn(OP).await?;
+        let n = Cached::new(pg_consumers::DELETE)
+            .bind::<Text, _>(name)
+            .execute(&mut **conn)
+            .await
+            .map_err(conn.error(OP))?;
+        Ok(n > 0)
+    }
+}
+
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Bool)]
+    taken: bool,
+    #[diesel(sql_type = Bool)]
+    same_filter: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    position: Option<i64>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Integer>)]
+    seq: Option<i32>,
+}
+
+#[derive(QueryableByName)]
+struct ConsumerRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    filter: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    position: Option<i64>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Integer>)]
+    seq: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lease_ms: Option<i64>,
 }

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, rank_groups};
 use palisade_core::backend::tail::{follow, TailSource};
+use palisade_core::consumers::{check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
     GroupCount, Order, Page, PageRequest, Position,
@@ -18,8 +19,9 @@ use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
 
-use palisade_pg_common::{events as pg_events, sqlstate};
+use palisade_pg_common::{consumers as pg_consumers, events as pg_events, sqlstate};
 
 use crate::error::{map, tagged};
 use crate::json::StoredJson;
@@ -422,5 +424,76 @@ impl EventStore for PgEventStore {
             .await
             .map(|r| r.rows_affected())
             .map_err(|e| map("purge", e))
+    }
+
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        const OP: &str = "claim_consumer";
+        claim.validate().map_err(tagged(OP))?;
+        let key = claim.filter_key().map_err(tagged(OP))?;
+        // No row: a first claim or a delete raced this one; the next try sees it.
+        for _ in 0..3 {
+            let row: Option<(bool, bool, Option<i64>, Option<i32>)> = sqlx::query_as(pg_consumers::CLAIM)
+                .bind(&claim.name)
+                .bind(&key)
+                .bind(claim.token)
+                .bind(claim.lease_ms())
+                .fetch_optional(&self.backend.pool)
+                .await
+                .map_err(|e| map(OP, e))?;
+            if let Some(outcome) = pg_consumers::claimed(claim, row) {
+                return outcome.map_err(tagged(OP));
+            }
+        }
+        Err(Error::new(ErrorKind::Unavailable, "the consumer kept changing under the claim").with_op(OP))
+    }
+
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        const OP: &str = "ack_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        let (major, minor) = pg_consumers::position_columns(position).map_err(tagged(OP))?;
+        let done = sqlx::query(pg_consumers::ACK)
+            .bind(name)
+            .bind(token)
+            .bind(major)
+            .bind(minor)
+            .execute(&self.backend.pool)
+            .await
+            .map_err(|e| map(OP, e))?;
+        if done.rows_affected() == 0 {
+            return Err(consumer_errors::lease_lost(name).with_op(OP));
+        }
+        Ok(())
+    }
+
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        const OP: &str = "release_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        sqlx::query(pg_consumers::RELEASE)
+            .bind(name)
+            .bind(token)
+            .execute(&self.backend.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| map(OP, e))
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let rows: Vec<(String, String, Option<i64>, Option<i32>, Option<i64>)> = sqlx::query_as(pg_consumers::LIST)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(|e| map("consumers", e))?;
+        let all = rows.into_iter().filter_map(|(name, filter, p, s, lease)| pg_consumers::info(name, &filter, p, s, lease));
+        Ok(pg_consumers::sorted(all.collect()))
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        const OP: &str = "delete_consumer";
+        check_consumer_name(name).map_err(tagged(OP))?;
+        let done = sqlx::query(pg_consumers::DELETE)
+            .bind(name)
+            .execute(&self.backend.pool)
+            .await
+            .map_err(|e| map(OP, e))?;
+        Ok(done.rows_affected() > 0)
     }
 }
