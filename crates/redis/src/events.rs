@@ -6,6 +6,8 @@
 //! | `ids` | hash | event id → its stream id and version (dedupe, original position) |
 //! | `ver` | hash | stream name → current version |
 //! | `x:s:<stream>`, `x:x:<session>` | stream | index entries carrying the *same* stream id as the log entry |
+//! | `c:filters`, `c:checkpoints` | hash | durable consumer name → its filter (canonical JSON), its checkpoint (`major-minor`) |
+//! | `c:lease:<name>` | string | the lease holder's token, expiring with the lease (`SET PX`, the server's clock) |
 //!
 //! - **Append** is one script per batch ([`scripts::EVENTS_APPEND`]): dedupe,
 //!   expected versions, then `XADD *` per new event and its index entries. A
@@ -31,6 +33,12 @@
 //!   in steps of 1000 entries ([`scripts::EVENTS_PURGE`]) and `XDEL`s matching
 //!   entries with their id and index entries. Survivors keep their positions;
 //!   a purged id can be appended again. Steps are atomic, the walk is not.
+//! - **Durable consumers** are scripts over the `c:` keys (claim, ack, release,
+//!   list, delete), in the events hash tag, so they work on a cluster. Streams
+//!   consumer groups are not used: a group shares entries among its
+//!   consumers (no exclusive holder), acks entries one by one (no single
+//!   checkpoint), and would have to ack every entry a filter skips. The
+//!   consumer follows the log with the live tail below.
 //! - **Live tail**: catch-up by `XRANGE` pages, then `CaughtUp`, then
 //!   `XREAD BLOCK` on a separate connection (a blocking read would stall the
 //!   shared one). Temporary failures (a restarted server) are retried for up
@@ -45,6 +53,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::eval::{canonical_ip, group_keys, rank_groups};
+use palisade_core::consumers::{check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy,
     GroupCount, NewEvent, Order, Page, PageRequest, Position, SubscriptionItem,
@@ -53,6 +62,7 @@ use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
 
 use crate::clients::{Client, Cmd, Reply};
+use uuid::Uuid;
 use crate::error::corrupt;
 use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
 
@@ -119,6 +129,23 @@ impl RedisEventStore {
 
     fn log_key(&self) -> Vec<u8> {
         key(&self.prefix, b"log")
+    }
+
+    /// Durable consumers: name → filter key.
+    fn consumer_filters(&self) -> Vec<u8> {
+        key(&self.prefix, b"c:filters")
+    }
+
+    /// Durable consumers: name → checkpoint (`major-minor`).
+    fn consumer_checkpoints(&self) -> Vec<u8> {
+        key(&self.prefix, b"c:checkpoints")
+    }
+
+    /// Durable consumers: the lease of `name` (its holder's token, expiring).
+    fn lease_key(&self, name: &str) -> Vec<u8> {
+        let mut k = key(&self.prefix, LEASE);
+        k.extend_from_slice(name.as_bytes());
+        k
     }
 
     fn index_prefix(&self) -> String {
@@ -441,7 +468,112 @@ impl EventStore for RedisEventStore {
             }
         }
     }
+
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        const OP: &str = "claim_consumer";
+        claim.validate().map_err(self.backend.tagged(OP))?;
+        let filter = claim.filter_key().map_err(self.backend.tagged(OP))?;
+        let keys = vec![self.consumer_filters(), self.consumer_checkpoints(), self.lease_key(&claim.name)];
+        let args = vec![
+            claim.name.clone().into_bytes(),
+            filter.into_bytes(),
+            claim.token.to_string().into_bytes(),
+            claim.lease_ms().to_string().into_bytes(),
+        ];
+        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_CLAIM, keys, args).await?;
+        let bad = || corrupt(self.backend.backend(), "consumer claim reply").with_op(OP);
+        let parts = reply.array().map_err(|_| bad())?;
+        match parts.as_slice() {
+            [status, cp] if status.bytes().ok() == Some(b"ok") => match cp.bytes().map_err(|_| bad())? {
+                b"" => Ok(Cursor::Start),
+                text => std::str::from_utf8(text)
+                    .ok()
+                    .and_then(parse_position)
+                    .map(Cursor::After)
+                    .ok_or_else(|| corrupt(self.backend.backend(), "consumer checkpoint").with_op(OP)),
+            },
+            [status] if status.bytes().ok() == Some(b"held") => {
+                Err(consumer_errors::held(&claim.name).with_backend(self.backend.backend()).with_op(OP))
+            }
+            [status] if status.bytes().ok() == Some(b"filter") => {
+                Err(consumer_errors::other_filter(&claim.name).with_backend(self.backend.backend()).with_op(OP))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        const OP: &str = "ack_consumer";
+        check_consumer_name(name).map_err(self.backend.tagged(OP))?;
+        // Lua compares checkpoints as doubles: exact below 2^53 (stream ids' milliseconds are).
+        const EXACT: u64 = 1 << 53;
+        if position.major >= EXACT || position.minor >= EXACT {
+            return Err(Error::invalid("position is beyond any Redis stream id").with_backend(self.backend.backend()).with_op(OP));
+        }
+        let keys = vec![self.consumer_checkpoints(), self.lease_key(name)];
+        let args = vec![
+            name.as_bytes().to_vec(),
+            token.to_string().into_bytes(),
+            position.major.to_string().into_bytes(),
+            position.minor.to_string().into_bytes(),
+        ];
+        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_ACK, keys, args).await?;
+        match reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))? {
+            1 => Ok(()),
+            _ => Err(consumer_errors::lease_lost(name).with_backend(self.backend.backend()).with_op(OP)),
+        }
+    }
+
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        const OP: &str = "release_consumer";
+        check_consumer_name(name).map_err(self.backend.tagged(OP))?;
+        let keys = vec![self.lease_key(name)];
+        let args = vec![token.to_string().into_bytes()];
+        self.backend.client.eval(OP, &scripts::CONSUMER_RELEASE, keys, args).await.map(|_| ())
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        const OP: &str = "consumers";
+        let keys = vec![self.consumer_filters(), self.consumer_checkpoints()];
+        let args = vec![key(&self.prefix, LEASE)];
+        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_LIST, keys, args).await?;
+        let flat = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))?;
+        let now = palisade_core::backend::clock::now_ms();
+        let mut all = Vec::with_capacity(flat.len() / 4);
+        for row in flat.chunks(4) {
+            let [name, filter, checkpoint, pttl] = row else { continue };
+            // One undecodable record is skipped (and logged), never fails the list.
+            let decoded = (|| {
+                let name = name.text().ok()?.to_owned();
+                let filter: EventFilter = serde_json::from_slice(filter.bytes().ok()?).ok()?;
+                let checkpoint = match checkpoint.bytes().ok()? {
+                    b"" => Cursor::Start,
+                    text => Cursor::After(parse_position(std::str::from_utf8(text).ok()?)?),
+                };
+                let pttl = pttl.int().ok()?;
+                let lease_expires_at = (pttl > 0).then(|| now + chrono::TimeDelta::milliseconds(pttl));
+                Some(ConsumerInfo { name, filter, checkpoint, lease_expires_at })
+            })();
+            match decoded {
+                Some(info) => all.push(info),
+                None => tracing::warn!(backend = self.backend.backend(), "palisade: a stored consumer does not decode; not listed"),
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        const OP: &str = "delete_consumer";
+        check_consumer_name(name).map_err(self.backend.tagged(OP))?;
+        let keys = vec![self.consumer_filters(), self.consumer_checkpoints(), self.lease_key(name)];
+        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_DELETE, keys, vec![name.as_bytes().to_vec()]).await?;
+        Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))? > 0)
+    }
 }
+
+/// Where a consumer's lease key starts, after the store prefix.
+const LEASE: &[u8] = b"c:lease:";
 
 /// State of one live tail.
 struct Tail {

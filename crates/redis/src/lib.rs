@@ -104,6 +104,7 @@ pub fn capabilities() -> Capabilities {
     caps.live_tail = true;
     caps.analytics = true;
     caps.native_ttl = true;
+    caps.durable_consumers = true;
     caps
 }
 

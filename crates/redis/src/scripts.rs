@@ -432,8 +432,86 @@ return r[1]
 "#,
 };
 
+/// Durable consumers: takes or renews a lease. KEYS: filters hash,
+/// checkpoints hash, the consumer's lease key. ARGV: name, filter key, token,
+/// lease ms. Returns `{'ok', checkpoint or ''}`, `{'held'}` or `{'filter'}`.
+/// The lease key expires on the server's clock (`SET PX`).
+pub static CONSUMER_CLAIM: Lua = Lua {
+    name: "consumer_claim",
+    source: r#"
+local f = redis.call('HGET', KEYS[1], ARGV[1])
+if f and f ~= ARGV[2] then return {'filter'} end
+local h = redis.call('GET', KEYS[3])
+if h and h ~= ARGV[3] then return {'held'} end
+if not f then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+return {'ok', redis.call('HGET', KEYS[2], ARGV[1]) or ''}
+"#,
+};
+
+/// Durable consumers: moves a checkpoint forward under the lease's token.
+/// KEYS: checkpoints hash, lease key. ARGV: name, token, major, minor (both
+/// below 2^53, checked by the caller). Returns 1, or 0 when the token does
+/// not hold the lease (expired, taken over, released or deleted).
+pub static CONSUMER_ACK: Lua = Lua {
+    name: "consumer_ack",
+    source: r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local a, b = string.match(cur, '^(%d+)-(%d+)$')
+  a = tonumber(a)
+  b = tonumber(b)
+  local na, nb = tonumber(ARGV[3]), tonumber(ARGV[4])
+  if a and b and (na < a or (na == a and nb <= b)) then return 1 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '-' .. ARGV[4])
+return 1
+"#,
+};
+
+/// Durable consumers: gives a lease up if the token holds it. KEYS: lease
+/// key. ARGV: token.
+pub static CONSUMER_RELEASE: Lua = Lua {
+    name: "consumer_release",
+    source: r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#,
+};
+
+/// Durable consumers: every consumer as a flat list of `name, filter key,
+/// checkpoint or '', lease PTTL` (negative: not held). KEYS: filters hash,
+/// checkpoints hash. ARGV: the lease key prefix (same hash tag).
+pub static CONSUMER_LIST: Lua = Lua {
+    name: "consumer_list",
+    source: r#"
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i]
+  out[#out + 1] = all[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], all[i]) or ''
+  out[#out + 1] = redis.call('PTTL', ARGV[1] .. all[i])
+end
+return out
+"#,
+};
+
+/// Durable consumers: deletes one. KEYS: filters hash, checkpoints hash,
+/// lease key. ARGV: name. Returns whether it existed.
+pub static CONSUMER_DELETE: Lua = Lua {
+    name: "consumer_delete",
+    source: r#"
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return n
+"#,
+};
+
 /// Every script, for clients that register them up front.
-pub static ALL: [&Lua; 14] = [
+pub static ALL: [&Lua; 19] = [
     &SESSION_PUSH,
     &SESSION_INCR,
     &SESSION_HIT,
@@ -448,4 +526,9 @@ pub static ALL: [&Lua; 14] = [
     &EVENTS_SCAN,
     &EVENTS_PURGE,
     &DROP_STEP,
+    &CONSUMER_CLAIM,
+    &CONSUMER_ACK,
+    &CONSUMER_RELEASE,
+    &CONSUMER_LIST,
+    &CONSUMER_DELETE,
 ];
