@@ -31,6 +31,9 @@
 //!   only). Where change streams are unavailable (a server or role without
 //!   them) the tail polls every 500 ms instead; a dropped connection only
 //!   costs a re-read from the last position seen.
+//! - **Durable consumers**: collection `event_consumers` (see the crate's
+//!   `consumers` module: single-document conditional updates, leases on the
+//!   caller's clock).
 //! - **A malformed stored event** (written around the store) is skipped
 //!   with a warning; it never fails a read.
 
@@ -62,7 +65,9 @@ use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result, Store};
 use uuid::Uuid;
 
+use crate::consumers;
 use crate::error::{is_duplicate_key, map, tagged};
+use palisade_core::consumers::{Claim, ConsumerInfo};
 use crate::txn::{abort_with, commit, is_transient, Attempt, Rerun, Retry};
 use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
 
@@ -91,6 +96,7 @@ pub struct MongoEventStore {
     events: Collection<Document>,
     streams: Collection<Document>,
     head: Collection<Document>,
+    consumers: Collection<Document>,
     /// Appends of this instance take turns: concurrent transactions on the
     /// head would only conflict and retry (other processes still do).
     turn: Arc<tokio::sync::Mutex<()>>,
@@ -254,6 +260,7 @@ impl MongoEventStore {
             events: db.collection(EVENTS),
             streams: db.collection(STREAMS),
             head: db.collection(HEAD),
+            consumers: db.collection(consumers::CONSUMERS),
             turn: Arc::default(),
             backend,
         }
@@ -656,6 +663,26 @@ impl EventStore for MongoEventStore {
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge_before(before).await.map_err(tagged("purge"))
+    }
+
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        consumers::claim(&self.consumers, claim).await
+    }
+
+    async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
+        consumers::ack(&self.consumers, name, token, position).await
+    }
+
+    async fn release_consumer(&self, name: &str, token: Uuid) -> Result<()> {
+        consumers::release(&self.consumers, name, token).await
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        consumers::list(&self.consumers).await
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        consumers::delete(&self.consumers, name).await
     }
 }
 

@@ -36,6 +36,7 @@
 //!   linked into Palisade, and the backend targets MongoDB 6–8.
 
 pub mod config;
+mod consumers;
 mod documents;
 mod error;
 mod events;
@@ -82,6 +83,7 @@ pub fn capabilities() -> Capabilities {
     c.analytics = true;
     c.native_ttl = true;
     c.schema_validation = true;
+    c.durable_consumers = true;
     c
 }
 
