@@ -9,6 +9,7 @@ use palisade::{Config, Stores};
 mod bench;
 mod check;
 mod demo;
+mod consumers;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Persistence adapters for security platforms")]
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Benchmark the configured stores against their raw drivers, in a throwaway namespace.
     Bench(bench::BenchArgs),
+    /// List the event store's durable consumers with their checkpoint, lease and lag (`--delete NAME` removes one).
+    Consumers(consumers::ConsumersArgs),
 }
 
 #[tokio::main]
@@ -102,6 +105,11 @@ async fn run(cli: Cli) -> palisade::Result<ExitCode> {
             let report = check::run(&config, &args).await?;
             print!("{}", report.render(args.json)?);
             Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Consumers(args) => {
+            let stores = Stores::connect(&config).await?;
+            print!("{}", consumers::run(&stores, &args).await?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
             let report = bench::run(&config, &args).await?;

@@ -234,3 +234,54 @@ fn health_check_and_demo_work_on_mongo() {
         palisade::mongo::MongoBackend::connect(&config).await.unwrap().drop_namespace().await.unwrap();
     });
 }
+
+/// `palisade consumers` lists a durable consumer a service created, with its
+/// checkpoint and lag, as table and JSON; `--delete` removes it (Postgres).
+#[test]
+fn consumers_lists_checkpoint_and_lag_and_deletes() {
+    use palisade::config::StoreUrl;
+    use palisade_core::consumers::{Consumer, ConsumerOptions};
+    use palisade_core::events::{AppendBatch, EventFilter, NewEvent, SubscriptionItem};
+
+    let Some(url) = palisade_conformance::server_url("postgres", "PALISADE_TEST_POSTGRES_URL") else { return };
+    let ns = palisade::Namespace::random("clic").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut config = palisade::Config { namespace: ns.clone(), ..palisade::Config::default() };
+    config.events.url = StoreUrl::parse(&url).unwrap();
+    let stores = runtime.block_on(palisade::Stores::connect(&config)).unwrap();
+    let checkpoint = runtime.block_on(async {
+        let events: Vec<NewEvent> = (0..5).map(|_| NewEvent::new("cli", "blocked")).collect();
+        stores.events.append(AppendBatch::new(events)).await.unwrap();
+        let mut c = Consumer::start(stores.events.clone(), "blocklist", EventFilter::all().kind("blocked"), ConsumerOptions::default())
+            .await
+            .unwrap();
+        let mut last = None;
+        for _ in 0..2 {
+            if let Some(Ok(SubscriptionItem::Event(e))) = c.next().await {
+                last = Some(e.position);
+            }
+        }
+        c.ack(last.unwrap()).await.unwrap();
+        c.release().await.unwrap();
+        last.unwrap()
+    });
+    let env = [("PALISADE_NAMESPACE", ns.as_str()), ("PALISADE_EVENTS_URL", url.as_str())];
+    let table = palisade(&["consumers"], &env);
+    assert!(table.status.success(), "{}", text(&table));
+    let line = String::from_utf8_lossy(&table.stdout).lines().find(|l| l.starts_with("blocklist")).map(str::to_owned);
+    let line = line.unwrap_or_else(|| panic!("consumer listed: {}", text(&table)));
+    assert!(line.contains(&checkpoint.to_string()) && line.contains(" 3 ") && line.contains("free"), "{line}");
+    let json = palisade(&["consumers", "--json"], &env);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "blocklist");
+    assert_eq!(rows[0]["lag"], 3);
+    assert_eq!(rows[0]["filter"]["kinds"][0], "blocked");
+    let deleted = palisade(&["consumers", "--delete", "blocklist"], &env);
+    assert!(deleted.status.success() && text(&deleted).contains("deleted consumer blocklist"), "{}", text(&deleted));
+    let empty = palisade(&["consumers"], &env);
+    assert!(text(&empty).contains("(no consumers)"), "{}", text(&empty));
+    runtime.block_on(async {
+        let config = palisade::pg_sqlx::PgConfig::new(&url, ns.clone());
+        palisade::pg_sqlx::PgBackend::connect_without_migrating(&config).await.unwrap().drop_namespace().await.unwrap();
+    });
+}

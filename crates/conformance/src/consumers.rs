@@ -47,7 +47,7 @@ fn opts() -> ConsumerOptions {
 }
 
 fn claim(name: &str, filter: EventFilter, lease: Duration) -> Claim {
-    Claim { name: name.to_owned(), filter, token: Uuid::new_v4(), lease }
+    Claim { name: name.to_owned(), filter, token: Uuid::new_v4(), lease, renew: false }
 }
 
 /// Starts a consumer; without `durable_consumers`, asserts `Unsupported` and returns `None`.
@@ -324,6 +324,31 @@ pub async fn delete_consumer_forgets_it_and_fences_the_holder(store: &Store) {
     drop(c);
     let fresh = Consumer::start(Arc::clone(store), "doomed", EventFilter::all().kind("k"), opts()).await;
     assert_eq!(ok(fresh, "fresh start").started_after(), Cursor::Start);
+}
+
+/// A holder whose consumer is deleted stops within about a lease: its
+/// renewal (a heartbeat) never re-creates the consumer, and `next` yields
+/// `Conflict`. A renewal under a token that holds nothing is `Conflict`.
+pub async fn a_deleted_consumer_stops_its_holder_and_stays_deleted(store: &Store) {
+    let options = ConsumerOptions::default().with_lease(SHORT);
+    let Some(mut c) = start(store, "deleted-while-running", EventFilter::all(), options).await else { return };
+    expect_caught_up(&mut c, "empty log").await;
+    assert!(ok(store.delete_consumer("deleted-while-running").await, "delete"));
+    let stopped = tokio::time::timeout(SHORT * 4, c.next()).await;
+    match stopped {
+        Ok(Some(Err(e))) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        Ok(other) => panic!("expected the holder to stop with Conflict, got {:?}", other.map(|r| r.map(|_| ()))),
+        Err(_) => panic!("the holder of a deleted consumer still runs after {:?}", SHORT * 4),
+    }
+    assert!(ok(store.consumers().await, "consumers").is_empty(), "a heartbeat re-created the deleted consumer");
+    let stranger = Claim { renew: true, ..claim("never-held", EventFilter::all(), SHORT) };
+    let r = store.claim_consumer(&stranger).await;
+    assert!(
+        matches!(&r, Err(e) if matches!(e.detail(), Some(ErrorDetail::ConsumerLease { held_elsewhere: false, .. }))),
+        "renewing what the token never held: {:?}",
+        r.map(|_| ())
+    );
+    assert!(ok(store.consumers().await, "consumers").is_empty(), "a renewal created a consumer");
 }
 
 /// A checkpoint survives a purge of the events it points at; the consumer

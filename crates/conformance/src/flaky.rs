@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
+use palisade_core::consumers::{Claim, ConsumerInfo};
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps, UpdateResult};
 use palisade_core::events::{
-    AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest,
+    AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest, Position,
 };
 use palisade_core::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
 use palisade_core::sessions::{Decision, KeyTtl, SetMode};
@@ -140,6 +141,21 @@ impl EventStore for Flaky<dyn EventStore> {
     }
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
         self.call("purge", self.inner.purge(before)).await
+    }
+    async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
+        self.call("claim_consumer", self.inner.claim_consumer(claim)).await
+    }
+    async fn ack_consumer(&self, name: &str, token: uuid::Uuid, position: Position) -> Result<()> {
+        self.call("ack_consumer", self.inner.ack_consumer(name, token, position)).await
+    }
+    async fn release_consumer(&self, name: &str, token: uuid::Uuid) -> Result<()> {
+        self.call("release_consumer", self.inner.release_consumer(name, token)).await
+    }
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.call("consumers", self.inner.consumers()).await
+    }
+    async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        self.call("delete_consumer", self.inner.delete_consumer(name)).await
     }
 }
 

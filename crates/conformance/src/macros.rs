@@ -68,6 +68,7 @@ macro_rules! __with_cases {
                 consumers_lists_position_and_lag,
                 delete_consumer_forgets_it_and_fences_the_holder,
                 checkpoint_survives_purge,
+                a_deleted_consumer_stops_its_holder_and_stays_deleted,
                 invalid_consumer_input_is_invalid_input,
             ],
             pair: [checkpoints_are_isolated_by_namespace]

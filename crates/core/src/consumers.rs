@@ -89,6 +89,11 @@ pub struct Claim {
     /// How long the lease lasts from this claim, [`MIN_LEASE`]..=[`MAX_LEASE`],
     /// whole milliseconds.
     pub lease: Duration,
+    /// A heartbeat: only extend a lease `token` already holds. Never creates
+    /// the consumer or takes a free lease; `Conflict` (lease lost) when the
+    /// token does not hold it — so a consumer deleted while running is not
+    /// re-created by its holder.
+    pub renew: bool,
 }
 
 impl Claim {
@@ -246,7 +251,7 @@ impl Consumer {
         filter: EventFilter,
         options: ConsumerOptions,
     ) -> Result<Consumer> {
-        let claim = Claim { name: name.into(), filter, token: Uuid::new_v4(), lease: options.lease };
+        let claim = Claim { name: name.into(), filter, token: Uuid::new_v4(), lease: options.lease, renew: false };
         claim.validate().map_err(|e| e.with_op("consume"))?;
         let retry = options.retry_every.unwrap_or(options.lease / 3).max(Duration::from_millis(10));
         let (checkpoint, renewed) = loop {
@@ -389,6 +394,7 @@ fn is_held(e: &Error) -> bool {
 /// consumer goes; temporary failures are retried at the next tick (the
 /// consumer stops itself if they last too long).
 async fn heartbeat(store: Arc<dyn EventStore>, claim: Claim, state: Arc<Mutex<LeaseState>>) {
+    let claim = Claim { renew: true, ..claim };
     let every = claim.lease / 3;
     loop {
         tokio::time::sleep(every).await;

@@ -567,7 +567,8 @@ pub trait EventStore: Store {
     /// [`Consumer`](crate::consumers::Consumer)): takes the named consumer's
     /// lease for `claim.token`, or renews it when that token holds it, and
     /// returns the checkpoint. The first claim creates the consumer with
-    /// `claim.filter` and no checkpoint.
+    /// `claim.filter` and no checkpoint. A [`renew`](Claim::renew) claim only
+    /// extends a lease the token holds (`Conflict`, lease lost, otherwise).
     ///
     /// `Conflict` with [`ErrorDetail::ConsumerLease`](crate::ErrorDetail::ConsumerLease)
     /// while another token's lease runs; `Conflict` when the consumer exists

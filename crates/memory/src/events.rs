@@ -311,6 +311,15 @@ impl EventStore for MemoryEventStore {
         let now = Utc::now();
         let until = now + chrono::TimeDelta::milliseconds(claim.lease_ms());
         let mut consumers = self.shared.consumers.lock();
+        if claim.renew {
+            return match consumers.get_mut(&claim.name) {
+                Some(c) if c.holder.is_some_and(|(t, _)| t == claim.token) && c.filter_key == filter_key => {
+                    c.holder = Some((claim.token, until));
+                    Ok(c.checkpoint.map_or(Cursor::Start, Cursor::After))
+                }
+                _ => Err(consumer_errors::lease_lost(&claim.name).with_op("claim_consumer")),
+            };
+        }
         let c = consumers.entry(claim.name.clone()).or_insert_with(|| StoredConsumer {
             filter_key: filter_key.clone(),
             filter: claim.filter.clone(),

@@ -50,10 +50,14 @@ pub(crate) async fn claim(coll: &Collection<Document>, claim: &Claim) -> Result<
     for _ in 0..3 {
         let now = now_ms();
         let until = now + chrono::TimeDelta::milliseconds(claim.lease_ms());
-        let free = doc! {
-            "_id": &claim.name,
-            "filter": &key,
-            "$or": [{"holder": Bson::Null}, {"holder": &token}, {"lease_until": {"$lte": date(now)}}],
+        let free = if claim.renew {
+            doc! {"_id": &claim.name, "filter": &key, "holder": &token}
+        } else {
+            doc! {
+                "_id": &claim.name,
+                "filter": &key,
+                "$or": [{"holder": Bson::Null}, {"holder": &token}, {"lease_until": {"$lte": date(now)}}],
+            }
         };
         let taken = coll
             .find_one_and_update(free, doc! {"$set": {"holder": &token, "lease_until": date(until)}})
@@ -62,6 +66,9 @@ pub(crate) async fn claim(coll: &Collection<Document>, claim: &Claim) -> Result<
             .map_err(|e| map(OP, e))?;
         if let Some(d) = taken {
             return checkpoint(&d).ok_or_else(|| errors::corrupt(&claim.name)).map_err(tagged(OP));
+        }
+        if claim.renew {
+            return Err(errors::lease_lost(&claim.name)).map_err(tagged(OP));
         }
         match coll.find_one(doc! {"_id": &claim.name}).await.map_err(|e| map(OP, e))? {
             Some(d) if d.get_str("filter").ok() != Some(key.as_str()) => {

@@ -15,19 +15,21 @@ use palisade_core::events::{Cursor, EventFilter, Position};
 use palisade_core::{Error, Result};
 
 /// Takes or renews a lease. Binds `$1` name, `$2` filter key (text), `$3`
-/// token (uuid), `$4` lease in milliseconds (bigint). Returns at most one row
-/// `(taken bool, same_filter bool, position bigint, seq integer)`; no row
-/// means a concurrent first claim or delete raced this one (claim again).
+/// token (uuid), `$4` lease in milliseconds (bigint), `$5` renew only
+/// (boolean: never inserts, only extends the token's own lease). Returns at
+/// most one row `(taken bool, same_filter bool, position bigint, seq
+/// integer)`; no row means a concurrent first claim or delete raced this one
+/// (claim again), or, when renewing, that the consumer is gone.
 pub const CLAIM: &str = "WITH ins AS ( \
         INSERT INTO event_consumers (name, filter, holder, lease_expires) \
-        VALUES ($1, $2, $3, clock_timestamp() + $4::bigint * interval '1 millisecond') \
+        SELECT $1, $2, $3, clock_timestamp() + $4::bigint * interval '1 millisecond' WHERE NOT $5::boolean \
         ON CONFLICT (name) DO NOTHING \
         RETURNING true AS taken, true AS same_filter, position, seq \
     ), upd AS ( \
         UPDATE event_consumers c \
         SET holder = $3, lease_expires = clock_timestamp() + $4::bigint * interval '1 millisecond' \
         WHERE c.name = $1 AND NOT EXISTS (SELECT 1 FROM ins) AND c.filter = $2 \
-          AND (c.holder IS NULL OR c.holder = $3 OR c.lease_expires <= clock_timestamp()) \
+          AND (c.holder = $3 OR (NOT $5::boolean AND (c.holder IS NULL OR c.lease_expires <= clock_timestamp()))) \
         RETURNING true AS taken, true AS same_filter, c.position, c.seq \
     ) \
     SELECT taken, same_filter, position, seq FROM ins \
@@ -67,9 +69,12 @@ pub fn checkpoint(position: Option<i64>, seq: Option<i32>) -> Cursor {
 
 /// What a claim row means: the checkpoint, or why the lease was refused.
 pub fn claimed(claim: &Claim, row: Option<(bool, bool, Option<i64>, Option<i32>)>) -> Option<Result<Cursor>> {
-    let (taken, same_filter, position, seq) = row?;
+    let Some((taken, same_filter, position, seq)) = row else {
+        return claim.renew.then(|| Err(errors::lease_lost(&claim.name)));
+    };
     Some(match (taken, same_filter) {
         (true, _) => Ok(checkpoint(position, seq)),
+        (false, _) if claim.renew => Err(errors::lease_lost(&claim.name)),
         (false, false) => Err(errors::other_filter(&claim.name)),
         (false, true) => Err(errors::held(&claim.name)),
     })
@@ -123,7 +128,19 @@ mod tests {
 
     #[test]
     fn claim_rows_say_taken_held_or_other_filter() {
-        let c = Claim { name: "p".into(), filter: EventFilter::all(), token: uuid::Uuid::nil(), lease: Duration::from_secs(1) };
+        let c = Claim {
+            name: "p".into(),
+            filter: EventFilter::all(),
+            token: uuid::Uuid::nil(),
+            lease: Duration::from_secs(1),
+            renew: false,
+        };
+        let renew = Claim { renew: true, ..c.clone() };
+        let lost = |r: Option<Result<Cursor>>| {
+            matches!(r.unwrap().unwrap_err().detail(), Some(palisade_core::ErrorDetail::ConsumerLease { held_elsewhere: false, .. }))
+        };
+        assert!(lost(claimed(&renew, None)), "renewing a deleted consumer: lease lost, not a retry");
+        assert!(lost(claimed(&renew, Some((false, true, None, None)))), "renewing a taken lease: lost");
         assert_eq!(claimed(&c, None).map(|r| r.is_ok()), None, "no row: claim again");
         assert_eq!(claimed(&c, Some((true, true, Some(7), Some(2)))).unwrap().unwrap(), Cursor::After(Position::new(7, 2)));
         assert_eq!(claimed(&c, Some((true, true, None, None))).unwrap().unwrap(), Cursor::Start);

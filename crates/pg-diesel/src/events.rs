@@ -565,6 +565,7 @@ impl EventStore for PgDieselEventStore {
                 .bind::<Text, _>(&key)
                 .bind::<diesel::sql_types::Uuid, _>(claim.token)
                 .bind::<BigInt, _>(claim.lease_ms())
+                .bind::<Bool, _>(claim.renew)
                 .get_result(&mut **conn)
                 .await
                 .optional()

@@ -437,6 +437,7 @@ impl EventStore for PgEventStore {
                 .bind(&key)
                 .bind(claim.token)
                 .bind(claim.lease_ms())
+                .bind(claim.renew)
                 .fetch_optional(&self.backend.pool)
                 .await
                 .map_err(|e| map(OP, e))?;

@@ -479,6 +479,7 @@ impl EventStore for RedisEventStore {
             filter.into_bytes(),
             claim.token.to_string().into_bytes(),
             claim.lease_ms().to_string().into_bytes(),
+            if claim.renew { b"1".to_vec() } else { b"0".to_vec() },
         ];
         let reply = self.backend.client.eval(OP, &scripts::CONSUMER_CLAIM, keys, args).await?;
         let bad = || corrupt(self.backend.backend(), "consumer claim reply").with_op(OP);
@@ -494,6 +495,9 @@ impl EventStore for RedisEventStore {
             },
             [status] if status.bytes().ok() == Some(b"held") => {
                 Err(consumer_errors::held(&claim.name).with_backend(self.backend.backend()).with_op(OP))
+            }
+            [status] if status.bytes().ok() == Some(b"lost") => {
+                Err(consumer_errors::lease_lost(&claim.name).with_backend(self.backend.backend()).with_op(OP))
             }
             [status] if status.bytes().ok() == Some(b"filter") => {
                 Err(consumer_errors::other_filter(&claim.name).with_backend(self.backend.backend()).with_op(OP))

@@ -434,14 +434,16 @@ return r[1]
 
 /// Durable consumers: takes or renews a lease. KEYS: filters hash,
 /// checkpoints hash, the consumer's lease key. ARGV: name, filter key, token,
-/// lease ms. Returns `{'ok', checkpoint or ''}`, `{'held'}` or `{'filter'}`.
-/// The lease key expires on the server's clock (`SET PX`).
+/// lease ms, '1' to renew only (the token's own lease; never creates).
+/// Returns `{'ok', checkpoint or ''}`, `{'held'}`, `{'filter'}` or
+/// `{'lost'}`. The lease key expires on the server's clock (`SET PX`).
 pub static CONSUMER_CLAIM: Lua = Lua {
     name: "consumer_claim",
     source: r#"
 local f = redis.call('HGET', KEYS[1], ARGV[1])
-if f and f ~= ARGV[2] then return {'filter'} end
 local h = redis.call('GET', KEYS[3])
+if ARGV[5] == '1' and (not f or h ~= ARGV[3]) then return {'lost'} end
+if f and f ~= ARGV[2] then return {'filter'} end
 if h and h ~= ARGV[3] then return {'held'} end
 if not f then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
