@@ -146,6 +146,14 @@ impl EventStore for Fake {
     async fn purge(&self, _: DateTime<Utc>) -> Result<u64> {
         unsupported()
     }
+    async fn claim_consumer(&self, _: &crate::consumers::Claim) -> Result<Cursor> {
+        self.check_up()?;
+        Ok(Cursor::Start)
+    }
+    async fn consumers(&self) -> Result<Vec<crate::consumers::ConsumerInfo>> {
+        self.check_up()?;
+        Ok(Vec::new())
+    }
 }
 
 /// A strict primary and a lenient secondary under one wrapper.
@@ -183,6 +191,30 @@ async fn buffered(primary: &Fake, store: &Degradable<dyn EventStore>, stream: &s
         store.append(one(stream, i)).await.expect("served by the fallback");
     }
     assert!(store.is_degraded());
+}
+
+/// Checkpoints and leases live on the primary only: while it is down they
+/// are `Unavailable`, never answered by the fallback (which would forget them).
+#[tokio::test(start_paused = true)]
+async fn consumer_leases_are_unavailable_while_degraded_never_served_by_the_fallback() {
+    let (primary, store) = wrapped(manual());
+    let claim = crate::consumers::Claim {
+        name: "projection".into(),
+        filter: EventFilter::all(),
+        token: uuid::Uuid::new_v4(),
+        lease: Duration::from_secs(1),
+        renew: false,
+    };
+    assert_eq!(store.claim_consumer(&claim).await.expect("primary up"), Cursor::Start);
+    primary.set_up(false);
+    let e = store.claim_consumer(&claim).await.expect_err("primary down");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(store.is_degraded(), "the failed claim switched to degraded mode");
+    assert_eq!(store.consumers().await.expect_err("degraded").kind(), ErrorKind::Unavailable);
+    assert_eq!(store.ack_consumer("projection", claim.token, Position::new(0, 1)).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    primary.set_up(true);
+    store.try_recover().await.expect("recovered");
+    assert_eq!(store.claim_consumer(&claim).await.expect("primary back"), Cursor::Start);
 }
 
 #[tokio::test(start_paused = true)]
