@@ -81,6 +81,16 @@ pub fn held_back_note(held: i64, waiting: i64) -> Option<String> {
     })
 }
 
+/// The append statement for a caller's connection (`append_in`): the
+/// function schema-qualified, so the caller's `search_path` does not matter
+/// (migration 0013 pins the function's own `search_path` to the namespace).
+pub fn append_in_sql(ns: &palisade_core::Namespace) -> String {
+    format!(
+        "SELECT * FROM {}.palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        crate::namespace::quote_ident(ns.as_str())
+    )
+}
+
 /// A cursor as the `(major, minor)` pair [`READ_AFTER`] binds: `None` (from
 /// the start) is below every stored position; values beyond the columns'
 /// range are clamped (nothing is stored there).

@@ -70,6 +70,15 @@ impl From<Error> for TxError {
 }
 
 /// The code behind a diesel error kind, for when the tap saw none.
+/// The SQLSTATE diesel's own error kind names, for errors of a connection
+/// without the tap (a caller's, in `append_in`).
+pub(crate) fn sqlstate_of(e: &DieselError) -> Option<String> {
+    match e {
+        DieselError::DatabaseError(kind, _) => code_of(kind).map(str::to_owned),
+        _ => None,
+    }
+}
+
 fn code_of(kind: &DatabaseErrorKind) -> Option<&'static str> {
     Some(match kind {
         DatabaseErrorKind::UniqueViolation => "23505",

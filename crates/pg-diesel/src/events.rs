@@ -164,13 +164,19 @@ const APPEND_RACE_RETRIES: u32 = 8;
 pub struct PgDieselEventStore {
     backend: PgDieselBackend,
     channel: String,
+    /// The append statement with the function schema-qualified (`append_in`).
+    append_in_sql: String,
 }
+
+/// The pooled append statement (the pool's `search_path` is the namespace).
+const APPEND: &str = "SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 impl PgDieselEventStore {
     /// The event store of `backend`'s namespace.
     pub fn new(backend: PgDieselBackend) -> Self {
         let channel = format!("palisade_events_{}", backend.namespace.as_str());
-        PgDieselEventStore { backend, channel }
+        let append_in_sql = pg_events::append_in_sql(&backend.namespace);
+        PgDieselEventStore { backend, channel, append_in_sql }
     }
 
     /// One call of `palisade_append`. Appends racing to create the same
@@ -180,16 +186,79 @@ impl PgDieselEventStore {
     async fn append_once(&self, batch: &AppendBatch) -> Result<AppendOutcome> {
         let mut attempt = 0;
         loop {
-            match self.append_attempt(batch).await {
+            let attempted = async {
+                let mut conn = self.backend.conn("append").await.map_err(|e| (e, None))?;
+                let rows = self.append_rows(&mut conn, APPEND.into(), batch).await.map_err(|e| {
+                    let code = conn.take_sqlstate();
+                    (crate::error::map("append", e, code.clone()), code)
+                })?;
+                drop(conn);
+                append_outcome(batch, rows)
+            };
+            match attempted.await {
                 Err((_, Some(code))) if attempt < APPEND_RACE_RETRIES && sqlstate::append_race(&code) => attempt += 1,
                 other => return other.map_err(|(e, _)| e),
             }
         }
     }
 
-    /// One attempt; a failure carries the statement's SQLSTATE, if any.
-    async fn append_attempt(&self, batch: &AppendBatch) -> std::result::Result<AppendOutcome, (Error, Option<String>)> {
-        const OP: &str = "append";
+    /// Appends `batch` **inside the caller's open transaction** on `conn`
+    /// (the transactional outbox): the events commit or roll back with the
+    /// caller's own writes.
+    ///
+    /// - **Same contract as [`append`](EventStore::append)**: validated
+    ///   before any I/O, atomic, idempotent by id (also against pooled
+    ///   appends), expected versions checked; a version conflict changes
+    ///   nothing and leaves the caller's transaction usable.
+    /// - **Gap-safe**: the events take the caller's transaction id as their
+    ///   position, so readers (`read`, `subscribe`, consumers) do not see
+    ///   anything committed after the caller's transaction began writing
+    ///   until it ends — a long-open caller transaction delays readers,
+    ///   never reorders them. Live tails are notified at commit.
+    /// - **No side effects on the connection**: each attempt runs in a
+    ///   savepoint (diesel-async nests `transaction` as savepoints; a lost
+    ///   race is retried there without aborting the caller's transaction),
+    ///   and the append function carries the namespace's `search_path`
+    ///   itself, so the caller's `search_path` is neither needed nor changed.
+    /// - `conn` must be inside `conn.transaction(…)` (diesel's transaction
+    ///   manager must know it): otherwise `InvalidInput`. A caller's
+    ///   connection has no SQLSTATE tap, so kinds come from diesel's own
+    ///   error kinds (a deadlock is `Unexpected`, not retried).
+    pub async fn append_in(&self, conn: &mut AsyncPgConnection, batch: AppendBatch) -> Result<AppendOutcome> {
+        use diesel_async::{AnsiTransactionManager, AsyncConnection, TransactionManager};
+        const OP: &str = "append_in";
+        batch.validate(&self.backend.policy()).map_err(tagged(OP))?;
+        let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth();
+        if !matches!(depth, Ok(Some(_))) {
+            return Err(Error::invalid("append_in needs a connection inside conn.transaction(…)")).map_err(tagged(OP));
+        }
+        let mut attempt = 0;
+        loop {
+            let sql = self.append_in_sql.clone();
+            let rows = conn
+                .transaction::<_, diesel::result::Error, _>(async |c| self.append_rows(c, sql.into(), &batch).await)
+                .await;
+            let outcome = match rows {
+                Ok(rows) => append_outcome(&batch, rows),
+                Err(e) => {
+                    let code = crate::error::sqlstate_of(&e);
+                    Err((crate::error::map(OP, e, None), code))
+                }
+            };
+            match outcome {
+                Err((_, Some(code))) if attempt < APPEND_RACE_RETRIES && sqlstate::append_race(&code) => attempt += 1,
+                other => return other.map_err(|(e, _)| e.with_op(OP)),
+            }
+        }
+    }
+
+    /// One call of `palisade_append` (`sql`: pooled or schema-qualified) on `conn`.
+    async fn append_rows(
+        &self,
+        conn: &mut AsyncPgConnection,
+        sql: std::borrow::Cow<'static, str>,
+        batch: &AppendBatch,
+    ) -> QueryResult<Vec<AppendRow>> {
         let n = batch.events.len();
         let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut streams, mut sessions, mut ips) =
@@ -217,9 +286,7 @@ impl PgDieselEventStore {
             expect_streams.push(stream.as_str());
             expect_versions.push(version);
         }
-        let mut conn = self.backend.conn(OP).await.map_err(|e| (e, None))?;
-        let rows: Vec<AppendRow> =
-            Cached::new("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        Cached::new(sql)
                 .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
                 .bind::<Array<Text>, _>(&sources)
                 .bind::<Array<Text>, _>(&kinds)
@@ -232,39 +299,10 @@ impl PgDieselEventStore {
                 .bind::<Array<Text>, _>(&expect_streams)
                 .bind::<Array<BigInt>, _>(&expect_versions)
                 .bind::<Text, _>(&self.channel)
-                .load(&mut **conn)
+                .load(conn)
                 .await
-                .map_err(|e| {
-                    let code = conn.take_sqlstate();
-                    (crate::error::map(OP, e, code.clone()), code)
-                })?;
-        drop(conn);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            if let Some(stream) = row.conflict_stream {
-                let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
-                let actual = row.conflict_actual.unwrap_or(0).max(0) as u64;
-                return Err((
-                    Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
-                        .with_detail(ErrorDetail::VersionConflict { stream, expected, actual }),
-                    None,
-                ));
-            }
-            let (Some(id), Some(pos), Some(seq), Some(duplicate)) = (row.id, row.pos, row.seq, row.dup) else {
-                return Err((invalid_state("append returned an incomplete outcome"), None));
-            };
-            events.push(Appended {
-                id,
-                position: Position::new(pos as u64, seq as u64),
-                version: row.ver.map(|v| v as u64),
-                duplicate,
-            });
-        }
-        if events.len() != n {
-            return Err((invalid_state("append returned fewer outcomes than events"), None));
-        }
-        Ok(AppendOutcome { events })
     }
+
 
     /// [`read_after`](Self::read_after), waiting (bounded) while committed
     /// events beyond the page are held back: pg-common's `settled`.
@@ -629,6 +667,40 @@ impl EventStore for PgDieselEventStore {
             .map_err(conn.error(OP))?;
         Ok(n > 0)
     }
+}
+
+/// The outcome `palisade_append`'s rows report for `batch`; a failure
+/// carries no SQLSTATE (it is not a race to retry).
+fn append_outcome(
+    batch: &AppendBatch,
+    rows: Vec<AppendRow>,
+) -> std::result::Result<AppendOutcome, (Error, Option<String>)> {
+    let n = batch.events.len();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(stream) = row.conflict_stream {
+            let expected = batch.expected.get(&stream).copied().unwrap_or(ExpectedVersion::Any);
+            let actual = row.conflict_actual.unwrap_or(0).max(0) as u64;
+            return Err((
+                Error::new(ErrorKind::Conflict, "stream version differs from the expected version")
+                    .with_detail(ErrorDetail::VersionConflict { stream, expected, actual }),
+                None,
+            ));
+        }
+        let (Some(id), Some(pos), Some(seq), Some(duplicate)) = (row.id, row.pos, row.seq, row.dup) else {
+            return Err((invalid_state("append returned an incomplete outcome"), None));
+        };
+        events.push(Appended {
+            id,
+            position: Position::new(pos as u64, seq as u64),
+            version: row.ver.map(|v| v as u64),
+            duplicate,
+        });
+    }
+    if events.len() != n {
+        return Err((invalid_state("append returned fewer outcomes than events"), None));
+    }
+    Ok(AppendOutcome { events })
 }
 
 #[derive(QueryableByName)]

@@ -39,13 +39,19 @@ macro_rules! columns {
 pub struct PgEventStore {
     backend: PgBackend,
     channel: String,
+    /// The append statement with the function schema-qualified (`append_in`).
+    append_in_sql: String,
 }
+
+/// The pooled append statement (the pool's `search_path` is the namespace).
+const APPEND: &str = "SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 impl PgEventStore {
     /// The event store of `backend`'s namespace.
     pub fn new(backend: PgBackend) -> Self {
         let channel = format!("palisade_events_{}", backend.namespace);
-        PgEventStore { backend, channel }
+        let append_in_sql = pg_events::append_in_sql(&backend.namespace);
+        PgEventStore { backend, channel, append_in_sql }
     }
 
     /// The plan Postgres picks for `query(filter, page)`, as `EXPLAIN (FORMAT
@@ -69,15 +75,77 @@ impl PgEventStore {
     async fn append_once(&self, batch: &AppendBatch) -> Result<AppendOutcome> {
         let mut attempt = 0;
         loop {
-            match self.append_attempt(batch).await {
+            match self.append_attempt(batch, APPEND, &self.backend.pool, "append").await {
                 Err(e) if attempt < APPEND_RACE_RETRIES && e.is_race() => attempt += 1,
                 other => return other.map_err(|e| e.error),
             }
         }
     }
 
-    async fn append_attempt(&self, batch: &AppendBatch) -> std::result::Result<AppendOutcome, Raced> {
-        let op = "append";
+    /// Appends `batch` **inside the caller's open transaction** on `conn`
+    /// (the transactional outbox): the events commit or roll back with the
+    /// caller's own writes. Pass `&mut *tx` for a `sqlx::Transaction`.
+    ///
+    /// - **Same contract as [`append`](EventStore::append)**: validated
+    ///   before any I/O, atomic, idempotent by id (also against pooled
+    ///   appends), expected versions checked; a version conflict changes
+    ///   nothing and leaves the caller's transaction usable.
+    /// - **Gap-safe**: the events take the caller's transaction id as their
+    ///   position, so readers (`read`, `subscribe`, consumers) do not see
+    ///   anything committed after the caller's transaction began writing
+    ///   until it ends — a long-open caller transaction delays readers (see
+    ///   `palisade health`'s held-back note), never reorders them. Live
+    ///   tails are notified at commit; a rollback notifies nothing.
+    /// - **No side effects on the connection**: each attempt runs in a
+    ///   savepoint (a lost race is retried there without aborting the
+    ///   caller's transaction), and the append function runs with the
+    ///   namespace's `search_path` pinned on the function itself, so the
+    ///   caller's `search_path` is neither needed nor changed.
+    /// - The connection must be in a transaction sqlx opened
+    ///   (`pool.begin()`, `conn.begin()`): otherwise `InvalidInput` — a
+    ///   savepoint cannot be taken, and a raw `BEGIN` sent with `execute` is
+    ///   not tracked by sqlx. Under `REPEATABLE READ`/`SERIALIZABLE` a lost
+    ///   race is a serialization failure (`Conflict`, temporary): retry the
+    ///   whole transaction.
+    /// - The connection may be to the same database through any pool; the
+    ///   namespace must be migrated (the pooled store's connect does that).
+    pub async fn append_in(&self, conn: &mut sqlx::PgConnection, batch: AppendBatch) -> Result<AppendOutcome> {
+        use sqlx::Connection;
+        const OP: &str = "append_in";
+        batch.validate(&self.backend.policy).map_err(tagged(OP))?;
+        if !conn.is_in_transaction() {
+            return Err(Error::invalid("append_in needs a connection inside a transaction opened with begin()"))
+                .map_err(tagged(OP));
+        }
+        let mut attempt = 0;
+        loop {
+            let mut savepoint = conn.begin().await.map_err(|e| map(OP, e))?;
+            match self.append_attempt(&batch, &self.append_in_sql, &mut *savepoint, OP).await {
+                Ok(outcome) => {
+                    savepoint.commit().await.map_err(|e| map(OP, e))?;
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    savepoint.rollback().await.map_err(|e| map(OP, e))?;
+                    if !(attempt < APPEND_RACE_RETRIES && e.is_race()) {
+                        return Err(e.error);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn append_attempt<'c, E>(
+        &self,
+        batch: &AppendBatch,
+        sql: &str,
+        executor: E,
+        op: &'static str,
+    ) -> std::result::Result<AppendOutcome, Raced>
+    where
+        E: sqlx::Executor<'c, Database = Postgres>,
+    {
         let n = batch.events.len();
         let (mut ids, mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut streams, mut sessions, mut ips) =
@@ -105,7 +173,7 @@ impl PgEventStore {
             expect_streams.push(stream.as_str());
             expect_versions.push(version);
         }
-        let rows = sqlx::query("SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        let rows = sqlx::query(sql)
             .bind(&ids)
             .bind(&sources)
             .bind(&kinds)
@@ -118,7 +186,7 @@ impl PgEventStore {
             .bind(&expect_streams)
             .bind(&expect_versions)
             .bind(&self.channel)
-            .fetch_all(&self.backend.pool)
+            .fetch_all(executor)
             .await
             .map_err(Raced::from_sqlx(op))?;
         let decode = |r: &PgRow| -> std::result::Result<std::result::Result<Appended, (String, i64)>, sqlx::Error> {
