@@ -38,6 +38,7 @@ mod stores;
 pub use config::{Config, Fallback, StoreConfig, StoreKind, StoreUrl};
 pub use stores::{probe, StoreStatus, Stores};
 
+pub use palisade_core::consumers::{Consumer, ConsumerInfo, ConsumerOptions};
 pub use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps};
 pub use palisade_core::events::{
     AppendBatch, Cursor, Event, EventFilter, GroupBy, NewEvent, PageRequest, Position, SubscriptionItem,

@@ -26,6 +26,8 @@ const SOURCE: &str = "conformance";
 const WAIT: Duration = Duration::from_secs(10);
 /// A short lease for takeover cases.
 const SHORT: Duration = Duration::from_millis(800);
+/// The lease of an instance that must keep holding through a case.
+const HOLDER: Duration = Duration::from_millis(1_500);
 
 // ---------------------------------------------------------------- helpers
 
@@ -167,7 +169,9 @@ pub async fn takeover_after_heartbeats_stop(store: &Store) {
     ok(store.ack_consumer("takeover", stale.token, positions[0]).await, "ack under a live lease");
 
     let started = tokio::time::Instant::now();
-    let options = ConsumerOptions::default().with_lease(SHORT).waiting().with_retry_every(SHORT / 8);
+    // The new holder's own lease is longer: renewals under a loaded CI machine
+    // must not make it miss its own lease (which the last check relies on).
+    let options = ConsumerOptions::default().with_lease(HOLDER).waiting().with_retry_every(SHORT / 8);
     let mut next = ok(Consumer::start(Arc::clone(store), "takeover", EventFilter::all(), options).await, "take over");
     let took = started.elapsed();
     assert!(took >= SHORT / 2, "took over a live lease after {took:?}");
@@ -178,9 +182,9 @@ pub async fn takeover_after_heartbeats_stop(store: &Store) {
     let late = store.ack_consumer("takeover", stale.token, positions[2]).await;
     assert_kind(late, ErrorKind::Conflict, "an ack under a lost lease");
     assert_eq!(checkpoint_of(store, "takeover").await, Cursor::After(positions[0]), "the stale ack moved nothing");
-    // The new holder keeps its lease past several of its lease times (heartbeats).
-    tokio::time::sleep(SHORT * 2).await;
-    ok(next.ack(positions[1]).await, "the new holder acks after two leases");
+    // The new holder keeps its lease past more than two of its lease times (heartbeats).
+    tokio::time::sleep(HOLDER * 5 / 2).await;
+    ok(next.ack(positions[1]).await, "the new holder acks after two and a half leases");
     assert_eq!(checkpoint_of(store, "takeover").await, Cursor::After(positions[1]));
 }
 

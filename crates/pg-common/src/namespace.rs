@@ -47,14 +47,15 @@ pub fn drop_schema(ns: &Namespace) -> String {
 
 /// Empties every store of the current namespace in one statement, leaving
 /// the schema as a fresh migration does: collections and their partitions
-/// gone, every table truncated (identities restarted). Migrations and the
-/// event head (its position offset) stay.
+/// gone, every table truncated (identities restarted; `events` with all its
+/// partitions). Migrations, the event head (its position offset) and the
+/// list of event partitions (which stay) stay.
 pub const EMPTY: &str = "DO $$ DECLARE tables text; BEGIN \
     DELETE FROM collections; \
     SELECT string_agg(format('%I', c.relname), ', ') INTO tables \
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-       AND c.relname NOT IN ('palisade_migrations', 'event_head'); \
+       AND c.relname NOT IN ('palisade_migrations', 'event_head', 'event_partitions'); \
     EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE'; \
     END $$";
 

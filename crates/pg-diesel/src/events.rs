@@ -584,11 +584,12 @@ impl EventStore for PgDieselEventStore {
         const OP: &str = "purge";
         let before = palisade_core::backend::clock::clamp_instant(truncate_ms(before));
         let mut conn = self.backend.conn(OP).await?;
-        diesel::delete(events::table.filter(events::occurred_at.lt(before)))
-            .execute(&mut **conn)
+        let gone: Purged = Cached::new(pg_events::PURGE)
+            .bind::<Timestamptz, _>(before)
+            .get_result(&mut **conn)
             .await
-            .map(|n| n as u64)
-            .map_err(conn.error(OP))
+            .map_err(conn.error(OP))?;
+        Ok(gone.gone.max(0) as u64)
     }
 
     async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
@@ -701,6 +702,12 @@ fn append_outcome(
         return Err((invalid_state("append returned fewer outcomes than events"), None));
     }
     Ok(AppendOutcome { events })
+}
+
+#[derive(QueryableByName)]
+struct Purged {
+    #[diesel(sql_type = BigInt)]
+    gone: i64,
 }
 
 #[derive(QueryableByName)]

@@ -486,12 +486,12 @@ impl EventStore for PgEventStore {
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64> {
-        sqlx::query("DELETE FROM events WHERE occurred_at < $1")
+        let gone: i64 = sqlx::query_scalar(pg_events::PURGE)
             .bind(palisade_core::backend::clock::clamp_instant(truncate_ms(before)))
-            .execute(&self.backend.pool)
+            .fetch_one(&self.backend.pool)
             .await
-            .map(|r| r.rows_affected())
-            .map_err(|e| map("purge", e))
+            .map_err(|e| map("purge", e))?;
+        Ok(gone.max(0) as u64)
     }
 
     async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
