@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn emptying_keeps_the_migration_record() {
-        assert!(EMPTY.contains("NOT IN ('palisade_migrations', 'event_head')"));
+        assert!(EMPTY.contains("NOT IN ('palisade_migrations', 'event_head', 'event_partitions')"));
         assert!(MIGRATION_TABLE_EXISTS.contains(TABLE) && APPLIED_MIGRATIONS.contains(TABLE));
     }
 }

@@ -12,6 +12,9 @@
 diesel::table! {
     /// Security events, one row per event; `(position, seq)` is the gap-safe
     /// global order (appending transaction's id + offset, place in the batch).
+    /// Partitioned by range of `occurred_at` since migration 0015 (see
+    /// `event_partitions`); `(position, seq)` is unique by construction, not
+    /// by a constraint.
     events (position, seq) {
         position -> BigInt,
         seq -> Integer,
@@ -37,6 +40,7 @@ diesel::table! {
         singleton -> Bool,
         last_position -> BigInt,
         xid_offset -> BigInt,
+        partition_interval -> Interval,
     }
 }
 
@@ -113,6 +117,42 @@ diesel::table! {
     }
 }
 
+
+diesel::table! {
+    /// Every stored event's id (migration 0015): idempotency by id across
+    /// partitions, and each id's original outcome.
+    event_ids (id) {
+        id -> Uuid,
+        occurred_at -> Timestamptz,
+        position -> BigInt,
+        seq -> Integer,
+        version -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The range partitions of `events` and their bounds (`[lower, upper)`),
+    /// kept by `palisade_events_premake()` and `palisade_events_purge()`.
+    event_partitions (name) {
+        name -> Text,
+        lower -> Timestamptz,
+        upper -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Durable consumers (migration 0012): filter (canonical JSON), checkpoint
+    /// (`position`, `seq`; NULL before the first ack) and lease.
+    event_consumers (name) {
+        name -> Text,
+        filter -> Text,
+        position -> Nullable<BigInt>,
+        seq -> Nullable<Integer>,
+        holder -> Nullable<Uuid>,
+        lease_expires -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     events,
     event_head,
@@ -123,4 +163,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     reputation_events,
     reputation_scores,
     palisade_migrations,
+    event_ids,
+    event_partitions,
+    event_consumers,
 );

@@ -10,7 +10,7 @@ mod common;
 
 use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Utc};
 use palisade_core::events::{AppendBatch, Cursor, EventFilter, ExpectedVersion, NewEvent, PageRequest};
-use palisade_core::{EventStore, InputPolicy, Namespace};
+use palisade_core::{InputPolicy, Namespace};
 use palisade_pg_common::migrations::runner::{self, Runner};
 use palisade_pg_common::migrations::MIGRATIONS;
 use serde_json::json;
