@@ -153,9 +153,9 @@ BEGIN
 END $$;
 
 -- `purge(before)`: drops every range partition lying entirely before
--- `p_before` (counting its rows first), deletes the remainder before it
--- (the boundary partition, the default partition) and the ledger rows of
--- every removed event; then premakes ahead. Dropping takes ACCESS
+-- `p_before` (counting its rows first) with the ledger rows of its range,
+-- deletes the remainder before it (the boundary partition, the default
+-- partition) with exactly those rows' ids; then premakes ahead. Dropping takes ACCESS
 -- EXCLUSIVE on `events` (from the count of the first dropped partition to
 -- commit: brief, but appends and reads of the namespace wait); waiting
 -- longer than lock_timeout (5 s, e.g. behind a long-open outbox
@@ -169,23 +169,28 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT 1 FROM event_partitions p WHERE p.upper <= p_before) THEN
         -- What DROP takes anyway, taken before counting: no append can slip
-        -- into a partition between its count and its drop.
+        -- into a partition between its count and its drop, nor add an id of
+        -- its range to the ledger before the ledger rows of the range go.
         LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
     END IF;
-    FOR r IN SELECT p.name FROM event_partitions p WHERE p.upper <= p_before ORDER BY p.lower LOOP
+    FOR r IN SELECT p.name, p.lower, p.upper FROM event_partitions p WHERE p.upper <= p_before ORDER BY p.lower LOOP
         EXECUTE format('SELECT count(*) FROM %I', r.name) INTO n;
         EXECUTE format('DROP TABLE %I', r.name);
         DELETE FROM event_partitions p WHERE p.name = r.name;
+        -- A ledger row carries its event's instant, so the partition's range
+        -- names exactly the ids it held.
+        DELETE FROM event_ids l WHERE l.occurred_at >= r.lower AND l.occurred_at < r.upper;
         gone := gone + n;
     END LOOP;
-    DELETE FROM events e WHERE e.occurred_at < p_before;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    -- The remainder (the boundary partition, the default one) row by row,
+    -- with exactly those rows' ids.
+    WITH removed AS (
+        DELETE FROM events e WHERE e.occurred_at < p_before RETURNING e.id
+    ), freed AS (
+        DELETE FROM event_ids l USING removed x WHERE l.id = x.id RETURNING 1
+    )
+    SELECT count(*) INTO n FROM removed;
     gone := gone + n;
-    -- Only ids whose event is gone: an append racing this purge with an old
-    -- instant keeps its id.
-    DELETE FROM event_ids l WHERE l.occurred_at < p_before
-        AND NOT EXISTS (SELECT 1 FROM events e
-                        WHERE e.occurred_at < p_before AND e.id = l.id AND e.occurred_at = l.occurred_at);
     PERFORM palisade_events_premake();
     RETURN gone;
 END $$;
