@@ -30,4 +30,8 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(fred, harness(), [event_store, consumers, session_cache, reputation_repo, tower]);
+palisade_conformance::conformance_tests!(
+    fred,
+    harness(),
+    [event_store, consumers, session_cache, reputation_repo, tower]
+);

@@ -27,4 +27,8 @@ async fn harness() -> Option<Arc<dyn Harness>> {
     .await
 }
 
-palisade_conformance::conformance_tests!(redis_rs, harness(), [event_store, consumers, session_cache, reputation_repo, tower]);
+palisade_conformance::conformance_tests!(
+    redis_rs,
+    harness(),
+    [event_store, consumers, session_cache, reputation_repo, tower]
+);

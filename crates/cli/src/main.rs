@@ -8,8 +8,8 @@ use palisade::{Config, Stores};
 
 mod bench;
 mod check;
-mod demo;
 mod consumers;
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Persistence adapters for security platforms")]

@@ -252,9 +252,14 @@ fn consumers_lists_checkpoint_and_lag_and_deletes() {
     let checkpoint = runtime.block_on(async {
         let events: Vec<NewEvent> = (0..5).map(|_| NewEvent::new("cli", "blocked")).collect();
         stores.events.append(AppendBatch::new(events)).await.unwrap();
-        let mut c = Consumer::start(stores.events.clone(), "blocklist", EventFilter::all().kind("blocked"), ConsumerOptions::default())
-            .await
-            .unwrap();
+        let mut c = Consumer::start(
+            stores.events.clone(),
+            "blocklist",
+            EventFilter::all().kind("blocked"),
+            ConsumerOptions::default(),
+        )
+        .await
+        .unwrap();
         let mut last = None;
         for _ in 0..2 {
             if let Some(Ok(SubscriptionItem::Event(e))) = c.next().await {

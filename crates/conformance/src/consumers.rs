@@ -112,8 +112,13 @@ pub async fn resume_after_drop_continues_after_the_last_ack(store: &Store) {
     drop(c);
 
     let mut again = ok(
-        Consumer::start(Arc::clone(store), "projection", EventFilter::all(), opts().waiting().with_retry_every(SHORT / 8))
-            .await,
+        Consumer::start(
+            Arc::clone(store),
+            "projection",
+            EventFilter::all(),
+            opts().waiting().with_retry_every(SHORT / 8),
+        )
+        .await,
         "restart",
     );
     assert_eq!(again.started_after(), Cursor::After(positions[2]));
@@ -359,7 +364,8 @@ pub async fn a_deleted_consumer_stops_its_holder_and_stays_deleted(store: &Store
 /// resumes after it.
 pub async fn checkpoint_survives_purge(store: &Store) {
     let base = palisade_core::backend::clock::now_ms();
-    let old: Vec<NewEvent> = evs("old", 3).into_iter().map(|e| e.with_occurred_at(base - chrono::TimeDelta::hours(2))).collect();
+    let old: Vec<NewEvent> =
+        evs("old", 3).into_iter().map(|e| e.with_occurred_at(base - chrono::TimeDelta::hours(2))).collect();
     let at = append(store, old).await;
     let Some(mut c) = start(store, "purged", EventFilter::all(), opts()).await else { return };
     for _ in 0..2 {

@@ -11,7 +11,8 @@ use serde_json::Value;
 use palisade_core::consumers::{Claim, ConsumerInfo};
 use palisade_core::documents::{CollectionSpec, Filter, FindOptions, UpdateOps, UpdateResult};
 use palisade_core::events::{
-    AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest, Position,
+    AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest,
+    Position,
 };
 use palisade_core::reputation::{Period, Ranked, Recorded, ReputationEvent, Subject, SubjectKind};
 use palisade_core::sessions::{Decision, KeyTtl, SetMode};

@@ -101,7 +101,7 @@ impl Claim {
     pub fn validate(&self) -> Result<()> {
         check_consumer_name(&self.name)?;
         self.filter.validate()?;
-        if self.lease < MIN_LEASE || self.lease > MAX_LEASE || self.lease.subsec_nanos() % 1_000_000 != 0 {
+        if self.lease < MIN_LEASE || self.lease > MAX_LEASE || !self.lease.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(Error::invalid("a consumer lease is whole milliseconds from 100 ms to 1 hour"));
         }
         Ok(())

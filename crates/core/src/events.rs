@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::backend::check::check_limit;
-use crate::consumers::{Claim, ConsumerInfo};
 use crate::backend::clock::now_ms;
 use crate::backend::eval::canonical_ip;
+use crate::consumers::{Claim, ConsumerInfo};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::{truncate_ms, TimeRange};

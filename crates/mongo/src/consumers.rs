@@ -102,10 +102,8 @@ pub(crate) async fn ack(coll: &Collection<Document>, name: &str, token: Uuid, po
         "holder": &token,
         "$or": [{"major": Bson::Null}, {"major": {"$lt": major}}, {"major": major, "minor": {"$lt": minor}}],
     };
-    let moved = coll
-        .update_one(behind, doc! {"$set": {"major": major, "minor": minor}})
-        .await
-        .map_err(|e| map(OP, e))?;
+    let moved =
+        coll.update_one(behind, doc! {"$set": {"major": major, "minor": minor}}).await.map_err(|e| map(OP, e))?;
     if moved.matched_count > 0 {
         return Ok(());
     }

@@ -67,9 +67,9 @@ use uuid::Uuid;
 
 use crate::consumers;
 use crate::error::{is_duplicate_key, map, tagged};
-use palisade_core::consumers::{Claim, ConsumerInfo};
 use crate::txn::{abort_with, commit, is_transient, Attempt, Rerun, Retry};
 use crate::{bson_date as date, capabilities, invalid_state, MongoBackend};
+use palisade_core::consumers::{Claim, ConsumerInfo};
 
 /// The events.
 pub(crate) const EVENTS: &str = "events";

@@ -137,12 +137,18 @@ mod tests {
         };
         let renew = Claim { renew: true, ..c.clone() };
         let lost = |r: Option<Result<Cursor>>| {
-            matches!(r.unwrap().unwrap_err().detail(), Some(palisade_core::ErrorDetail::ConsumerLease { held_elsewhere: false, .. }))
+            matches!(
+                r.unwrap().unwrap_err().detail(),
+                Some(palisade_core::ErrorDetail::ConsumerLease { held_elsewhere: false, .. })
+            )
         };
         assert!(lost(claimed(&renew, None)), "renewing a deleted consumer: lease lost, not a retry");
         assert!(lost(claimed(&renew, Some((false, true, None, None)))), "renewing a taken lease: lost");
         assert_eq!(claimed(&c, None).map(|r| r.is_ok()), None, "no row: claim again");
-        assert_eq!(claimed(&c, Some((true, true, Some(7), Some(2)))).unwrap().unwrap(), Cursor::After(Position::new(7, 2)));
+        assert_eq!(
+            claimed(&c, Some((true, true, Some(7), Some(2)))).unwrap().unwrap(),
+            Cursor::After(Position::new(7, 2))
+        );
         assert_eq!(claimed(&c, Some((true, true, None, None))).unwrap().unwrap(), Cursor::Start);
         let held = claimed(&c, Some((false, true, None, None))).unwrap().unwrap_err();
         assert!(matches!(held.detail(), Some(palisade_core::ErrorDetail::ConsumerLease { held_elsewhere: true, .. })));

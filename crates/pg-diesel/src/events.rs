@@ -287,22 +287,21 @@ impl PgDieselEventStore {
             expect_versions.push(version);
         }
         Cached::new(sql)
-                .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
-                .bind::<Array<Text>, _>(&sources)
-                .bind::<Array<Text>, _>(&kinds)
-                .bind::<Array<Nullable<Text>>, _>(&streams)
-                .bind::<Array<Nullable<Text>>, _>(&sessions)
-                .bind::<Array<Nullable<Inet>>, _>(&ips)
-                .bind::<Array<Jsonb>, _>(&tags)
-                .bind::<Array<Jsonb>, _>(&data)
-                .bind::<Array<Timestamptz>, _>(&occurred)
-                .bind::<Array<Text>, _>(&expect_streams)
-                .bind::<Array<BigInt>, _>(&expect_versions)
-                .bind::<Text, _>(&self.channel)
-                .load(conn)
-                .await
+            .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+            .bind::<Array<Text>, _>(&sources)
+            .bind::<Array<Text>, _>(&kinds)
+            .bind::<Array<Nullable<Text>>, _>(&streams)
+            .bind::<Array<Nullable<Text>>, _>(&sessions)
+            .bind::<Array<Nullable<Inet>>, _>(&ips)
+            .bind::<Array<Jsonb>, _>(&tags)
+            .bind::<Array<Jsonb>, _>(&data)
+            .bind::<Array<Timestamptz>, _>(&occurred)
+            .bind::<Array<Text>, _>(&expect_streams)
+            .bind::<Array<BigInt>, _>(&expect_versions)
+            .bind::<Text, _>(&self.channel)
+            .load(conn)
+            .await
     }
-
 
     /// [`read_after`](Self::read_after), waiting (bounded) while committed
     /// events beyond the page are held back: pg-common's `settled`.

@@ -117,7 +117,6 @@ diesel::table! {
     }
 }
 
-
 diesel::table! {
     /// Every stored event's id (migration 0015): idempotency by id across
     /// partitions, and each id's original outcome.

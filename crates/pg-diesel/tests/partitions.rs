@@ -51,8 +51,10 @@ async fn partitions_are_premade_three_months_ahead() {
         assert_eq!(names[0], "events_archive");
         assert_eq!(parts[0].1, month_start(1), "the archive ends where next month starts");
         assert!(parts.last().unwrap().1 >= Utc::now() + TimeDelta::days(85), "premade three months ahead: {parts:?}");
-        let relkind: String =
-            sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = 'events'::regclass").fetch_one(&ctx.raw).await.unwrap();
+        let relkind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = 'events'::regclass")
+            .fetch_one(&ctx.raw)
+            .await
+            .unwrap();
         assert_eq!(relkind, "p", "events is partitioned");
         // An event far ahead lands in the default partition; premaking moves it later.
         let store = ctx.backend.events().unwrap();
@@ -73,7 +75,10 @@ async fn purge_drops_whole_partitions_and_deletes_only_the_boundary_remainder() 
         store.append(AppendBatch::new(batch)).await.unwrap();
         let before = partitions(&ctx.raw).await;
         let m1_part = before.iter().find(|(_, upper)| *upper == m2).map(|(n, _)| n.clone()).expect("m1 partition");
-        let m1_oid: i64 = sqlx::query_scalar(&format!("SELECT '{m1_part}'::regclass::oid::bigint")).fetch_one(&ctx.raw).await.unwrap();
+        let m1_oid: i64 = sqlx::query_scalar(&format!("SELECT '{m1_part}'::regclass::oid::bigint"))
+            .fetch_one(&ctx.raw)
+            .await
+            .unwrap();
 
         // Cut inside month 2: the archive and month 1 go whole, month 2 loses 10 hours of rows.
         let cut = m2 + TimeDelta::hours(10);
@@ -185,17 +190,22 @@ async fn upgrading_an_unpartitioned_namespace_keeps_positions_ids_and_cursors() 
         assert_eq!(after, before, "{driver}: positions, ids and versions unchanged");
         let cursor = Cursor::After(read[1].position);
         assert_eq!(store.read(cursor, 10).await.unwrap().len(), 2, "{driver}: a stored cursor reads on");
-        let where_: Vec<String> = sqlx::query_scalar("SELECT tableoid::regclass::text FROM events ORDER BY position, seq")
-            .fetch_all(&raw)
-            .await
-            .unwrap();
+        let where_: Vec<String> =
+            sqlx::query_scalar("SELECT tableoid::regclass::text FROM events ORDER BY position, seq")
+                .fetch_all(&raw)
+                .await
+                .unwrap();
         assert_eq!(where_[..3], ["events_archive", "events_archive", "events_archive"], "{driver}");
         assert_ne!(where_[3], "events_archive", "{driver}: the far-future event left the archive");
         let dup = store.append(AppendBatch::new(vec![NewEvent::new("old", "tick").with_id(ids[0])])).await.unwrap();
         assert!(dup.events[0].duplicate, "{driver}: ids stored before the upgrade stay unique");
         let next = store.append(AppendBatch::new(vec![at(Utc::now(), 1)])).await.unwrap().events[0];
         assert!(next.position > read[3].position, "{driver}: new events go after the old ones");
-        assert_eq!(store.purge(Utc::now() - TimeDelta::days(1)).await.unwrap(), 1, "{driver}: the archive purges by rows");
+        assert_eq!(
+            store.purge(Utc::now() - TimeDelta::days(1)).await.unwrap(),
+            1,
+            "{driver}: the archive purges by rows"
+        );
         backend.drop_namespace().await.unwrap();
     }
 }

@@ -547,22 +547,18 @@ impl EventStore for PgEventStore {
     }
 
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        let rows: Vec<(String, String, Option<i64>, Option<i32>, Option<i64>)> = sqlx::query_as(pg_consumers::LIST)
-            .fetch_all(&self.backend.pool)
-            .await
-            .map_err(|e| map("consumers", e))?;
-        let all = rows.into_iter().filter_map(|(name, filter, p, s, lease)| pg_consumers::info(name, &filter, p, s, lease));
+        let rows: Vec<(String, String, Option<i64>, Option<i32>, Option<i64>)> =
+            sqlx::query_as(pg_consumers::LIST).fetch_all(&self.backend.pool).await.map_err(|e| map("consumers", e))?;
+        let all =
+            rows.into_iter().filter_map(|(name, filter, p, s, lease)| pg_consumers::info(name, &filter, p, s, lease));
         Ok(pg_consumers::sorted(all.collect()))
     }
 
     async fn delete_consumer(&self, name: &str) -> Result<bool> {
         const OP: &str = "delete_consumer";
         check_consumer_name(name).map_err(tagged(OP))?;
-        let done = sqlx::query(pg_consumers::DELETE)
-            .bind(name)
-            .execute(&self.backend.pool)
-            .await
-            .map_err(|e| map(OP, e))?;
+        let done =
+            sqlx::query(pg_consumers::DELETE).bind(name).execute(&self.backend.pool).await.map_err(|e| map(OP, e))?;
         Ok(done.rows_affected() > 0)
     }
 }

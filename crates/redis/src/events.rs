@@ -62,9 +62,9 @@ use palisade_core::time::truncate_ms;
 use palisade_core::{Capabilities, Error, ErrorDetail, ErrorKind, EventStore, Result};
 
 use crate::clients::{Client, Cmd, Reply};
-use uuid::Uuid;
 use crate::error::corrupt;
 use crate::{capabilities, key, prefix, scripts, RedisBackend, Store};
+use uuid::Uuid;
 
 /// Entries one scan or purge step reads.
 const STEP: usize = 1000;
@@ -512,7 +512,9 @@ impl EventStore for RedisEventStore {
         // Lua compares checkpoints as doubles: exact below 2^53 (stream ids' milliseconds are).
         const EXACT: u64 = 1 << 53;
         if position.major >= EXACT || position.minor >= EXACT {
-            return Err(Error::invalid("position is beyond any Redis stream id").with_backend(self.backend.backend()).with_op(OP));
+            return Err(Error::invalid("position is beyond any Redis stream id")
+                .with_backend(self.backend.backend())
+                .with_op(OP));
         }
         let keys = vec![self.consumer_checkpoints(), self.lease_key(name)];
         let args = vec![
@@ -560,7 +562,10 @@ impl EventStore for RedisEventStore {
             })();
             match decoded {
                 Some(info) => all.push(info),
-                None => tracing::warn!(backend = self.backend.backend(), "palisade: a stored consumer does not decode; not listed"),
+                None => tracing::warn!(
+                    backend = self.backend.backend(),
+                    "palisade: a stored consumer does not decode; not listed"
+                ),
             }
         }
         all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -571,7 +576,8 @@ impl EventStore for RedisEventStore {
         const OP: &str = "delete_consumer";
         check_consumer_name(name).map_err(self.backend.tagged(OP))?;
         let keys = vec![self.consumer_filters(), self.consumer_checkpoints(), self.lease_key(name)];
-        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_DELETE, keys, vec![name.as_bytes().to_vec()]).await?;
+        let reply =
+            self.backend.client.eval(OP, &scripts::CONSUMER_DELETE, keys, vec![name.as_bytes().to_vec()]).await?;
         Ok(reply.int().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))? > 0)
     }
 }

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{Degradable, Replay, WritePolicy};
+use crate::consumers::{Claim, ConsumerInfo};
+use crate::events::Position;
 use crate::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, ExpectedVersion, GroupBy, GroupCount,
     Page, PageRequest,
 };
-use crate::consumers::{Claim, ConsumerInfo};
-use crate::events::Position;
 use crate::{EventStore, Result};
 use uuid::Uuid;
 

@@ -211,7 +211,10 @@ async fn consumer_leases_are_unavailable_while_degraded_never_served_by_the_fall
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(store.is_degraded(), "the failed claim switched to degraded mode");
     assert_eq!(store.consumers().await.expect_err("degraded").kind(), ErrorKind::Unavailable);
-    assert_eq!(store.ack_consumer("projection", claim.token, Position::new(0, 1)).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        store.ack_consumer("projection", claim.token, Position::new(0, 1)).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
     primary.set_up(true);
     store.try_recover().await.expect("recovered");
     assert_eq!(store.claim_consumer(&claim).await.expect("primary back"), Cursor::Start);
