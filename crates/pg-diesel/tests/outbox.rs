@@ -84,14 +84,18 @@ impl Caller {
     async fn commit(&mut self) {
         match self {
             Caller::Sqlx { tx, .. } => tx.take().expect("open").commit().await.expect("commit"),
-            Caller::Diesel { conn, .. } => AnsiTransactionManager::commit_transaction(&mut **conn).await.expect("commit"),
+            Caller::Diesel { conn, .. } => {
+                AnsiTransactionManager::commit_transaction(&mut **conn).await.expect("commit")
+            }
         }
     }
 
     async fn rollback(&mut self) {
         match self {
             Caller::Sqlx { tx, .. } => tx.take().expect("open").rollback().await.expect("rollback"),
-            Caller::Diesel { conn, .. } => AnsiTransactionManager::rollback_transaction(&mut **conn).await.expect("rollback"),
+            Caller::Diesel { conn, .. } => {
+                AnsiTransactionManager::rollback_transaction(&mut **conn).await.expect("rollback")
+            }
         }
     }
 
@@ -153,7 +157,11 @@ async fn count(caller: &mut Caller, table: &str) -> i64 {
                 #[diesel(sql_type = diesel::sql_types::BigInt)]
                 n: i64,
             }
-            diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")).get_result::<N>(&mut **conn).await.unwrap().n
+            diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+                .get_result::<N>(&mut **conn)
+                .await
+                .unwrap()
+                .n
         }
     }
 }
