@@ -1,5 +1,5 @@
 //! Conformance cases for durable named consumers
-//! ([`Consumer`](palisade_core::consumers::Consumer) over a backend's
+//! ([`Consumer`] over a backend's
 //! [`EventStore`] lease and checkpoint primitives).
 //!
 //! Every case gets the event store of a fresh namespace as the shared handle
