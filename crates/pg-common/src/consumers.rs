@@ -80,6 +80,22 @@ pub fn claimed(claim: &Claim, row: Option<(bool, bool, Option<i64>, Option<i32>)
     })
 }
 
+/// Runs a claim (`run`: one [`CLAIM`] statement, its row) until a row says
+/// what happened: a row-less answer (a first claim or a delete raced this
+/// one) is tried again, three times in all.
+pub async fn claim_rounds<F, Fut>(claim: &Claim, mut run: F) -> Result<Cursor>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<(bool, bool, Option<i64>, Option<i32>)>>>,
+{
+    for _ in 0..3 {
+        if let Some(outcome) = claimed(claim, run().await?) {
+            return outcome;
+        }
+    }
+    Err(Error::new(palisade_core::ErrorKind::Unavailable, "the consumer kept changing under the claim"))
+}
+
 /// A position as the `(position, seq)` columns hold it; `InvalidInput` when
 /// it is beyond them (no Postgres event is there).
 pub fn position_columns(p: Position) -> Result<(i64, i32)> {

@@ -595,8 +595,7 @@ impl EventStore for PgDieselEventStore {
         const OP: &str = "claim_consumer";
         claim.validate().map_err(tagged(OP))?;
         let key = claim.filter_key().map_err(tagged(OP))?;
-        // No row: a first claim or a delete raced this one; the next try sees it.
-        for _ in 0..3 {
+        pg_consumers::claim_rounds(claim, || async {
             let mut conn = self.backend.conn(OP).await?;
             let row: Option<ClaimRow> = Cached::new(pg_consumers::CLAIM)
                 .bind::<Text, _>(&claim.name)
@@ -608,12 +607,10 @@ impl EventStore for PgDieselEventStore {
                 .await
                 .optional()
                 .map_err(conn.error(OP))?;
-            let row = row.map(|r| (r.taken, r.same_filter, r.position, r.seq));
-            if let Some(outcome) = pg_consumers::claimed(claim, row) {
-                return outcome.map_err(tagged(OP));
-            }
-        }
-        Err(Error::new(ErrorKind::Unavailable, "the consumer kept changing under the claim").with_op(OP))
+            Ok(row.map(|r| (r.taken, r.same_filter, r.position, r.seq)))
+        })
+        .await
+        .map_err(tagged(OP))
     }
 
     async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {

@@ -498,9 +498,8 @@ impl EventStore for PgEventStore {
         const OP: &str = "claim_consumer";
         claim.validate().map_err(tagged(OP))?;
         let key = claim.filter_key().map_err(tagged(OP))?;
-        // No row: a first claim or a delete raced this one; the next try sees it.
-        for _ in 0..3 {
-            let row: Option<(bool, bool, Option<i64>, Option<i32>)> = sqlx::query_as(pg_consumers::CLAIM)
+        pg_consumers::claim_rounds(claim, || async {
+            sqlx::query_as(pg_consumers::CLAIM)
                 .bind(&claim.name)
                 .bind(&key)
                 .bind(claim.token)
@@ -508,12 +507,10 @@ impl EventStore for PgEventStore {
                 .bind(claim.renew)
                 .fetch_optional(&self.backend.pool)
                 .await
-                .map_err(|e| map(OP, e))?;
-            if let Some(outcome) = pg_consumers::claimed(claim, row) {
-                return outcome.map_err(tagged(OP));
-            }
-        }
-        Err(Error::new(ErrorKind::Unavailable, "the consumer kept changing under the claim").with_op(OP))
+                .map_err(|e| map(OP, e))
+        })
+        .await
+        .map_err(tagged(OP))
     }
 
     async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
