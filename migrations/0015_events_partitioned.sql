@@ -13,7 +13,8 @@
 --   default; an UPDATE changes it for partitions made afterwards);
 -- - `events_default`: events beyond the premade horizon (far-future
 --   `occurred_at`); premaking a partition moves its rows out first.
--- `event_partitions` lists the range partitions and their bounds.
+-- `event_partitions` lists the range partitions and their bounds (the
+-- functions below keep it; runtime roles only read it).
 --
 -- Idempotency by id needs a key no partitioned table can hold (a unique
 -- index of a partitioned table must contain the partition key), so ids are
@@ -25,11 +26,18 @@
 --
 -- The lock: this migration holds ACCESS EXCLUSIVE on the namespace's
 -- `events` for its whole transaction (appends, reads and tails of this
--- namespace wait; other namespaces do not). It scans the old table once
--- (copying ids into the ledger) and builds three indexes on it: `(position,
--- seq)`, `id`, and `(stream, version)` (unique indexes of the old table
--- cannot serve the partitioned parent); the other indexes are attached as
--- they are. Positions, ids, versions and stored cursors do not change.
+-- namespace wait; other namespaces do not). It scans the old table for
+-- events dated after this month (moved out; usually none), validates the
+-- archive's bound, copies every id into the ledger, and builds three
+-- indexes on the old table: `(position, seq)`, `id`, and `(stream,
+-- version)` (unique indexes of the old table cannot serve the partitioned
+-- parent); the other indexes are attached as they are. Positions, ids,
+-- versions and stored cursors do not change. A runtime role's grants must
+-- be re-run afterwards (the new tables have none).
+
+-- Bounds are UTC instants: interval arithmetic on timestamptz follows the
+-- session's time zone.
+SET LOCAL TimeZone = 'UTC';
 
 -- The old table and its indexes make way for the partitioned parent.
 ALTER TABLE events RENAME TO events_archive;
@@ -116,7 +124,7 @@ CREATE INDEX event_ids_occurred_at ON event_ids (occurred_at);
 -- the schema owner (SECURITY DEFINER: a data-only runtime role purges too),
 -- with the namespace as its only search_path. Returns how many it made.
 CREATE FUNCTION palisade_events_premake() RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET TimeZone = 'UTC' SET lock_timeout = '5s' AS $$
 DECLARE
     step interval;
     lo timestamptz;
@@ -140,6 +148,9 @@ BEGIN
         EXECUTE format('CREATE TABLE %I (LIKE events INCLUDING DEFAULTS)', part);
         EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (occurred_at >= %L AND occurred_at < %L)',
                        part, part || '_bound', lo, hi);
+        -- No append may add a row of this range to the default partition
+        -- between the move and the attach (attaching checks it holds none).
+        LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE;
         EXECUTE format('WITH moved AS (DELETE FROM events_default WHERE occurred_at >= $1 AND occurred_at < $2 '
                        'RETURNING position, id, source, kind, stream, version, session_id, client_ip, tags, data, '
                        'occurred_at, recorded_at, seq) '
@@ -153,49 +164,72 @@ BEGIN
 END $$;
 
 -- `purge(before)`: drops every range partition lying entirely before
--- `p_before` (counting its rows first) with the ledger rows of its range,
--- deletes the remainder before it (the boundary partition, the default
--- partition) with exactly those rows' ids; then premakes ahead. Dropping takes ACCESS
--- EXCLUSIVE on `events` (from the count of the first dropped partition to
--- commit: brief, but appends and reads of the namespace wait); waiting
--- longer than lock_timeout (5 s, e.g. behind a long-open outbox
--- transaction) fails the purge (retry it).
+-- `p_before` with the ledger rows of its range (their count is the
+-- partition's), deletes the remainder before it (the boundary partition,
+-- the default partition) with exactly those rows' ids; then premakes
+-- ahead. Dropping takes ACCESS EXCLUSIVE on `events` until commit: appends
+-- and reads of the namespace wait while the dropped ranges' ledger rows
+-- are deleted (this grows with their number of events). Waiting longer
+-- than lock_timeout (5 s, e.g. behind a long-open outbox transaction) is
+-- SQLSTATE PA002 (a temporary conflict: retry).
 CREATE FUNCTION palisade_events_purge(p_before timestamptz) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET TimeZone = 'UTC' SET lock_timeout = '5s' AS $$
 DECLARE
     gone bigint := 0;
     n bigint;
     r record;
 BEGIN
-    IF EXISTS (SELECT 1 FROM event_partitions p WHERE p.upper <= p_before) THEN
-        -- What DROP takes anyway, taken before counting: no append can slip
-        -- into a partition between its count and its drop, nor add an id of
-        -- its range to the ledger before the ledger rows of the range go.
-        LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
-    END IF;
-    FOR r IN SELECT p.name, p.lower, p.upper FROM event_partitions p WHERE p.upper <= p_before ORDER BY p.lower LOOP
-        EXECUTE format('SELECT count(*) FROM %I', r.name) INTO n;
-        EXECUTE format('DROP TABLE %I', r.name);
-        DELETE FROM event_partitions p WHERE p.name = r.name;
-        -- A ledger row carries its event's instant, so the partition's range
-        -- names exactly the ids it held.
-        DELETE FROM event_ids l WHERE l.occurred_at >= r.lower AND l.occurred_at < r.upper;
+    -- Purges (and the premaking they end with) take turns, before any table
+    -- lock: two of them never wait on each other's locks.
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('palisade_events_premake', 'event_partitions'::regclass::oid::bigint));
+        -- Only tables that are range partitions of `events` are dropped,
+        -- whatever `event_partitions` says.
+        IF EXISTS (SELECT 1 FROM event_partitions p JOIN pg_inherits i ON i.inhrelid = to_regclass(p.name)
+                   WHERE i.inhparent = 'events'::regclass AND p.upper <= p_before) THEN
+            -- What DROP takes anyway, taken first: no append can add a row
+            -- (or an id) to a doomed range until this purge commits.
+            LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
+        END IF;
+        FOR r IN SELECT p.name, p.lower, p.upper
+                 FROM event_partitions p JOIN pg_inherits i ON i.inhrelid = to_regclass(p.name)
+                 WHERE i.inhparent = 'events'::regclass AND p.upper <= p_before
+                 ORDER BY p.lower LOOP
+            -- A ledger row carries its event's instant: the range names
+            -- exactly the partition's ids, one per event (so this counts them).
+            DELETE FROM event_ids l WHERE l.occurred_at >= r.lower AND l.occurred_at < r.upper;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            EXECUTE format('DROP TABLE %I', r.name);
+            DELETE FROM event_partitions p WHERE p.name = r.name;
+            gone := gone + n;
+        END LOOP;
+        -- The remainder (the boundary partition, the default one) row by
+        -- row, with exactly those rows' ids.
+        WITH removed AS (
+            DELETE FROM events e WHERE e.occurred_at < p_before RETURNING e.id
+        ), freed AS (
+            DELETE FROM event_ids l USING removed x WHERE l.id = x.id RETURNING 1
+        )
+        SELECT count(*) INTO n FROM removed;
         gone := gone + n;
-    END LOOP;
-    -- The remainder (the boundary partition, the default one) row by row,
-    -- with exactly those rows' ids.
-    WITH removed AS (
-        DELETE FROM events e WHERE e.occurred_at < p_before RETURNING e.id
-    ), freed AS (
-        DELETE FROM event_ids l USING removed x WHERE l.id = x.id RETURNING 1
-    )
-    SELECT count(*) INTO n FROM removed;
-    gone := gone + n;
-    PERFORM palisade_events_premake();
+        PERFORM palisade_events_premake();
+    EXCEPTION WHEN lock_not_available THEN
+        -- Waiting behind another transaction (a long-open outbox
+        -- transaction, say) is a conflict to retry, not a failing server.
+        RAISE EXCEPTION 'purge waited too long for the events table''s lock; try again'
+            USING ERRCODE = 'PA002';
+    END;
     RETURN gone;
 END $$;
 REVOKE ALL ON FUNCTION palisade_events_premake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION palisade_events_purge(timestamptz) FROM PUBLIC;
+-- Owner's rights: the session's temporary schema is searched last, never
+-- first, so a caller's temporary table cannot stand in for one of these.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION palisade_events_premake() SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION palisade_events_purge(timestamptz) SET search_path = %I, pg_temp', current_schema());
+END $$;
 
 -- Appends claim their ids in the ledger (see above); the rest is 0014's.
 CREATE OR REPLACE FUNCTION palisade_append(
@@ -213,10 +247,14 @@ DECLARE
     actual bigint;
     lock_key bigint;
     base integer;
+    -- This transaction's next seq in this namespace, kept in a
+    -- transaction-local setting (undone with a rolled-back savepoint).
+    seq_key text := 'palisade.next_seq_' || current_schema();
 BEGIN
     tx := pg_current_xact_id()::text::bigint + (SELECT h.xid_offset FROM event_head h);
     -- Earlier appends of this transaction hold seq 0 .. base-1 at this position.
-    SELECT coalesce(max(e.seq) + 1, 0) INTO base FROM events e WHERE e.position = tx;
+    base := coalesce(nullif(current_setting(seq_key, true), ''), '0')::integer;
+    PERFORM set_config(seq_key, (base + cardinality(p_ids))::text, true);
     IF coalesce(cardinality(p_expect_streams), 0) = 0
        AND NOT EXISTS (SELECT 1 FROM unnest(p_streams) s WHERE s IS NOT NULL) THEN
         -- No stream and no expectation: ids already stored (also by an

@@ -358,19 +358,32 @@ async fn a_data_role_serves_a_migrated_namespace_but_cannot_create_collections()
         let stored = stores.documents.insert("analyses", serde_json::json!({"verdict": "clean"})).await.unwrap();
         assert!(stored["_id"].is_string(), "{scheme}");
         // Tampering with the schema record is refused too.
-        let e = psql_as_role(&admin, &ns);
+        let e = psql_as_role(&admin, &format!("DELETE FROM \"{ns}\".palisade_migrations"));
         assert!(e.contains("permission denied"), "{scheme}: {e}");
+        // So is naming a table for the owner's purge function to drop: the
+        // partition list is the owner's, and a temporary stand-in is ignored.
+        let e = psql_as_role(
+            &admin,
+            &format!("INSERT INTO \"{ns}\".event_partitions VALUES ('sessions', '-infinity', '-infinity')"),
+        );
+        assert!(e.contains("permission denied"), "{scheme}: {e}");
+        let role = as_user(&admin, PG_ROLE, None);
+        let sql = format!(
+            "CREATE TEMP TABLE event_partitions (name text, lower timestamptz, upper timestamptz); \
+             INSERT INTO event_partitions VALUES ('sessions', '-infinity', '-infinity'); \
+             SELECT \"{ns}\".palisade_events_purge('2000-01-01')"
+        );
+        psql(&role, &sql);
+        let sessions = psql(&admin, &format!("SELECT to_regclass('\"{ns}\".sessions') IS NOT NULL"));
+        assert_eq!(sessions, "t", "{scheme}: the purge function dropped a table a caller named");
         psql(&admin, &format!("DROP SCHEMA \"{ns}\" CASCADE"));
     }
 }
 
-/// What the role is told when it tries to rewrite the migrations table.
-fn psql_as_role(admin: &str, ns: &Namespace) -> String {
+/// What the role is told when it runs `sql`, which must fail.
+fn psql_as_role(admin: &str, sql: &str) -> String {
     let url = as_user(admin, PG_ROLE, None);
-    let out = Command::new("psql")
-        .args([&url, "-qAtc", &format!("DELETE FROM \"{ns}\".palisade_migrations")])
-        .output()
-        .expect("psql runs");
+    let out = Command::new("psql").args([&url, "-qAtc", sql]).output().expect("psql runs");
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -69,6 +69,8 @@ macro_rules! __with_cases {
                 delete_consumer_forgets_it_and_fences_the_holder,
                 checkpoint_survives_purge,
                 a_deleted_consumer_stops_its_holder_and_stays_deleted,
+                an_expired_lease_neither_acks_nor_renews,
+                filters_are_compared_as_sets,
                 invalid_consumer_input_is_invalid_input,
             ],
             pair: [checkpoints_are_isolated_by_namespace]

@@ -113,10 +113,22 @@ impl Claim {
     }
 
     /// The filter's stored form: canonical JSON, compared as text by every
-    /// backend (fields serialize in declaration order).
+    /// backend (fields serialize in declaration order; kinds, sources and
+    /// tags sorted and deduplicated, as the filter treats them as sets).
     pub fn filter_key(&self) -> Result<String> {
-        Ok(serde_json::to_string(&self.filter)?)
+        Ok(serde_json::to_string(&canonical(&self.filter))?)
     }
+}
+
+/// `filter` with its kinds, sources and tags sorted and deduplicated (the
+/// same filter, written one way).
+pub fn canonical(filter: &EventFilter) -> EventFilter {
+    let mut f = filter.clone();
+    for list in [&mut f.kinds, &mut f.sources, &mut f.tags] {
+        list.sort();
+        list.dedup();
+    }
+    f
 }
 
 /// Checks a consumer name (the rules of every short name).
@@ -229,6 +241,8 @@ pub struct Consumer {
     state: Arc<Mutex<LeaseState>>,
     heartbeat: JoinHandle<()>,
     released: bool,
+    /// An error ended the stream: `next` says `None` from then on.
+    ended: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -287,6 +301,7 @@ impl Consumer {
             state,
             heartbeat,
             released: false,
+            ended: false,
         })
     }
 
@@ -307,23 +322,36 @@ impl Consumer {
 
     /// The next item: events after the checkpoint that match the filter, in
     /// order, one [`SubscriptionItem::CaughtUp`], then live events. Yields
-    /// `Conflict` and ends when the lease is lost; `None` after an error.
+    /// `Conflict` when the lease is lost, then `None`: a consumer that lost
+    /// its lease never resumes (start a new one). `None` after any error.
     pub async fn next(&mut self) -> Option<Result<SubscriptionItem>> {
+        if self.ended {
+            return None;
+        }
         loop {
             if let Err(e) = self.holding() {
+                self.stop();
                 return Some(Err(e));
             }
             let check = tokio::time::sleep(self.lease / 10);
             tokio::select! {
                 item = self.events.next() => {
-                    if let Some(Ok(SubscriptionItem::Event(e))) = &item {
-                        self.delivered = Some(e.position);
+                    match &item {
+                        Some(Ok(SubscriptionItem::Event(e))) => self.delivered = Some(e.position),
+                        Some(Err(_)) | None => self.stop(),
+                        Some(Ok(SubscriptionItem::CaughtUp)) => {}
                     }
                     return item;
                 }
                 _ = check => {}
             }
         }
+    }
+
+    /// Ends the stream: no more renewals (a lost lease stays lost).
+    fn stop(&mut self) {
+        self.ended = true;
+        self.heartbeat.abort();
     }
 
     /// Moves the checkpoint to `position`, durably: a restart resumes after

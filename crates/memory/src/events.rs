@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use palisade_core::backend::check::check_limit;
 use palisade_core::backend::clock::now_ms;
 use palisade_core::backend::eval::{canonical_ip, group_keys, rank_groups};
-use palisade_core::consumers::{check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
+use palisade_core::consumers::{canonical, check_consumer_name, errors as consumer_errors, Claim, ConsumerInfo};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Appended, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Order,
     Page, PageRequest, Position, SubscriptionItem,
@@ -308,12 +308,12 @@ impl EventStore for MemoryEventStore {
     async fn claim_consumer(&self, claim: &Claim) -> Result<Cursor> {
         claim.validate().map_err(tagged("claim_consumer"))?;
         let filter_key = claim.filter_key().map_err(tagged("claim_consumer"))?;
-        let now = Utc::now();
+        let now = now_ms();
         let until = now + chrono::TimeDelta::milliseconds(claim.lease_ms());
         let mut consumers = self.shared.consumers.lock();
         if claim.renew {
             return match consumers.get_mut(&claim.name) {
-                Some(c) if c.holder.is_some_and(|(t, _)| t == claim.token) && c.filter_key == filter_key => {
+                Some(c) if c.live_holder(now) == Some(claim.token) && c.filter_key == filter_key => {
                     c.holder = Some((claim.token, until));
                     Ok(c.checkpoint.map_or(Cursor::Start, Cursor::After))
                 }
@@ -322,7 +322,7 @@ impl EventStore for MemoryEventStore {
         }
         let c = consumers.entry(claim.name.clone()).or_insert_with(|| StoredConsumer {
             filter_key: filter_key.clone(),
-            filter: claim.filter.clone(),
+            filter: canonical(&claim.filter),
             checkpoint: None,
             holder: None,
         });
@@ -338,9 +338,10 @@ impl EventStore for MemoryEventStore {
 
     async fn ack_consumer(&self, name: &str, token: Uuid, position: Position) -> Result<()> {
         check_consumer_name(name).map_err(tagged("ack_consumer"))?;
+        let now = now_ms();
         let mut consumers = self.shared.consumers.lock();
         match consumers.get_mut(name) {
-            Some(c) if c.holder.is_some_and(|(t, _)| t == token) => {
+            Some(c) if c.live_holder(now) == Some(token) => {
                 c.checkpoint = c.checkpoint.max(Some(position));
                 Ok(())
             }
@@ -359,7 +360,7 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        let now = Utc::now();
+        let now = now_ms();
         let consumers = self.shared.consumers.lock();
         Ok(consumers
             .iter()

@@ -51,7 +51,7 @@ pub(crate) async fn claim(coll: &Collection<Document>, claim: &Claim) -> Result<
         let now = now_ms();
         let until = now + chrono::TimeDelta::milliseconds(claim.lease_ms());
         let free = if claim.renew {
-            doc! {"_id": &claim.name, "filter": &key, "holder": &token}
+            doc! {"_id": &claim.name, "filter": &key, "holder": &token, "lease_until": {"$gt": date(now)}}
         } else {
             doc! {
                 "_id": &claim.name,
@@ -97,9 +97,11 @@ pub(crate) async fn ack(coll: &Collection<Document>, name: &str, token: Uuid, po
     check_consumer_name(name).map_err(tagged(OP))?;
     let (major, minor) = columns(position).map_err(tagged(OP))?;
     let token = token.to_string();
+    let now = date(now_ms());
     let behind = doc! {
         "_id": name,
         "holder": &token,
+        "lease_until": {"$gt": now},
         "$or": [{"major": Bson::Null}, {"major": {"$lt": major}}, {"major": major, "minor": {"$lt": minor}}],
     };
     let moved =
@@ -108,7 +110,11 @@ pub(crate) async fn ack(coll: &Collection<Document>, name: &str, token: Uuid, po
         return Ok(());
     }
     // Not moved: an older ack under a held lease (a no-op), or no lease.
-    match coll.find_one(doc! {"_id": name, "holder": &token}).await.map_err(|e| map(OP, e))? {
+    match coll
+        .find_one(doc! {"_id": name, "holder": &token, "lease_until": {"$gt": now}})
+        .await
+        .map_err(|e| map(OP, e))?
+    {
         Some(_) => Ok(()),
         None => Err(errors::lease_lost(name)).map_err(tagged(OP)),
     }

@@ -29,7 +29,8 @@ pub const CLAIM: &str = "WITH ins AS ( \
         UPDATE event_consumers c \
         SET holder = $3, lease_expires = clock_timestamp() + $4::bigint * interval '1 millisecond' \
         WHERE c.name = $1 AND NOT EXISTS (SELECT 1 FROM ins) AND c.filter = $2 \
-          AND (c.holder = $3 OR (NOT $5::boolean AND (c.holder IS NULL OR c.lease_expires <= clock_timestamp()))) \
+          AND ((c.holder = $3 AND c.lease_expires > clock_timestamp()) \
+               OR (NOT $5::boolean AND (c.holder IS NULL OR c.lease_expires <= clock_timestamp()))) \
         RETURNING true AS taken, true AS same_filter, c.position, c.seq \
     ) \
     SELECT taken, same_filter, position, seq FROM ins \
@@ -39,11 +40,12 @@ pub const CLAIM: &str = "WITH ins AS ( \
 
 /// Moves a checkpoint forward under the holder's token. Binds `$1` name, `$2`
 /// token, `$3` position, `$4` seq. Zero rows affected: the token does not hold
-/// the lease. (A position at or before the checkpoint leaves it.)
+/// a running lease (taken over, released, deleted, or run out). (A position at
+/// or before the checkpoint leaves it.)
 pub const ACK: &str = "UPDATE event_consumers SET \
         position = CASE WHEN position IS NULL OR (position, seq) < ($3, $4) THEN $3 ELSE position END, \
         seq = CASE WHEN position IS NULL OR (position, seq) < ($3, $4) THEN $4 ELSE seq END \
-    WHERE name = $1 AND holder = $2";
+    WHERE name = $1 AND holder = $2 AND lease_expires > clock_timestamp()";
 
 /// Gives a lease up. Binds `$1` name, `$2` token.
 pub const RELEASE: &str =
@@ -53,7 +55,7 @@ pub const RELEASE: &str =
 /// last only while a lease runs (epoch milliseconds).
 pub const LIST: &str = "SELECT name, filter, position, seq, \
         CASE WHEN lease_expires > clock_timestamp() \
-             THEN (extract(epoch FROM lease_expires) * 1000)::bigint END AS lease_ms \
+             THEN floor(extract(epoch FROM lease_expires) * 1000)::bigint END AS lease_ms \
     FROM event_consumers";
 
 /// Deletes a consumer. Binds `$1` name.

@@ -18,7 +18,8 @@ pub fn quote_ident(ident: &str) -> String {
 /// later `palisade migrate`: a new migration's tables are granted only then;
 /// every statement is idempotent): use of the schema; reading and writing
 /// the store tables, but only reading the migrations table (a service with
-/// auto-migration off checks it); executing the stores' functions (also
+/// auto-migration off checks it) and the list of event partitions (which
+/// the purge function, running as the owner, keeps); executing the stores' functions (also
 /// where `EXECUTE` was revoked from `PUBLIC`). Nothing else: no `CREATE`,
 /// no DDL, no `TRUNCATE`, no sequences (identity columns need none). The
 /// partitions of document collections need no grants of their own: the
@@ -36,6 +37,7 @@ pub fn grants(ns: &Namespace, role: &str) -> String {
         "GRANT USAGE ON SCHEMA {s} TO {r};\n\
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};\n\
          REVOKE INSERT, UPDATE, DELETE ON {s}.{m} FROM {r};\n\
+         REVOKE INSERT, UPDATE, DELETE ON {s}.event_partitions FROM {r};\n\
          GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r};\n"
     )
 }

@@ -32,6 +32,8 @@ pub fn classify(code: &str) -> (ErrorKind, bool) {
         "23505" | "23P01" => (ErrorKind::Conflict, false),
         // Palisade's own: a session key holds another type.
         "PA001" => (ErrorKind::Conflict, false),
+        // `palisade_events_purge` waited too long for the events table's lock.
+        "PA002" => (ErrorKind::Conflict, true),
         // numeric_value_out_of_range: a stored counter would overflow.
         "22003" => (ErrorKind::Conflict, false),
         // serialization_failure, deadlock_detected: retry may succeed.
@@ -110,6 +112,7 @@ mod tests {
     #[test]
     fn wrong_type_and_overflow_are_conflicts() {
         assert_eq!(classify("PA001").0, ErrorKind::Conflict);
+        assert_eq!(classify("PA002"), (ErrorKind::Conflict, true), "a purge behind a lock: retry, not a failover");
         assert_eq!(classify("22003").0, ErrorKind::Conflict);
     }
 

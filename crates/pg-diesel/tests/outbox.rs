@@ -328,3 +328,21 @@ async fn a_connection_outside_a_transaction_is_refused_before_any_io() {
     })
     .await;
 }
+
+/// sqlx: a transaction opened with a raw `BEGIN` (which sqlx does not track)
+/// is refused, since a savepoint and its release cannot be placed in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_refuses_a_transaction_it_did_not_open() {
+    let Some(url) = url() else { return };
+    let ns = Namespace::random("outbox").unwrap();
+    let backend = PgBackend::connect(&PgConfig::new(url.clone(), ns)).await.unwrap();
+    let store = backend.events();
+    let mut conn = backend.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let e = store.append_in(&mut conn, AppendBatch::new(vec![ev(1)])).await.expect_err("raw BEGIN");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    assert!(store.read(Cursor::Start, 10).await.unwrap().is_empty());
+    backend.drop_namespace().await.unwrap();
+}

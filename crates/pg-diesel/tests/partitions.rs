@@ -56,10 +56,22 @@ async fn partitions_are_premade_three_months_ahead() {
             .await
             .unwrap();
         assert_eq!(relkind, "p", "events is partitioned");
-        // An event far ahead lands in the default partition; premaking moves it later.
+        // An event far ahead lands in the default partition; premaking a
+        // partition for its range moves it there (here: after the interval
+        // grew to 5 years, at the next purge).
         let store = ctx.backend.events().unwrap();
-        store.append(AppendBatch::new(vec![at(month_start(40), 0)])).await.unwrap();
+        let far = store.append(AppendBatch::new(vec![at(month_start(40), 0)])).await.unwrap().events[0];
         assert_eq!(rows_in(&ctx.raw, "events_default").await, 1);
+        sqlx::query("UPDATE event_head SET partition_interval = '5 years'").execute(&ctx.raw).await.unwrap();
+        assert_eq!(store.purge(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap()).await.unwrap(), 0);
+        assert_eq!(rows_in(&ctx.raw, "events_default").await, 0, "moved out of the default partition");
+        let home: String =
+            sqlx::query_scalar("SELECT tableoid::regclass::text FROM events").fetch_one(&ctx.raw).await.unwrap();
+        assert!(home.starts_with("events_p"), "{home}");
+        let read = store.read(Cursor::Start, 10).await.unwrap();
+        assert_eq!((read.len(), read[0].position), (1, far.position), "the moved event reads the same");
+        let dup = store.append(AppendBatch::new(vec![at(month_start(40), 0).with_id(read[0].id)])).await.unwrap();
+        assert!(dup.events[0].duplicate, "its id is still known");
     })
     .await;
 }

@@ -126,7 +126,11 @@ impl PgEventStore {
                     return Ok(outcome);
                 }
                 Err(e) => {
-                    savepoint.rollback().await.map_err(|e| map(OP, e))?;
+                    // The attempt's error says more than a failed rollback
+                    // (after which the caller's transaction is broken anyway).
+                    if savepoint.rollback().await.is_err() {
+                        return Err(e.error);
+                    }
                     if !(attempt < APPEND_RACE_RETRIES && e.is_race()) {
                         return Err(e.error);
                     }
