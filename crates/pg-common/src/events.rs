@@ -81,7 +81,7 @@ pub fn held_back_note(held: i64, waiting: i64) -> Option<String> {
     })
 }
 
-/// `purge(before)` (migration 0015): drops the partitions lying entirely
+/// `purge(before)` (migration 0013): drops the partitions lying entirely
 /// before `$1`, deletes the rest before it and the removed events' ids, and
 /// premakes partitions ahead. One row, `gone` (bigint).
 pub const PURGE: &str = "SELECT palisade_events_purge($1) AS gone";

@@ -57,9 +57,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(10, "document key costs", "0010_document_key_costs.sql"),
     migration!(11, "events stream locks", "0011_events_stream_locks.sql"),
     migration!(12, "event consumers", "0012_event_consumers.sql"),
-    migration!(13, "events append search path", "0013_events_append_search_path.sql"),
-    migration!(14, "events append in transaction", "0014_events_append_in_transaction.sql"),
-    migration!(15, "events partitioned", "0015_events_partitioned.sql"),
+    migration!(13, "events partitioned", "0013_events_partitioned.sql"),
 ];
 
 pub use palisade_core::backend::MigrationStatus;

@@ -12,7 +12,7 @@
 diesel::table! {
     /// Security events, one row per event; `(position, seq)` is the gap-safe
     /// global order (appending transaction's id + offset, place in the batch).
-    /// Partitioned by range of `occurred_at` since migration 0015 (see
+    /// Partitioned by range of `occurred_at` since migration 0013 (see
     /// `event_partitions`); `(position, seq)` is unique by construction, not
     /// by a constraint.
     events (position, seq) {
@@ -118,7 +118,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Every stored event's id (migration 0015): idempotency by id across
+    /// Every stored event's id (migration 0013): idempotency by id across
     /// partitions, and each id's original outcome.
     event_ids (id) {
         id -> Uuid,

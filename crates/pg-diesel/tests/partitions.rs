@@ -1,7 +1,7 @@
-//! Retention by partitions (migration 0015) on both Postgres backends:
+//! Retention by partitions (migration 0013) on both Postgres backends:
 //! partitions premade ahead, `purge` dropping whole partitions and deleting
 //! only the remainder, ids unique across partitions, a purged id appendable
-//! again, and a namespace migrated before 0015 moved over with its
+//! again, and a namespace migrated before 0013 moved over with its
 //! positions, ids, versions and cursors. Needs `PALISADE_TEST_POSTGRES_URL`;
 //! skipped with a notice without it, unless `PALISADE_REQUIRE` names
 //! `postgres`.
@@ -147,7 +147,7 @@ async fn ids_are_unique_across_partitions_and_a_purged_id_comes_back() {
     .await;
 }
 
-/// A namespace migrated up to 0014 (one unpartitioned `events` table) moves
+/// A namespace migrated up to 0012 (one unpartitioned `events` table) moves
 /// over: positions, ids, versions and stored cursors unchanged; old events
 /// land in the archive partition; idempotency by id still holds for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +159,7 @@ async fn upgrading_an_unpartitioned_namespace_keeps_positions_ids_and_cursors() 
         raw.execute(format!("CREATE SCHEMA {}", ns.as_str()).as_str()).await.unwrap();
         let plan = Runner::new(&ns);
         raw.execute(plan.ddl().as_str()).await.unwrap();
-        for m in MIGRATIONS.iter().filter(|m| m.version <= 14) {
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 12) {
             raw.execute(m.sql).await.unwrap();
             sqlx::query(&plan.insert())
                 .bind(m.version)
@@ -169,7 +169,7 @@ async fn upgrading_an_unpartitioned_namespace_keeps_positions_ids_and_cursors() 
                 .await
                 .unwrap();
         }
-        // Events stored by 0014's function: past, stream, and one far ahead.
+        // Events stored by 0011's function: past, stream, and one far ahead.
         let call = "SELECT * FROM palisade_append($1, $2, $3, $4, $5, $6, $7, $8, $9, '{}', '{}', 'ch')";
         let ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::now_v7()).collect();
         let instants = [Utc::now() - TimeDelta::days(400), Utc::now(), Utc::now(), month_start(6)];

@@ -8,7 +8,7 @@
 //!   partitions (counting their rows first) and deletes the removed ids from
 //!   the `event_ids` ledger;
 //! - **DELETE**: in the other namespace, `DELETE FROM events WHERE
-//!   occurred_at < …` (what `purge` ran before migration 0015), then the
+//!   occurred_at < …` (what `purge` ran before migration 0013), then the
 //!   same ledger delete, so both end in the same state.
 //!
 //! A `DELETE` only marks rows dead: the work of removing them from the

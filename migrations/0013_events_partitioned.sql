@@ -231,7 +231,19 @@ BEGIN
     EXECUTE format('ALTER FUNCTION palisade_events_purge(timestamptz) SET search_path = %I, pg_temp', current_schema());
 END $$;
 
--- Appends claim their ids in the ledger (see above); the rest is 0014's.
+-- Appends claim their ids in the ledger (see above). Two more changes from
+-- 0011's function, for `append_in` (appending on a caller's connection,
+-- inside the caller's transaction):
+-- - the function carries the namespace as its own `search_path` (captured
+--   here, where the migrator's path is the namespace; set on entry and
+--   restored on exit), so the caller's path is neither needed nor changed;
+--   every later `CREATE OR REPLACE` must repeat `SET search_path FROM
+--   CURRENT`, which it resets;
+-- - several appends of one transaction number their events one after the
+--   other at the transaction's position (a transaction-local setting holds
+--   the next seq), and an id appended earlier in the same transaction is
+--   reported as a duplicate of that append.
+-- The rest is 0011's.
 CREATE OR REPLACE FUNCTION palisade_append(
     p_ids uuid[], p_sources text[], p_kinds text[], p_streams text[], p_sessions text[],
     p_ips inet[], p_tags jsonb[], p_data jsonb[], p_occurred timestamptz[],
