@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Disk: a cold run fills target/ with about 8 GB (measured on CI's
+# machine; the profile in Cargo.toml keeps debug info to line tables) plus
+# doc-test scratch in /tmp. Say so up front rather than fail mid-build with
+# "No space left on device"; a warm target/ needs less, so this only warns.
+need_gb=12
+avail_gb=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))
+if [ "$avail_gb" -lt "$need_gb" ]; then
+  printf '[test] warning: %s GB free here; a cold run needs about %s GB (target/, /tmp)\n' "$avail_gb" "$need_gb" >&2
+fi
+
 bash scripts/start-services.sh
 # A throwaway 3-master Redis Cluster (127.0.0.1:7000-7002) for tests/redis_cluster.rs;
 # stopped again (only the processes it started) however this script ends.
@@ -73,4 +83,6 @@ cargo clean --quiet $(grep -h '^name = "palisade' Cargo.toml crates/*/Cargo.toml
 cargo package --workspace --locked --allow-dirty --quiet || status=$?
 
 bash scripts/conformance-summary.sh "$PALISADE_CONFORMANCE_LOG" || status=1
+printf '[test] target/ now takes %s; %s GB free\n' "$(du -sh target | cut -f1)" \
+  "$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))" >&2
 exit $status
