@@ -18,6 +18,7 @@ use palisade_core::{EventStore, EventStoreExt};
 use uuid::Uuid;
 
 use super::{assert_kind, ok};
+use crate::flaky::Flaky;
 
 type Store = Arc<dyn EventStore>;
 
@@ -209,6 +210,42 @@ pub async fn release_hands_over_at_once(store: &Store) {
     let got = tokio::time::timeout(Duration::from_secs(3), waiter).await;
     let name = ok(got.expect("the waiter took over within 3 s (lease 5 s)").expect("waiter task"), "waiter");
     assert_eq!(name, "handover");
+}
+
+/// A start cancelled after its claim took the lease (a timeout around it, a
+/// shutdown; here its subscribe hangs and the task is aborted) gives the
+/// lease up: another instance starts at once, not when the lease runs out.
+pub async fn a_cancelled_start_gives_the_lease_up(store: &Store) {
+    let Some(first) = start(store, "cancelled", EventFilter::all(), opts()).await else { return };
+    ok(first.release().await, "release");
+    let flaky = Arc::new(Flaky::new(Arc::clone(store)));
+    flaky.stall("subscribe");
+    let stalling: Store = flaky.clone();
+    let long = ConsumerOptions::default().with_lease(Duration::from_secs(120));
+    let starting = tokio::spawn(Consumer::start(stalling, "cancelled", EventFilter::all(), long));
+    // The claim is call 1; call 2 is the subscribe that hangs.
+    let claimed = tokio::time::timeout(WAIT, async {
+        while flaky.calls() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(claimed.is_ok(), "the start claimed and subscribed within {WAIT:?}");
+    assert!(!starting.is_finished(), "start returned although its subscribe hangs");
+    starting.abort();
+    assert!(starting.await.is_err_and(|e| e.is_cancelled()), "the start was cancelled");
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = Consumer::start(Arc::clone(store), "cancelled", EventFilter::all(), opts()).await;
+            if !is_held_elsewhere(&r) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let again = again.expect("the lease of the cancelled start (120 s) was given up within 10 s");
+    ok(again, "start after the cancelled one");
 }
 
 /// Four writers append concurrently while a consumer follows and acks every

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use palisade_core::consumers::{Claim, ConsumerInfo};
@@ -41,12 +42,28 @@ pub struct Flaky<T: ?Sized> {
     /// Calls left before going down; `u64::MAX` = never.
     budget: AtomicU64,
     calls: AtomicU64,
+    /// Operations whose calls never complete ([`Flaky::stall`]).
+    stalled: Mutex<Vec<&'static str>>,
 }
 
 impl<T: ?Sized> Flaky<T> {
     /// A healthy wrapper around `inner`.
     pub fn new(inner: Arc<T>) -> Self {
-        Flaky { inner, mode: AtomicU8::new(0), budget: AtomicU64::new(u64::MAX), calls: AtomicU64::new(0) }
+        Flaky {
+            inner,
+            mode: AtomicU8::new(0),
+            budget: AtomicU64::new(u64::MAX),
+            calls: AtomicU64::new(0),
+            stalled: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// From now on every call of `op` (the trait method's name, e.g.
+    /// `"subscribe"`) hangs without reaching the inner store, as on a hung
+    /// connection: for testing what a caller's timeout or cancellation leaves
+    /// behind. Other operations behave as the mode says.
+    pub fn stall(&self, op: &'static str) {
+        self.stalled.lock().push(op);
     }
 
     /// The wrapped store, bypassing the failures.
@@ -93,7 +110,11 @@ impl<T: ?Sized> Flaky<T> {
         F: std::future::Future<Output = Result<R>>,
     {
         let down = || Error::new(ErrorKind::Unavailable, "flaky store is down").with_backend("flaky").with_op(op);
-        match self.mode() {
+        let mode = self.mode();
+        if self.stalled.lock().contains(&op) {
+            return std::future::pending().await;
+        }
+        match mode {
             FlakyMode::Down => Err(down()),
             FlakyMode::Up => f.await,
             FlakyMode::ApplyThenTimeout => {

@@ -224,11 +224,42 @@ struct LeaseState {
     lost: bool,
 }
 
+/// Gives a token's lease up in the background when dropped while armed.
+///
+/// Armed from the moment a claim is sent: a [`Consumer::start`] cancelled
+/// after its claim reached the store (a timeout around it, a shutdown) and a
+/// dropped [`Consumer`] do not keep the consumer held until the lease runs
+/// out. Releasing under a token that holds nothing changes nothing, so an
+/// armed guard whose claim never arrived is harmless.
+struct ReleaseOnDrop {
+    store: Arc<dyn EventStore>,
+    name: String,
+    token: Uuid,
+    armed: bool,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, name, token) = (Arc::clone(&self.store), std::mem::take(&mut self.name), self.token);
+            rt.spawn(async move {
+                if let Err(e) = store.release_consumer(&name, token).await {
+                    tracing::debug!(error = %e, consumer = %name, "palisade: releasing a dropped consumer failed");
+                }
+            });
+        }
+    }
+}
+
 /// A running named consumer: the lease holder's side. See the module docs.
 ///
 /// Dropping it stops the heartbeat and releases the lease in the background
-/// (when a Tokio runtime is running); a crashed process's lease simply runs
-/// out.
+/// (when a Tokio runtime is running); so does cancelling
+/// [`start`](Self::start) once its claim was sent. A crashed process's lease
+/// simply runs out.
 pub struct Consumer {
     store: Arc<dyn EventStore>,
     name: String,
@@ -240,7 +271,8 @@ pub struct Consumer {
     events: EventSubscription,
     state: Arc<Mutex<LeaseState>>,
     heartbeat: JoinHandle<()>,
-    released: bool,
+    /// Releases the lease when the consumer is dropped unreleased.
+    guard: ReleaseOnDrop,
     /// An error ended the stream: `next` says `None` from then on.
     ended: bool,
 }
@@ -268,17 +300,27 @@ impl Consumer {
         let claim = Claim { name: name.into(), filter, token: Uuid::new_v4(), lease: options.lease, renew: false };
         claim.validate().map_err(|e| e.with_op("consume"))?;
         let retry = options.retry_every.unwrap_or(options.lease / 3).max(Duration::from_millis(10));
+        let mut guard =
+            ReleaseOnDrop { store: Arc::clone(&store), name: claim.name.clone(), token: claim.token, armed: false };
         let (checkpoint, renewed) = loop {
             let sent = Instant::now();
+            // Cancelled from here on, the claim may have taken the lease.
+            guard.armed = true;
             match store.claim_consumer(&claim).await {
                 Ok(c) => break (c, sent),
-                Err(e) if options.wait && is_held(&e) => tokio::time::sleep(retry).await,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    guard.armed = false;
+                    if !(options.wait && is_held(&e)) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(retry).await;
+                }
             }
         };
         let events = match store.subscribe(checkpoint, claim.filter.clone()).await {
             Ok(events) => events,
             Err(e) => {
+                guard.armed = false;
                 let _ = store.release_consumer(&claim.name, claim.token).await;
                 return Err(e);
             }
@@ -300,7 +342,7 @@ impl Consumer {
             events,
             state,
             heartbeat,
-            released: false,
+            guard,
             ended: false,
         })
     }
@@ -384,7 +426,7 @@ impl Consumer {
     /// takes over at once. The checkpoint stays.
     pub async fn release(mut self) -> Result<()> {
         self.heartbeat.abort();
-        self.released = true;
+        self.guard.armed = false;
         self.store.release_consumer(&self.name, self.token).await
     }
 
@@ -398,19 +440,9 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
+    /// Stops the heartbeat; the guard (dropped after this) releases the lease.
     fn drop(&mut self) {
         self.heartbeat.abort();
-        if self.released {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (store, name, token) = (Arc::clone(&self.store), self.name.clone(), self.token);
-            rt.spawn(async move {
-                if let Err(e) = store.release_consumer(&name, token).await {
-                    tracing::debug!(error = %e, consumer = %name, "palisade: releasing a dropped consumer failed");
-                }
-            });
-        }
     }
 }
 

@@ -540,9 +540,23 @@ impl EventStore for RedisEventStore {
 
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
         const OP: &str = "consumers";
-        let keys = vec![self.consumer_filters(), self.consumer_checkpoints()];
-        let args = vec![key(&self.prefix, LEASE)];
-        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_LIST, keys, args).await?;
+        // The names first, then one script reads each consumer with every key
+        // it touches declared (its lease key is derived from the name).
+        let names = self.backend.client.call(OP, Cmd::keyed("HKEYS", self.consumer_filters())).await?;
+        let names: Vec<Vec<u8>> = names
+            .array()
+            .and_then(|names| names.iter().map(|n| n.bytes().map(<[u8]>::to_vec)).collect())
+            .map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = vec![self.consumer_filters(), self.consumer_checkpoints()];
+        keys.extend(names.iter().map(|n| {
+            let mut k = key(&self.prefix, LEASE);
+            k.extend_from_slice(n);
+            k
+        }));
+        let reply = self.backend.client.eval(OP, &scripts::CONSUMER_LIST, keys, names).await?;
         let flat = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))?;
         let now = palisade_core::backend::clock::now_ms();
         let mut all = Vec::with_capacity(flat.len() / 4);

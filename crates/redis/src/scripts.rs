@@ -482,19 +482,23 @@ return 1
 "#,
 };
 
-/// Durable consumers: every consumer as a flat list of `name, filter key,
-/// checkpoint or '', lease PTTL` (negative: not held). KEYS: filters hash,
-/// checkpoints hash. ARGV: the lease key prefix (same hash tag).
+/// Durable consumers: the consumers named in ARGV that exist, as a flat list
+/// of `name, filter key, checkpoint or '', lease PTTL` (negative: not held).
+/// KEYS: filters hash, checkpoints hash, then each name's lease key (every
+/// key declared, all under one hash tag). Names deleted since they were read
+/// are left out.
 pub static CONSUMER_LIST: Lua = Lua {
     name: "consumer_list",
     source: r#"
 local out = {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  out[#out + 1] = all[i]
-  out[#out + 1] = all[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[2], all[i]) or ''
-  out[#out + 1] = redis.call('PTTL', ARGV[1] .. all[i])
+for i, name in ipairs(ARGV) do
+  local filter = redis.call('HGET', KEYS[1], name)
+  if filter then
+    out[#out + 1] = name
+    out[#out + 1] = filter
+    out[#out + 1] = redis.call('HGET', KEYS[2], name) or ''
+    out[#out + 1] = redis.call('PTTL', KEYS[i + 2])
+  end
 end
 return out
 "#,
