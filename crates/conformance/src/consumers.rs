@@ -18,7 +18,7 @@ use palisade_core::{EventStore, EventStoreExt};
 use uuid::Uuid;
 
 use super::{assert_kind, ok};
-use crate::flaky::Flaky;
+use crate::flaky::{Flaky, FlakyMode};
 
 type Store = Arc<dyn EventStore>;
 
@@ -225,13 +225,16 @@ pub async fn a_cancelled_start_gives_the_lease_up(store: &Store) {
     let starting = tokio::spawn(Consumer::start(stalling, "cancelled", EventFilter::all(), long));
     // The claim is call 1; call 2 is the subscribe that hangs.
     let claimed = tokio::time::timeout(WAIT, async {
-        while flaky.calls() < 2 {
+        while flaky.calls() < 2 && !starting.is_finished() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     assert!(claimed.is_ok(), "the start claimed and subscribed within {WAIT:?}");
-    assert!(!starting.is_finished(), "start returned although its subscribe hangs");
+    if starting.is_finished() {
+        let ended = starting.await.expect("start task");
+        panic!("start returned although its subscribe hangs: {:?}", ended.map(|c| c.name().to_owned()));
+    }
     starting.abort();
     assert!(starting.await.is_err_and(|e| e.is_cancelled()), "the start was cancelled");
     let again = tokio::time::timeout(WAIT, async {
@@ -246,6 +249,22 @@ pub async fn a_cancelled_start_gives_the_lease_up(store: &Store) {
     .await;
     let again = again.expect("the lease of the cancelled start (120 s) was given up within 10 s");
     ok(again, "start after the cancelled one");
+}
+
+/// A start whose claim took the lease but reported a failure (here the
+/// store applies it and then times out) gives the lease up before it
+/// returns the error: the caller's retry starts at once.
+pub async fn a_start_that_failed_after_claiming_gives_the_lease_up(store: &Store) {
+    let Some(first) = start(store, "timed-out", EventFilter::all(), opts()).await else { return };
+    ok(first.release().await, "release");
+    let flaky = Arc::new(Flaky::new(Arc::clone(store)));
+    flaky.set_mode(FlakyMode::ApplyThenTimeout);
+    let failing: Store = flaky.clone();
+    let long = ConsumerOptions::default().with_lease(Duration::from_secs(120));
+    let r = Consumer::start(failing, "timed-out", EventFilter::all(), long).await;
+    assert_kind(r.map(|_| ()), ErrorKind::Timeout, "a claim applied and then timed out");
+    let again = Consumer::start(Arc::clone(store), "timed-out", EventFilter::all(), opts()).await;
+    ok(again, "start right after the failed one (its 120 s lease was given up)");
 }
 
 /// Four writers append concurrently while a consumer follows and acks every

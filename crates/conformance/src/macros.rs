@@ -63,6 +63,7 @@ macro_rules! __with_cases {
                 takeover_after_heartbeats_stop,
                 release_hands_over_at_once,
                 a_cancelled_start_gives_the_lease_up,
+                a_start_that_failed_after_claiming_gives_the_lease_up,
                 no_skip_under_concurrent_appends,
                 filter_applies_and_a_different_filter_conflicts,
                 ack_moves_forward_only_and_never_past_delivery,

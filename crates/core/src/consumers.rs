@@ -227,15 +227,30 @@ struct LeaseState {
 /// Gives a token's lease up in the background when dropped while armed.
 ///
 /// Armed from the moment a claim is sent: a [`Consumer::start`] cancelled
-/// after its claim reached the store (a timeout around it, a shutdown) and a
-/// dropped [`Consumer`] do not keep the consumer held until the lease runs
-/// out. Releasing under a token that holds nothing changes nothing, so an
-/// armed guard whose claim never arrived is harmless.
+/// after its claim took the lease (a timeout around it, a shutdown), one
+/// whose claim failed in a way that may still have taken it (a timeout, a
+/// lost connection) and a dropped [`Consumer`] do not keep the consumer held
+/// until the lease runs out. Releasing under a token that holds nothing
+/// changes nothing, so an armed guard whose claim never arrived is harmless.
+/// Best effort while the claim is in flight: a claim that reaches the store
+/// after the release still holds the lease until it runs out.
 struct ReleaseOnDrop {
     store: Arc<dyn EventStore>,
     name: String,
     token: Uuid,
     armed: bool,
+}
+
+impl ReleaseOnDrop {
+    /// Releases now, best effort (a failure leaves the lease to run out);
+    /// disarmed only once done, so a cancelled release still happens in the
+    /// background.
+    async fn release(&mut self) {
+        if let Err(e) = self.store.release_consumer(&self.name, self.token).await {
+            tracing::debug!(error = %e, consumer = %self.name, "palisade: releasing a consumer's lease failed");
+        }
+        self.armed = false;
+    }
 }
 
 impl Drop for ReleaseOnDrop {
@@ -258,8 +273,8 @@ impl Drop for ReleaseOnDrop {
 ///
 /// Dropping it stops the heartbeat and releases the lease in the background
 /// (when a Tokio runtime is running); so does cancelling
-/// [`start`](Self::start) once its claim was sent. A crashed process's lease
-/// simply runs out.
+/// [`start`](Self::start) once its claim took the lease (best effort while
+/// the claim is still in flight). A crashed process's lease simply runs out.
 pub struct Consumer {
     store: Arc<dyn EventStore>,
     name: String,
@@ -308,20 +323,26 @@ impl Consumer {
             guard.armed = true;
             match store.claim_consumer(&claim).await {
                 Ok(c) => break (c, sent),
-                Err(e) => {
+                Err(e) if refused(&e) => {
+                    // The store took nothing.
                     guard.armed = false;
                     if !(options.wait && is_held(&e)) {
                         return Err(e);
                     }
                     tokio::time::sleep(retry).await;
                 }
+                Err(e) => {
+                    // A timeout or lost connection: the claim may have taken
+                    // the lease all the same.
+                    guard.release().await;
+                    return Err(e);
+                }
             }
         };
         let events = match store.subscribe(checkpoint, claim.filter.clone()).await {
             Ok(events) => events,
             Err(e) => {
-                guard.armed = false;
-                let _ = store.release_consumer(&claim.name, claim.token).await;
+                guard.release().await;
                 return Err(e);
             }
         };
@@ -426,8 +447,11 @@ impl Consumer {
     /// takes over at once. The checkpoint stays.
     pub async fn release(mut self) -> Result<()> {
         self.heartbeat.abort();
-        self.guard.armed = false;
-        self.store.release_consumer(&self.name, self.token).await
+        // Disarmed only once done: a release cancelled by the caller (a
+        // shutdown timeout) still happens in the background.
+        let released = self.store.release_consumer(&self.name, self.token).await;
+        self.guard.armed = released.is_err();
+        released
     }
 
     fn holding(&self) -> Result<()> {
@@ -444,6 +468,12 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.heartbeat.abort();
     }
+}
+
+/// A claim the store turned down: it took no lease (held by another token,
+/// another filter, bad input, no durable consumers).
+fn refused(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Conflict | ErrorKind::InvalidInput | ErrorKind::Unsupported)
 }
 
 fn is_held(e: &Error) -> bool {

@@ -142,9 +142,9 @@ impl RedisEventStore {
     }
 
     /// Durable consumers: the lease of `name` (its holder's token, expiring).
-    fn lease_key(&self, name: &str) -> Vec<u8> {
+    fn lease_key(&self, name: impl AsRef<[u8]>) -> Vec<u8> {
         let mut k = key(&self.prefix, LEASE);
-        k.extend_from_slice(name.as_bytes());
+        k.extend_from_slice(name.as_ref());
         k
     }
 
@@ -551,11 +551,7 @@ impl EventStore for RedisEventStore {
             return Ok(Vec::new());
         }
         let mut keys = vec![self.consumer_filters(), self.consumer_checkpoints()];
-        keys.extend(names.iter().map(|n| {
-            let mut k = key(&self.prefix, LEASE);
-            k.extend_from_slice(n);
-            k
-        }));
+        keys.extend(names.iter().map(|n| self.lease_key(n)));
         let reply = self.backend.client.eval(OP, &scripts::CONSUMER_LIST, keys, names).await?;
         let flat = reply.array().map_err(|e| e.with_backend(self.backend.backend()).with_op(OP))?;
         let now = palisade_core::backend::clock::now_ms();
