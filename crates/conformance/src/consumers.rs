@@ -55,16 +55,22 @@ fn claim(name: &str, filter: EventFilter, lease: Duration) -> Claim {
     Claim { name: name.to_owned(), filter, token: Uuid::new_v4(), lease, renew: false }
 }
 
-/// Starts a consumer; without `durable_consumers`, asserts `Unsupported` and returns `None`.
-async fn start(store: &Store, name: &str, filter: EventFilter, options: ConsumerOptions) -> Option<Consumer> {
-    let r = Consumer::start(Arc::clone(store), name, filter, options).await;
+/// The value of a case's first consumer operation `what`; without
+/// `durable_consumers`, asserts it was `Unsupported`, reports the case n/a
+/// and returns `None`.
+fn applies<T: std::fmt::Debug>(store: &Store, r: palisade_core::Result<T>, what: &str) -> Option<T> {
     if store.capabilities().durable_consumers {
-        Some(ok(r, "start a consumer"))
+        Some(ok(r, what))
     } else {
-        assert_kind(r.map(|_| ()), ErrorKind::Unsupported, "a consumer without the durable_consumers capability");
+        assert_kind(r, ErrorKind::Unsupported, &format!("{what} without the durable_consumers capability"));
         crate::not_applicable("durable_consumers");
         None
     }
+}
+
+/// Starts a consumer; without `durable_consumers`, asserts `Unsupported` and returns `None`.
+async fn start(store: &Store, name: &str, filter: EventFilter, options: ConsumerOptions) -> Option<Consumer> {
+    applies(store, Consumer::start(Arc::clone(store), name, filter, options).await, "start a consumer")
 }
 
 async fn next_item(c: &mut Consumer, what: &str) -> SubscriptionItem {
@@ -167,13 +173,8 @@ pub async fn takeover_after_heartbeats_stop(store: &Store) {
     let positions = append(store, evs("k", 3)).await;
     let stale = claim("takeover", EventFilter::all(), SHORT);
     // A holder that claims once and never renews (a crashed process).
-    let r = store.claim_consumer(&stale).await;
-    if !store.capabilities().durable_consumers {
-        assert_kind(r, ErrorKind::Unsupported, "claim without durable_consumers");
-        crate::not_applicable("durable_consumers");
-        return;
-    }
-    assert_eq!(ok(r, "first claim"), Cursor::Start);
+    let Some(first) = applies(store, store.claim_consumer(&stale).await, "first claim") else { return };
+    assert_eq!(first, Cursor::Start);
     ok(store.ack_consumer("takeover", stale.token, positions[0]).await, "ack under a live lease");
 
     let started = tokio::time::Instant::now();
@@ -424,13 +425,9 @@ pub async fn a_deleted_consumer_stops_its_holder_and_stays_deleted(store: &Store
 pub async fn an_expired_lease_neither_acks_nor_renews(store: &Store) {
     let at = append(store, evs("k", 2)).await;
     let first = claim("expiring", EventFilter::all(), SHORT);
-    let r = store.claim_consumer(&first).await;
-    if !store.capabilities().durable_consumers {
-        assert_kind(r, ErrorKind::Unsupported, "claim without durable_consumers");
-        crate::not_applicable("durable_consumers");
+    if applies(store, store.claim_consumer(&first).await, "claim").is_none() {
         return;
     }
-    ok(r, "claim");
     ok(store.ack_consumer("expiring", first.token, at[0]).await, "ack under the running lease");
     tokio::time::sleep(SHORT + Duration::from_millis(400)).await;
     assert_kind(store.ack_consumer("expiring", first.token, at[1]).await, ErrorKind::Conflict, "ack after expiry");

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use palisade_conformance::{event_store, execute, open_event_store, CaseBody, Harness, Outcome};
+use palisade_conformance::{
+    consumers, event_store, execute, open_event_store, open_shared_event_store, CaseBody, Harness, Outcome,
+};
 use palisade_core::events::{
     AppendBatch, AppendOutcome, Cursor, Event, EventFilter, EventSubscription, GroupBy, GroupCount, Page, PageRequest,
 };
@@ -31,6 +33,7 @@ impl Store for Reduced {
         let mut caps = self.inner.capabilities();
         caps.live_tail = false;
         caps.analytics = false;
+        caps.durable_consumers = false;
         caps
     }
 
@@ -115,4 +118,22 @@ async fn a_missing_capability_must_answer_unsupported() {
     let h = ReducedHarness { lying: true };
     let counts = case(|s| Box::pin(event_store::count_by_kind_orders_by_count_then_key(s)));
     assert!(execute(&h, open_event_store, counts).await.is_err());
+}
+
+/// Consumer cases, whether they open with `Consumer::start` or with a raw
+/// claim, are n/a on a store without durable consumers (whose primitives
+/// keep the trait's `Unsupported` defaults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_cases_without_durable_consumers_are_not_applicable() {
+    type Shared = Arc<dyn EventStore>;
+    let h = ReducedHarness { lying: false };
+    let cases: [for<'a> fn(&'a Shared) -> futures::future::BoxFuture<'a, ()>; 3] = [
+        |s| Box::pin(consumers::resume_after_drop_continues_after_the_last_ack(s)),
+        |s| Box::pin(consumers::takeover_after_heartbeats_stop(s)),
+        |s| Box::pin(consumers::an_expired_lease_neither_acks_nor_renews(s)),
+    ];
+    for f in cases {
+        let outcome = execute(&h, open_shared_event_store, CaseBody::Single(f)).await.ok();
+        assert_eq!(outcome, Some(Outcome::NotApplicable("durable_consumers")));
+    }
 }
